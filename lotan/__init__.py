@@ -1,0 +1,31 @@
+"""Lotan: full-batch GNN training with Apache Spark as the graph engine and PyTorch as the
+neural engine."""
+
+from lotan import datasets
+from lotan.api import EpochRecord, FitResult, fit, predict
+from lotan.config import FitConfig
+from lotan.errors import (
+    DatasetNotFoundError,
+    EngineError,
+    GraphInputError,
+    LotanError,
+    UnsupportedModelError,
+)
+from lotan.graph import Graph
+
+__all__ = [
+    "DatasetNotFoundError",
+    "EngineError",
+    "EpochRecord",
+    "FitConfig",
+    "FitResult",
+    "Graph",
+    "GraphInputError",
+    "LotanError",
+    "UnsupportedModelError",
+    "datasets",
+    "fit",
+    "predict",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,226 @@
+"""The public entry points: ``fit`` and ``predict``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lotan.config import FitConfig
+from lotan.engines import Engine, make_engine
+from lotan.errors import GraphInputError, UnsupportedModelError
+from lotan.graph import Graph
+from lotan.graph_engine.runner import Message
+from lotan.nn_engine.optim import build_optimizer
+from lotan.planner.model_plan import ModelPlan, lower_model
+from lotan.planner.physical import METRIC_FIELDS, EpochValue, inference_stages, training_stages
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["EpochRecord", "FitResult", "fit", "predict"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: the training loss (weights before the step) and accuracies with dropout off
+    after the step, as PyG's example loop reports them."""
+
+    epoch: int
+    loss: float
+    train_acc: float
+    val_acc: float
+    test_acc: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the trained model (the same module object) and its history."""
+
+    model: torch.nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    config: FitConfig | None = None
+    num_partitions: int = 0
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+
+def _plan_for(model: torch.nn.Module, graph: Graph) -> ModelPlan:
+    plan = lower_model(model)
+    if plan.in_channels != graph.num_features:
+        raise UnsupportedModelError(
+            f"the model's input width is {plan.in_channels} but the graph has "
+            f"{graph.num_features} features per vertex; build the model with "
+            f"in_channels={graph.num_features}"
+        )
+    return plan
+
+
+def _check_labels(plan: ModelPlan, graph: Graph) -> None:
+    if graph.num_train == 0:
+        raise GraphInputError(
+            "the train split is empty; mark some vertices split='train' (PyG: train_mask)"
+        )
+    if graph.num_classes > plan.out_channels:
+        raise GraphInputError(
+            f"labels go up to {graph.num_classes - 1} but the model has only "
+            f"{plan.out_channels} outputs; build it with out_channels >= {graph.num_classes}"
+        )
+
+
+def _value(model: torch.nn.Module, epoch: int) -> EpochValue:
+    params = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+    return EpochValue(params=params, epoch=epoch)
+
+
+def _reduce(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Sum gradient partials and metrics in a fixed order (by partition), so that a run is
+    deterministic whatever order Spark returns them in."""
+    grads: dict[str, np.ndarray] = {}
+    metrics = np.zeros(len(METRIC_FIELDS))
+    for m in sorted(msgs, key=lambda m: (m.tag, m.src)):
+        if m.tag == "grad":
+            for k, v in m.payload.items():
+                grads[k] = grads[k] + v if k in grads else np.array(v, copy=True)
+        elif m.tag == "metrics":
+            metrics += m.payload["metrics"]
+    return grads, metrics
+
+
+def _acc(metrics: np.ndarray, split: str) -> float:
+    i = METRIC_FIELDS.index(f"{split}_correct")
+    count = metrics[i + 1]
+    return float(metrics[i] / count) if count else float("nan")
+
+
+def fit(
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    epochs: int = FitConfig.epochs,
+    optimizer: str = FitConfig.optimizer,
+    lr: float = FitConfig.lr,
+    weight_decay: float = FitConfig.weight_decay,
+    momentum: float = FitConfig.momentum,
+    engine: str = FitConfig.engine,
+    num_partitions: int | None = None,
+    seed: int = FitConfig.seed,
+    progress: bool = FitConfig.progress,
+    spark: SparkSession | None = None,
+) -> FitResult:
+    """Train ``model`` full-batch on ``graph``: every vertex and edge, every epoch.
+
+    One optimizer step per epoch on the exact full-batch gradient of the masked
+    cross-entropy over the train vertices. The model's parameters are updated in place and
+    the module is returned in :attr:`FitResult.model`, usable with PyG as it is.
+
+    Parameters
+    ----------
+    model : a supported PyTorch Geometric model (see :mod:`lotan.planner.model_plan`).
+    graph : a :class:`lotan.Graph`.
+    engine : ``"spark"`` (default; the active SparkSession, ``spark=``, or a new local one)
+        or ``"local"`` (in-process, same plan and kernels).
+    num_partitions : graph partitions (default: the engine's).
+    spark : the SparkSession to use with ``engine="spark"``.
+
+    Raises
+    ------
+    UnsupportedModelError, GraphInputError, LotanError
+        For an unsupported model, a graph that does not fit it, or bad settings.
+    """
+    config = FitConfig(
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        engine=engine,
+        num_partitions=num_partitions,
+        seed=seed,
+        progress=progress,
+    )
+    plan = _plan_for(model, graph)
+    _check_labels(plan, graph)
+    eng: Engine = make_engine(config.engine, spark)
+    parts = config.num_partitions or eng.default_partitions()
+    if parts > graph.num_vertices:
+        raise GraphInputError(
+            f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
+            "use fewer partitions"
+        )
+    prepared = eng.prepare(graph, parts, plan.norm)
+    opt = build_optimizer(
+        config.optimizer,
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+    )
+    train = training_stages(plan, seed=config.seed, num_train=graph.num_train)
+    evaluate = inference_stages(plan, output=False)
+    named = dict(model.named_parameters())
+    result = FitResult(model=model, config=config, num_partitions=parts)
+    pending: tuple[int, float, float] | None = None  # epoch, loss, seconds awaiting metrics
+
+    def record(metrics: np.ndarray) -> None:
+        assert pending is not None
+        e, loss, secs = pending
+        rec = EpochRecord(
+            e, loss, _acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"), secs
+        )
+        result.history.append(rec)
+        if config.progress:
+            print(
+                f"epoch {rec.epoch:4d}/{config.epochs}  loss {rec.loss:.4f}  "
+                f"train {rec.train_acc:.4f}  val {rec.val_acc:.4f}  test {rec.test_acc:.4f}  "
+                f"{rec.seconds:.2f}s",
+                file=sys.stderr if config.progress == "stderr" else sys.stdout,
+                flush=True,
+            )
+
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        msgs = eng.run(prepared, train, _value(model, epoch), f"lotan epoch {epoch}")
+        grads, metrics = _reduce(msgs)
+        if pending is not None:
+            # This forward pass evaluated the weights that the previous epoch's step made.
+            record(metrics)
+        opt.zero_grad(set_to_none=True)
+        for name, grad in grads.items():
+            named[name].grad = torch.from_numpy(grad).to(named[name].dtype)
+        opt.step()
+        pending = (epoch, float(metrics[0]), time.perf_counter() - start)
+    _, metrics = _reduce(eng.run(prepared, evaluate, _value(model, 0), "lotan evaluate"))
+    record(metrics)
+    return result
+
+
+def predict(
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    engine: str = "spark",
+    num_partitions: int | None = None,
+    spark: SparkSession | None = None,
+) -> Any:
+    """Predicted class and class probabilities of every vertex, with dropout off.
+
+    Returns
+    -------
+    With ``engine="spark"`` a Spark DataFrame ``(id long, prediction long,
+    probability array<float>)`` keyed by the graph's original vertex ids (persisted; call
+    ``unpersist()`` when done); with ``engine="local"`` a pandas DataFrame with the same
+    columns, sorted by id.
+    """
+    plan = _plan_for(model, graph)
+    eng = make_engine(engine, spark)
+    parts = num_partitions or eng.default_partitions()
+    prepared = eng.prepare(graph, parts, plan.norm)
+    return eng.predictions(prepared, inference_stages(plan, output=True), _value(model, 0))

@@ -1,0 +1,172 @@
+"""The two engines behind one interface: prepare a graph once, run plans over it.
+
+``LocalEngine`` runs the stages in-process; ``SparkEngine`` runs them through Spark. Both use
+the same preparation kernels and the same stage functions, so they compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from lotan.graph import Graph
+from lotan.graph_engine.layout import NormSpec
+from lotan.graph_engine.prepare import prepare_local, prepare_spark
+from lotan.graph_engine.runner import LocalRunner, Message, StageFn
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["ENGINES", "Engine", "LocalEngine", "SparkEngine", "make_engine"]
+
+ENGINES = ("spark", "local")
+
+
+class Engine(Protocol):
+    name: str
+
+    def default_partitions(self) -> int: ...
+
+    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> Any: ...
+
+    def run(self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str) -> list[Message]: ...
+
+    def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> Any: ...
+
+
+def _predictions_frame(ids: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    import torch
+
+    probs = torch.softmax(torch.from_numpy(np.asarray(logits)), dim=1).numpy()
+    return {
+        "id": ids.astype(np.int64),
+        "prediction": logits.argmax(axis=1).astype(np.int64),
+        "probability": list(probs.astype(np.float32)),
+        "logits": list(np.asarray(logits, dtype=np.float32)),
+    }
+
+
+#: Columns of ``lotan.predict``'s output.
+PREDICTION_SCHEMA = "id long, prediction long, probability array<float>, logits array<float>"
+
+
+def _list_column(rows: list[np.ndarray]) -> Any:
+    import pyarrow as pa
+
+    width = rows[0].shape[0] if rows else 0
+    flat = np.concatenate(rows) if rows else np.zeros(0, np.float32)
+    offsets = np.arange(0, (len(rows) + 1) * width, width if width else 1, dtype=np.int32)[: len(rows) + 1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(np.float32)))
+
+
+class LocalEngine:
+    """In-process engine: the physical plan without Spark."""
+
+    name = "local"
+
+    def default_partitions(self) -> int:
+        return 1
+
+    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> LocalRunner:
+        key = ("local", num_partitions, norm)
+        if key not in graph._prepared:
+            a = graph.arrays()
+            layouts = prepare_local(
+                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norm
+            )
+            graph._prepared[key] = LocalRunner(layouts)
+        runner: LocalRunner = graph._prepared[key]
+        return runner
+
+    def run(
+        self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any, label: str
+    ) -> list[Message]:
+        driver, _ = prepared.run(stages, value)
+        return driver
+
+    def predictions(self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any) -> pd.DataFrame:
+        import pandas as pd
+
+        _, out = prepared.run(stages, value)
+        ids = np.concatenate([m.payload["ids"] for m in out])
+        logits = np.concatenate([m.payload["logits"] for m in out])
+        order = np.argsort(ids)
+        return pd.DataFrame(_predictions_frame(ids[order], logits[order]))
+
+
+class SparkEngine:
+    """Spark engine: stages run as Spark stages over the persisted partition layouts."""
+
+    name = "spark"
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    def default_partitions(self) -> int:
+        return max(1, int(self.spark.sparkContext.defaultParallelism))
+
+    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> Any:
+        from lotan.graph_engine.spark_runner import SparkRunner
+
+        key = ("spark", id(self.spark), num_partitions, norm)
+        if key not in graph._prepared:
+            vertices, edges = graph.dataframes(self.spark)
+            layouts = prepare_spark(self.spark, vertices, edges, num_partitions, norm)
+            graph._prepared[key] = SparkRunner(self.spark, num_partitions, layouts)
+        return graph._prepared[key]
+
+    def run(self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str) -> list[Message]:
+        result = prepared.run(stages, value, description=label)
+        try:
+            return result.collect_driver()
+        finally:
+            result.close()
+
+    def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> DataFrame:
+        import pyarrow as pa
+        from pyspark import StorageLevel
+
+        from lotan.graph_engine.spark_runner import binary_views
+        from lotan.graph_engine.tiles import decode_tile
+
+        def decode(batches: Any) -> Any:
+            for batch in batches:
+                for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
+                    tile = decode_tile(view)
+                    frame = _predictions_frame(tile["ids"], tile["logits"])
+                    yield pa.RecordBatch.from_pydict(
+                        {
+                            "id": frame["id"],
+                            "prediction": frame["prediction"],
+                            "probability": _list_column(frame["probability"]),
+                            "logits": _list_column(frame["logits"]),
+                        }
+                    )
+
+        result = prepared.run(stages, value, description="lotan predict")
+        try:
+            out = (
+                result.output()
+                .mapInArrow(decode, PREDICTION_SCHEMA)
+                .persist(StorageLevel.MEMORY_AND_DISK)
+            )
+            out.count()
+        finally:
+            result.close()
+        return out
+
+
+def make_engine(engine: str, spark: SparkSession | None = None) -> Engine:
+    """The engine named ``engine`` (``"spark"`` or ``"local"``)."""
+    from lotan.errors import LotanError
+
+    if engine == "local":
+        return LocalEngine()
+    if engine == "spark":
+        from lotan.graph_engine.session import get_spark
+
+        return SparkEngine(get_spark(spark))
+    raise LotanError(f"engine={engine!r} is not one of {list(ENGINES)}")

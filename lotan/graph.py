@@ -1,0 +1,476 @@
+"""``lotan.Graph``: the graph a model trains on, from PyG, Spark DataFrames or Parquet.
+
+Column names follow GraphFrames: vertices have ``id`` (any integer ids, not necessarily
+dense), ``features`` (``array<float>``), ``label`` (integer, null when unknown) and ``split``
+(``"train"``/``"val"``/``"test"``/null); edges have ``src``, ``dst`` and an optional
+``weight``. Edges are directed, ``src -> dst``, as PyG's ``edge_index``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lotan.errors import GraphInputError
+from lotan.graph_engine.layout import SPLIT_CODES
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["Graph", "GraphArrays"]
+
+_SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
+VERTEX_COLUMNS = ("id", "features", "label", "split")
+EDGE_COLUMNS = ("src", "dst")
+
+
+@dataclass(frozen=True)
+class GraphArrays:
+    """A graph held in memory as NumPy arrays (validated by :meth:`Graph.from_arrays`)."""
+
+    ids: np.ndarray  # (N,) int64
+    x: np.ndarray  # (N, F) float32
+    y: np.ndarray  # (N,) int64, -1 where unknown
+    split: np.ndarray  # (N,) int8 codes of SPLIT_CODES, 0 for none
+    src: np.ndarray  # (E,) int64 vertex ids
+    dst: np.ndarray  # (E,) int64 vertex ids
+    weight: np.ndarray | None  # (E,) float32
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    num_vertices: int
+    num_edges: int
+    num_features: int
+    num_classes: int
+    num_train: int
+    has_weight: bool
+
+
+class Graph:
+    """A vertex- and edge-attributed graph with labels and a train/val/test split.
+
+    Build one with :meth:`from_pyg`, :meth:`from_dataframes`, :meth:`from_parquet` or
+    :meth:`from_arrays`; every constructor validates its input and raises
+    :class:`~lotan.errors.GraphInputError` saying what to fix. Preparation for an engine is
+    cached on the graph, so a second ``fit`` on it does not redo it.
+    """
+
+    def __init__(
+        self,
+        *,
+        arrays: GraphArrays | None = None,
+        vertices: DataFrame | None = None,
+        edges: DataFrame | None = None,
+        stats: GraphStats,
+        name: str = "graph",
+    ) -> None:
+        self._arrays = arrays
+        self._vertices = vertices
+        self._edges = edges
+        self._stats = stats
+        self.name = name
+        self._prepared: dict[Any, Any] = {}
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        x: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        y: np.ndarray | None = None,
+        split: np.ndarray | None = None,
+        ids: np.ndarray | None = None,
+        weight: np.ndarray | None = None,
+        name: str = "graph",
+    ) -> Graph:
+        """From NumPy arrays. ``split`` holds names (``"train"``, ...) or int8 codes."""
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise GraphInputError(
+                f"features must be a 2-D array (vertices x features), found shape {x.shape}"
+            )
+        n = x.shape[0]
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
+        if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+            raise GraphInputError(
+                f"vertex ids must be {n} integers (one per feature row), found dtype "
+                f"{ids.dtype} and shape {ids.shape}"
+            )
+        ids = ids.astype(np.int64)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if uniq.shape[0] != n:
+            dup = uniq[counts > 1][:5].tolist()
+            raise GraphInputError(
+                f"vertex ids must be unique; {int((counts > 1).sum())} ids occur more than "
+                f"once, e.g. {dup}; deduplicate the vertices table"
+            )
+        if not np.issubdtype(x.dtype, np.number):
+            raise GraphInputError(f"features must be numeric, found dtype {x.dtype}")
+        x = x.astype(np.float32)
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise GraphInputError(
+                f"features must be finite; {int(bad.sum())} vertices have NaN or inf features, "
+                f"e.g. ids {ids[bad][:5].tolist()}; impute or drop them"
+            )
+        y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y)
+        if y.shape != (n,):
+            raise GraphInputError(
+                f"labels must be one integer class per vertex (shape ({n},)), found shape "
+                f"{y.shape}"
+            )
+        y = y.astype(np.int64)
+        if (y < -1).any():
+            raise GraphInputError(
+                f"labels must be >= 0 (or -1/null for unknown), found {int(y.min())}"
+            )
+        codes = _split_codes(split, n)
+        src = np.asarray(src)
+        dst = np.asarray(dst)
+        if src.shape != dst.shape or src.ndim != 1:
+            raise GraphInputError(
+                f"src and dst must be 1-D arrays of equal length, found {src.shape} and "
+                f"{dst.shape}"
+            )
+        src = src.astype(np.int64)
+        dst = dst.astype(np.int64)
+        for col, ends in (("src", src), ("dst", dst)):
+            unknown = ~np.isin(ends, ids)
+            if unknown.any():
+                raise GraphInputError(
+                    f"{int(unknown.sum())} edges have a {col} that is not a vertex id, e.g. "
+                    f"{np.unique(ends[unknown])[:5].tolist()}; add those vertices or drop the "
+                    "edges"
+                )
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32)
+            if weight.shape != src.shape:
+                raise GraphInputError(
+                    f"edge weights must be one per edge ({src.shape[0]}), found shape "
+                    f"{weight.shape}"
+                )
+            if not np.isfinite(weight).all():
+                raise GraphInputError(
+                    f"edge weights must be finite; {int((~np.isfinite(weight)).sum())} are "
+                    "NaN or inf"
+                )
+        arrays = GraphArrays(ids, x, y, codes, src, dst, weight)
+        stats = GraphStats(
+            num_vertices=n,
+            num_edges=int(src.shape[0]),
+            num_features=int(x.shape[1]),
+            num_classes=int(y.max(initial=-1)) + 1,
+            num_train=int((codes == SPLIT_CODES["train"]).sum()),
+            has_weight=weight is not None,
+        )
+        _check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
+        return cls(arrays=arrays, stats=stats, name=name)
+
+    @classmethod
+    def from_pyg(cls, data: Any, *, name: str = "graph") -> Graph:
+        """From a ``torch_geometric.data.Data`` with ``x``, ``edge_index``, optional
+        ``edge_weight``, ``y`` and ``train_mask``/``val_mask``/``test_mask``."""
+        if getattr(data, "x", None) is None or getattr(data, "edge_index", None) is None:
+            raise GraphInputError(
+                "a PyG Data needs `x` (vertex features) and `edge_index`; found keys "
+                f"{sorted(data.keys()) if hasattr(data, 'keys') else type(data)}"
+            )
+        n = int(data.x.shape[0])
+        split = np.zeros(n, dtype=np.int8)
+        for name_, code in SPLIT_CODES.items():
+            mask = getattr(data, f"{name_}_mask", None)
+            if mask is None:
+                continue
+            mask = mask.cpu().numpy().astype(bool)
+            overlap = mask & (split != 0)
+            if overlap.any():
+                raise GraphInputError(
+                    f"{name_}_mask overlaps an earlier split on {int(overlap.sum())} vertices; "
+                    "a vertex may be in at most one of train/val/test"
+                )
+            split[mask] = code
+        y = getattr(data, "y", None)
+        ew = getattr(data, "edge_weight", None)
+        ei = data.edge_index.cpu().numpy()
+        return cls.from_arrays(
+            x=data.x.cpu().numpy(),
+            src=ei[0],
+            dst=ei[1],
+            y=None if y is None else y.cpu().numpy(),
+            split=split,
+            weight=None if ew is None else ew.cpu().numpy(),
+            name=name,
+        )
+
+    @classmethod
+    def from_dataframes(
+        cls, vertices: DataFrame, edges: DataFrame, *, name: str = "graph"
+    ) -> Graph:
+        """From Spark DataFrames with GraphFrames' column names (see the module docstring).
+
+        Validation runs as Spark aggregations; no vertex data is collected to the driver.
+        """
+        from pyspark.sql import functions as F
+
+        _require_columns("vertices", vertices.columns, VERTEX_COLUMNS)
+        _require_columns("edges", edges.columns, EDGE_COLUMNS)
+        types = dict(vertices.dtypes)
+        if not types["features"].startswith("array<"):
+            raise GraphInputError(
+                f"vertices.features must be array<float>, found {types['features']}; "
+                "collect feature columns with F.array(...) first"
+            )
+        for col, where in (("id", types["id"]), ("label", types["label"])):
+            if where not in ("tinyint", "smallint", "int", "bigint"):
+                raise GraphInputError(f"vertices.{col} must be an integer column, found {where}")
+        etypes = dict(edges.dtypes)
+        for col in EDGE_COLUMNS:
+            if etypes[col] not in ("tinyint", "smallint", "int", "bigint"):
+                raise GraphInputError(f"edges.{col} must be an integer column, found {etypes[col]}")
+        has_weight = "weight" in edges.columns
+        if not has_weight:
+            edges = edges.withColumn("weight", F.lit(1.0))
+
+        bad_feature = F.exists("features", lambda v: F.isnan(v) | (F.abs(v) == float("inf")))
+        row = vertices.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.count_distinct("id").alias("distinct"),
+            F.min(F.size("features")).alias("fmin"),
+            F.max(F.size("features")).alias("fmax"),
+            F.sum((F.col("features").isNull() | bad_feature).cast("long")).alias("nonfinite"),
+            F.min("label").alias("ymin"),
+            F.max("label").alias("ymax"),
+            F.sum((F.col("split") == "train").cast("long")).alias("train"),
+            F.sum(((F.col("split") == "train") & F.col("label").isNull()).cast("long")).alias(
+                "train_unlabeled"
+            ),
+            F.sum(
+                (F.col("split").isNotNull() & ~F.col("split").isin(*SPLIT_CODES)).cast("long")
+            ).alias("bad_split"),
+        ).first()
+        assert row is not None
+        if row["n"] != row["distinct"]:
+            dups = [
+                r["id"]
+                for r in vertices.groupBy("id").count().filter("count > 1").limit(5).collect()
+            ]
+            raise GraphInputError(
+                f"vertex ids must be unique; found {row['n'] - row['distinct']} duplicate rows, "
+                f"e.g. ids {dups}; deduplicate the vertices DataFrame"
+            )
+        if row["n"] == 0:
+            raise GraphInputError("the vertices DataFrame is empty")
+        if row["fmin"] != row["fmax"]:
+            raise GraphInputError(
+                f"every vertex needs the same number of features; found lengths from "
+                f"{row['fmin']} to {row['fmax']}; pad or fix vertices.features"
+            )
+        if row["nonfinite"]:
+            raise GraphInputError(
+                f"features must be finite; {row['nonfinite']} vertices have null, NaN or inf "
+                "features; impute or drop them"
+            )
+        if row["ymin"] is not None and row["ymin"] < 0:
+            raise GraphInputError(
+                f"labels must be >= 0 (null for unknown), found {row['ymin']}"
+            )
+        if row["bad_split"]:
+            raise GraphInputError(
+                f"vertices.split must be 'train', 'val', 'test' or null; {row['bad_split']} "
+                "rows have another value"
+            )
+        ids = vertices.select("id")
+        for col in EDGE_COLUMNS:
+            unknown = edges.join(ids.withColumnRenamed("id", col), col, "left_anti")
+            examples = [r[col] for r in unknown.select(col).distinct().limit(5).collect()]
+            if examples:
+                raise GraphInputError(
+                    f"edges have a {col} that is not a vertex id, e.g. {examples}; add those "
+                    "vertices or drop the edges"
+                )
+        erow = edges.agg(
+            F.count(F.lit(1)).alias("m"),
+            F.sum((F.isnan("weight") | (F.abs("weight") == float("inf")) | F.col("weight").isNull())
+                  .cast("long")).alias("badw"),
+        ).first()
+        assert erow is not None
+        if erow["badw"]:
+            raise GraphInputError(
+                f"edge weights must be finite; {erow['badw']} are null, NaN or inf"
+            )
+        stats = GraphStats(
+            num_vertices=int(row["n"]),
+            num_edges=int(erow["m"]),
+            num_features=int(row["fmin"]),
+            num_classes=int(row["ymax"]) + 1 if row["ymax"] is not None else 0,
+            num_train=int(row["train"] or 0),
+            has_weight=has_weight,
+        )
+        _check_train_labels(stats, int(row["train_unlabeled"] or 0))
+        return cls(vertices=vertices, edges=edges, stats=stats, name=name)
+
+    @classmethod
+    def from_parquet(
+        cls,
+        vertices_path: str,
+        edges_path: str,
+        *,
+        spark: SparkSession | None = None,
+        name: str = "graph",
+    ) -> Graph:
+        """From Parquet folders with the schema of :meth:`from_dataframes`."""
+        from lotan.graph_engine.session import get_spark
+
+        session = get_spark(spark)
+        try:
+            vertices = session.read.parquet(vertices_path)
+            edges = session.read.parquet(edges_path)
+        except Exception as exc:
+            raise GraphInputError(
+                f"could not read Parquet from {vertices_path!r} / {edges_path!r}: {exc}"
+            ) from exc
+        return cls.from_dataframes(vertices, edges, name=name)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def num_vertices(self) -> int:
+        return self._stats.num_vertices
+
+    @property
+    def num_edges(self) -> int:
+        return self._stats.num_edges
+
+    @property
+    def num_features(self) -> int:
+        return self._stats.num_features
+
+    @property
+    def num_classes(self) -> int:
+        return self._stats.num_classes
+
+    @property
+    def num_train(self) -> int:
+        return self._stats.num_train
+
+    @property
+    def has_edge_weight(self) -> bool:
+        return self._stats.has_weight
+
+    def __repr__(self) -> str:
+        where = "in memory" if self._arrays is not None else "Spark DataFrames"
+        return (
+            f"Graph({self.name!r}, vertices={self.num_vertices}, edges={self.num_edges}, "
+            f"features={self.num_features}, classes={self.num_classes}, {where})"
+        )
+
+    # ---------------------------------------------------------------- conversions
+    def arrays(self) -> GraphArrays:
+        """The graph as NumPy arrays (collects DataFrame-backed graphs to the driver)."""
+        if self._arrays is None:
+            assert self._vertices is not None and self._edges is not None
+            vt = self._vertices.select(*VERTEX_COLUMNS).toArrow()
+            et = self._edges.select("src", "dst", "weight").toArrow()
+            n = vt.num_rows
+            feats = vt.column("features").combine_chunks()
+            x = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)
+            label = vt.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
+            split = [s if s is not None else None for s in vt.column("split").to_pylist()]
+            self._arrays = GraphArrays(
+                ids=vt.column("id").to_numpy().astype(np.int64),
+                x=x,
+                y=np.nan_to_num(label, nan=-1).astype(np.int64),
+                split=_split_codes(split, n),
+                src=et.column("src").to_numpy().astype(np.int64),
+                dst=et.column("dst").to_numpy().astype(np.int64),
+                weight=(
+                    et.column("weight").to_numpy(zero_copy_only=False).astype(np.float32)
+                    if self._stats.has_weight
+                    else None
+                ),
+            )
+        return self._arrays
+
+    def dataframes(self, spark: SparkSession) -> tuple[DataFrame, DataFrame]:
+        """The graph as (vertices, edges) Spark DataFrames with ``weight`` always present."""
+        if self._vertices is not None and self._edges is not None:
+            return self._vertices, self._edges
+        import pyarrow as pa
+
+        a = self.arrays()
+        n, f = a.x.shape
+        offsets = pa.array(np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32))
+        features = pa.ListArray.from_arrays(offsets, pa.array(a.x.reshape(-1)))
+        labels = pa.array(np.where(a.y >= 0, a.y, 0), mask=a.y < 0)
+        split = pa.array([_SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
+        vt = pa.table({"id": pa.array(a.ids), "features": features, "label": labels, "split": split})
+        weight = a.weight if a.weight is not None else np.ones(a.src.shape[0], np.float32)
+        et = pa.table({"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)})
+        return spark.createDataFrame(vt), spark.createDataFrame(et)
+
+    def to_pyg(self) -> Any:
+        """The graph as a ``torch_geometric.data.Data`` (vertices in ``ids`` order)."""
+        import torch
+        from torch_geometric.data import Data
+
+        a = self.arrays()
+        order = np.argsort(a.ids)
+        ids = a.ids[order]
+        pos = np.searchsorted(ids, np.stack([a.src, a.dst]))
+        data = Data(
+            x=torch.from_numpy(a.x[order]),
+            edge_index=torch.from_numpy(pos),
+            y=torch.from_numpy(a.y[order]),
+        )
+        for name, code in SPLIT_CODES.items():
+            data[f"{name}_mask"] = torch.from_numpy(a.split[order] == code)
+        if a.weight is not None:
+            data.edge_weight = torch.from_numpy(a.weight)
+        data.ids = torch.from_numpy(ids)
+        return data
+
+
+def _split_codes(split: Any, n: int) -> np.ndarray:
+    if split is None:
+        return np.zeros(n, dtype=np.int8)
+    arr = np.asarray(split)
+    if arr.shape != (n,):
+        raise GraphInputError(f"split must have one entry per vertex ({n}), found {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        if not np.isin(arr, [0, *SPLIT_CODES.values()]).all():
+            raise GraphInputError(f"split codes must be in {[0, *SPLIT_CODES.values()]}")
+        return arr.astype(np.int8)
+    codes = np.zeros(n, dtype=np.int8)
+    obj = arr.astype(object)
+    known = np.zeros(n, dtype=bool)
+    for name, code in SPLIT_CODES.items():
+        hit = obj == name
+        codes[hit] = code
+        known |= hit
+    unknown = ~known & np.array([v is not None for v in obj])
+    if unknown.any():
+        raise GraphInputError(
+            f"split must be 'train', 'val', 'test' or None, found {sorted(set(obj[unknown]))[:5]}"
+        )
+    return codes
+
+
+def _require_columns(what: str, found: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in found]
+    if missing:
+        raise GraphInputError(
+            f"the {what} DataFrame needs columns {list(required)}; missing {missing}, found "
+            f"{found}; rename your columns (GraphFrames names: vertices id, edges src/dst)"
+        )
+
+
+def _check_train_labels(stats: GraphStats, unlabeled_train: int) -> None:
+    if unlabeled_train:
+        raise GraphInputError(
+            f"{unlabeled_train} train vertices have no label; give them a label or take them "
+            "out of the train split"
+        )

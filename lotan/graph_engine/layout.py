@@ -1,0 +1,287 @@
+"""Per-partition graph layout and the kernels that build it.
+
+A partition owns a set of vertices (its *own* rows, in ascending id order) and all of their
+in-edges. The sources of those edges that live on other partitions form the *halo*. Rows of
+the dense matrix a partition aggregates are ordered ``[own | halo]``; the halo is ordered by
+``(owner partition, owner-local row)``, so each remote owner sends one contiguous block.
+
+The same kernels build the layout on both engines: the local engine calls them over NumPy
+groups, the Spark engine over Arrow groups inside ``applyInArrow``. Preparation has three
+steps, each local to one partition, with two exchanges between them:
+
+1. :func:`build_in_structure` (at the owner of the edge targets): self loops, raw in-edge
+   CSR, halo, in-degrees; emits to each remote owner the rows it must send here.
+2. :func:`attach_send_lists` (at each source owner): the send lists from those requests.
+3. :func:`normalize_weights` (at the target owner, after a forward exchange of the
+   ``deg^-1/2`` of halo rows): the GCN edge weights ``w_uv / sqrt(deg_u deg_v)``.
+
+This reproduces PyTorch Geometric's ``gcn_norm`` (``add_remaining_self_loops``, symmetric
+normalization by the weighted in-degree at the target, ``flow="source_to_target"``,
+duplicate edges counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+import numpy as np
+
+from lotan.graph_engine.tiles import decode_tile, encode_tile
+
+__all__ = [
+    "SPLIT_CODES",
+    "inverse_sqrt_degree",
+    "NormSpec",
+    "PartitionLayout",
+    "attach_send_lists",
+    "build_in_structure",
+    "normalize_weights",
+]
+
+#: Integer codes of the ``split`` column inside a layout.
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """How edge weights are derived, mirroring PyG ``GCNConv``'s options.
+
+    Attributes
+    ----------
+    kind : ``"gcn"`` (``D^-1/2 (A + I) D^-1/2``) or ``"none"`` (raw edge weights, a sum).
+    add_self_loops : add one self loop per vertex, replacing existing ones (PyG's
+        ``add_remaining_self_loops``).
+    fill_value : weight of an added self loop (PyG: 2 when ``improved=True``, else 1).
+    """
+
+    kind: Literal["gcn", "none"] = "gcn"
+    add_self_loops: bool = True
+    fill_value: float = 1.0
+
+
+@dataclass(frozen=True)
+class PartitionLayout:
+    """Everything one partition needs, fixed for the whole training run.
+
+    Attributes
+    ----------
+    part : partition id.
+    ids : ``(n_own,)`` int64 original vertex ids, ascending; row ``i`` is vertex ``ids[i]``.
+    x : ``(n_own, F)`` float32 features.
+    y : ``(n_own,)`` int64 labels, ``-1`` where unknown.
+    split : ``(n_own,)`` int8, codes from :data:`SPLIT_CODES`, 0 for none.
+    indptr, indices, weights : CSR of in-edges; ``indices`` index ``[own | halo]`` rows.
+    halo_parts, halo_counts : one block per remote owner, ascending by partition.
+    halo_locals : ``(n_halo,)`` owner-local row of each halo row.
+    send_parts, send_offsets, send_index : for each partition that needs rows of this one,
+        the own rows it needs, in the order of its halo.
+    """
+
+    part: int
+    ids: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    split: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    halo_parts: np.ndarray
+    halo_counts: np.ndarray
+    halo_locals: np.ndarray
+    send_parts: np.ndarray
+    send_offsets: np.ndarray
+    send_index: np.ndarray
+
+    @property
+    def num_own(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def num_halo(self) -> int:
+        return int(self.halo_locals.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.indices.shape[0])
+
+    def send_list(self, k: int) -> np.ndarray:
+        """Own rows to send to partition ``send_parts[k]``."""
+        return self.send_index[self.send_offsets[k] : self.send_offsets[k + 1]]
+
+    def halo_block(self, k: int) -> slice:
+        """Rows of the ``[own | halo]`` matrix that come from partition ``halo_parts[k]``."""
+        start = self.num_own + int(self.halo_counts[:k].sum())
+        return slice(start, start + int(self.halo_counts[k]))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "part"}
+        arrays["part"] = np.array([self.part], dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PartitionLayout:
+        rest = {k: v for k, v in arrays.items() if k != "part"}
+        return cls(part=int(arrays["part"][0]), **rest)
+
+    def to_bytes(self) -> bytes:
+        return encode_tile(self.to_arrays())
+
+    @classmethod
+    def from_bytes(cls, buf: bytes | memoryview) -> PartitionLayout:
+        return cls.from_arrays(decode_tile(buf))
+
+
+def _empty(dtype: type) -> np.ndarray:
+    return np.zeros(0, dtype=dtype)
+
+
+def build_in_structure(
+    part: int,
+    ids: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    split: np.ndarray,
+    src_part: np.ndarray,
+    src_local: np.ndarray,
+    dst_local: np.ndarray,
+    weight: np.ndarray,
+    norm: NormSpec,
+) -> tuple[PartitionLayout, np.ndarray, dict[int, np.ndarray]]:
+    """Step 1 of preparation, at the owner of the edge targets.
+
+    Parameters
+    ----------
+    part : this partition.
+    ids, x, y, split : own vertices, sorted by id (row ``i`` is local row ``i``).
+    src_part, src_local, dst_local, weight : this partition's in-edges.
+    norm : how weights are derived.
+
+    Returns
+    -------
+    layout : with raw (unnormalized) weights and no send lists yet.
+    deg : ``(n_own,)`` float64 weighted in-degree (self loops included).
+    requests : ``{owner q: q-local rows this partition needs from q}``, in halo order.
+    """
+    n_own = int(ids.shape[0])
+    src_part = np.asarray(src_part, dtype=np.int64)
+    src_local = np.asarray(src_local, dtype=np.int64)
+    dst_local = np.asarray(dst_local, dtype=np.int64)
+    weight = np.asarray(weight, dtype=np.float64)
+
+    if norm.add_self_loops:
+        is_loop = (src_part == part) & (src_local == dst_local)
+        loop_weight = np.full(n_own, norm.fill_value, dtype=np.float64)
+        if is_loop.any():
+            # PyG keeps an existing self loop's weight; several loops on one vertex are
+            # ambiguous there (scatter with duplicates), Lotan takes the largest.
+            has = np.zeros(n_own, dtype=bool)
+            has[dst_local[is_loop]] = True
+            best = np.full(n_own, -np.inf)
+            np.maximum.at(best, dst_local[is_loop], weight[is_loop])
+            loop_weight[has] = best[has]
+        keep = ~is_loop
+        own_rows = np.arange(n_own, dtype=np.int64)
+        src_part = np.concatenate([src_part[keep], np.full(n_own, part, dtype=np.int64)])
+        src_local = np.concatenate([src_local[keep], own_rows])
+        dst_local = np.concatenate([dst_local[keep], own_rows])
+        weight = np.concatenate([weight[keep], loop_weight])
+
+    remote = src_part != part
+    # Halo: distinct remote (owner, local) pairs, ordered by owner then local row.
+    key_parts = src_part[remote]
+    key_locals = src_local[remote]
+    if key_parts.size:
+        pairs = np.unique(np.stack([key_parts, key_locals], axis=1), axis=0)
+        halo_parts_all, halo_locals = pairs[:, 0], pairs[:, 1]
+        pos = _pair_positions(halo_parts_all, halo_locals, key_parts, key_locals)
+        halo_parts, halo_counts = np.unique(halo_parts_all, return_counts=True)
+    else:
+        halo_locals = _empty(np.int64)
+        pos = _empty(np.int64)
+        halo_parts, halo_counts = _empty(np.int64), _empty(np.int64)
+
+    col = src_local.copy()
+    col[remote] = n_own + pos
+    order = np.lexsort((col, dst_local))
+    row_sorted = dst_local[order]
+    indptr = np.zeros(n_own + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_sorted, minlength=n_own), out=indptr[1:])
+    deg = np.bincount(dst_local, weights=weight, minlength=n_own).astype(np.float64)
+
+    requests: dict[int, np.ndarray] = {}
+    start = 0
+    for q, c in zip(halo_parts.tolist(), halo_counts.tolist(), strict=True):
+        requests[int(q)] = halo_locals[start : start + c]
+        start += c
+
+    layout = PartitionLayout(
+        part=part,
+        ids=np.asarray(ids, dtype=np.int64),
+        x=np.ascontiguousarray(x, dtype=np.float32),
+        y=np.asarray(y, dtype=np.int64),
+        split=np.asarray(split, dtype=np.int8),
+        indptr=indptr,
+        indices=col[order].astype(np.int64),
+        weights=weight[order].astype(np.float64),
+        halo_parts=halo_parts.astype(np.int64),
+        halo_counts=halo_counts.astype(np.int64),
+        halo_locals=halo_locals.astype(np.int64),
+        send_parts=_empty(np.int64),
+        send_offsets=np.zeros(1, dtype=np.int64),
+        send_index=_empty(np.int64),
+    )
+    return layout, deg, requests
+
+
+def _pair_positions(
+    sorted_parts: np.ndarray, sorted_locals: np.ndarray, parts: np.ndarray, locals_: np.ndarray
+) -> np.ndarray:
+    """Position of each (part, local) query in the lexicographically sorted unique pairs."""
+    shift = int(sorted_locals.max(initial=0)) + 1
+    keys = sorted_parts * shift + sorted_locals
+    return np.searchsorted(keys, parts * shift + locals_)
+
+
+def attach_send_lists(layout: PartitionLayout, requests: dict[int, np.ndarray]) -> PartitionLayout:
+    """Step 2 of preparation: record, for each requesting partition, the rows it needs."""
+    parts = sorted(p for p in requests if p != layout.part)
+    counts = [len(requests[p]) for p in parts]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    index = (
+        np.concatenate([np.asarray(requests[p], dtype=np.int64) for p in parts])
+        if parts
+        else _empty(np.int64)
+    )
+    return replace(
+        layout,
+        send_parts=np.asarray(parts, dtype=np.int64),
+        send_offsets=offsets,
+        send_index=index,
+    )
+
+
+def inverse_sqrt_degree(deg: np.ndarray) -> np.ndarray:
+    """``deg^-1/2`` with ``0`` where the degree is 0 (PyG's ``inf -> 0``)."""
+    with np.errstate(divide="ignore"):
+        out = np.power(deg, -0.5)
+    out[np.isinf(out)] = 0.0
+    return out
+
+
+def normalize_weights(
+    layout: PartitionLayout, dis_full: np.ndarray, norm: NormSpec
+) -> PartitionLayout:
+    """Step 3 of preparation: final edge weights, stored as float32.
+
+    Parameters
+    ----------
+    dis_full : ``deg^-1/2`` of the ``[own | halo]`` rows.
+    """
+    w = layout.weights
+    if norm.kind == "gcn":
+        rows = np.repeat(np.arange(layout.num_own), np.diff(layout.indptr))
+        w = dis_full[layout.indices] * w * dis_full[rows]
+    return replace(layout, weights=np.asarray(w, dtype=np.float32))

@@ -1,0 +1,235 @@
+"""Preparation: from vertices and edges to one :class:`PartitionLayout` per partition.
+
+Done once per (graph, number of partitions, normalization) and cached by the caller. The
+global work is relational — give each vertex an owner (``pmod(xxhash64(id), P)``) and a local
+row (its rank by id within the owner), and annotate each edge with the owner and local row of
+both ends; everything else runs per partition in the kernels of
+:mod:`lotan.graph_engine.layout`, as a small plan of stages on the same runners as training.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from lotan.graph_engine.exchange import assemble, forward_messages
+from lotan.graph_engine.hashing import owner_of
+from lotan.graph_engine.layout import (
+    SPLIT_CODES,
+    NormSpec,
+    PartitionLayout,
+    attach_send_lists,
+    build_in_structure,
+    inverse_sqrt_degree,
+    normalize_weights,
+)
+from lotan.graph_engine.runner import OUTPUT, LocalRunner, Message, by_source
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["prepare_local", "prepare_spark"]
+
+
+def _step1_messages(
+    layout: PartitionLayout, deg: np.ndarray, requests: dict[int, np.ndarray]
+) -> list[Message]:
+    p = layout.part
+    out = [
+        Message(0, p, p, "layout", layout.to_arrays()),
+        Message(0, p, p, "deg", {"rows": deg}),
+    ]
+    out += [Message(0, q, p, "request", {"rows": rows}) for q, rows in requests.items()]
+    return out
+
+
+def _send_lists_stage(
+    part: int, _layout: PartitionLayout | None, inbox: list[Message], norm: NormSpec
+) -> list[Message]:
+    """At each owner: record who needs which rows, then send ``deg^-1/2`` of those rows."""
+    layout = PartitionLayout.from_arrays(next(m.payload for m in inbox if m.tag == "layout"))
+    layout = attach_send_lists(layout, by_source(inbox, "request"))
+    deg = by_source(inbox, "deg")[part]
+    dis = inverse_sqrt_degree(deg)[:, None]
+    out = [Message(1, part, part, "layout", layout.to_arrays())]
+    out += [Message(1, q, part, "dis", {"rows": rows}) for q, rows in forward_messages(layout, dis)]
+    return out
+
+
+def _normalize_stage(
+    part: int, _layout: PartitionLayout | None, inbox: list[Message], norm: NormSpec
+) -> list[Message]:
+    """At each owner: the final edge weights from ``deg^-1/2`` of own and halo rows."""
+    layout = PartitionLayout.from_arrays(next(m.payload for m in inbox if m.tag == "layout"))
+    dis_full = assemble(layout, by_source(inbox, "dis"))[:, 0]
+    layout = normalize_weights(layout, dis_full, norm)
+    return [Message(OUTPUT, part, part, "layout", layout.to_arrays())]
+
+
+PREPARE_STAGES = (_send_lists_stage, _normalize_stage)
+
+
+def split_codes(split: Any) -> np.ndarray:
+    """Map split names (``train``/``val``/``test``/None) to int8 codes."""
+    names = np.asarray(split, dtype=object)
+    codes = np.zeros(names.shape[0], dtype=np.int8)
+    for name, code in SPLIT_CODES.items():
+        codes[names == name] = code
+    return codes
+
+
+def prepare_local(
+    ids: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    split: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray | None,
+    num_partitions: int,
+    norm: NormSpec,
+) -> dict[int, PartitionLayout]:
+    """Prepare in-process. ``split`` holds int8 codes; ``src``/``dst`` name vertex ids that
+    exist in ``ids`` (validated by the caller)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = ids.shape[0]
+    part = owner_of(ids, num_partitions).astype(np.int64)
+    order = np.lexsort((ids, part))  # by owner, then by id
+    counts = np.bincount(part, minlength=num_partitions)
+    starts = np.zeros(num_partitions + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    local = np.empty(n, dtype=np.int64)
+    local[order] = np.arange(n) - starts[part[order]]
+
+    by_id = np.argsort(ids, kind="stable")
+    src_idx = by_id[np.searchsorted(ids[by_id], np.asarray(src, dtype=np.int64))]
+    dst_idx = by_id[np.searchsorted(ids[by_id], np.asarray(dst, dtype=np.int64))]
+    w = np.ones(src_idx.shape[0]) if weight is None else np.asarray(weight, dtype=np.float64)
+    sp, sl, dp, dl = part[src_idx], local[src_idx], part[dst_idx], local[dst_idx]
+    edge_order = np.argsort(dp, kind="stable")
+    edge_starts = np.searchsorted(dp[edge_order], np.arange(num_partitions + 1))
+
+    msgs: list[Message] = []
+    for p in range(num_partitions):
+        if counts[p] == 0:
+            continue
+        vsel = order[starts[p] : starts[p + 1]]
+        esel = edge_order[edge_starts[p] : edge_starts[p + 1]]
+        layout, deg, requests = build_in_structure(
+            p, ids[vsel], x[vsel], y[vsel], split[vsel], sp[esel], sl[esel], dl[esel], w[esel], norm
+        )
+        msgs += _step1_messages(layout, deg, requests)
+    _, out = LocalRunner().run(PREPARE_STAGES, norm, initial=msgs)
+    return {m.src: PartitionLayout.from_arrays(m.payload) for m in out}
+
+
+def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarray:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if rows == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(rows, -1)
+
+
+def _step1_spark(norm: NormSpec) -> Any:
+    from lotan.graph_engine.spark_runner import messages_to_table
+
+    def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
+        p = int(key[0].as_py())
+        if vertices.num_rows == 0:
+            return messages_to_table([])
+        vertices = vertices.sort_by("local")
+        y = vertices.column("label").to_numpy(zero_copy_only=False)
+        layout, deg, requests = build_in_structure(
+            p,
+            vertices.column("id").to_numpy(),
+            _features_matrix(vertices.column("features"), vertices.num_rows),
+            np.nan_to_num(y.astype(np.float64), nan=-1).astype(np.int64),
+            split_codes(vertices.column("split").to_pylist()),
+            edges.column("sp").to_numpy(),
+            edges.column("sl").to_numpy(),
+            edges.column("dl").to_numpy(),
+            edges.column("weight").to_numpy(zero_copy_only=False),
+            norm,
+        )
+        return messages_to_table(_step1_messages(layout, deg, requests))
+
+    return run
+
+
+def prepare_spark(
+    spark: SparkSession,
+    vertices: DataFrame,
+    edges: DataFrame,
+    num_partitions: int,
+    norm: NormSpec,
+) -> DataFrame:
+    """Prepare in Spark; returns a persisted ``(part, layout)`` DataFrame, hash-partitioned by
+    ``part`` into ``num_partitions`` Spark partitions (the caller unpersists it).
+
+    ``vertices`` has ``id``, ``features``, ``label``, ``split``; ``edges`` has ``src``,
+    ``dst``, ``weight`` (validated by the caller).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from lotan.graph_engine.spark_runner import MESSAGE_SCHEMA, SparkRunner
+
+    P = num_partitions
+    v = (
+        vertices.select(
+            F.col("id").cast("long").alias("id"),
+            F.col("features"),
+            F.col("label").cast("long").alias("label"),
+            F.col("split").cast("string").alias("split"),
+        )
+        .withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int"))
+        .repartition(P, "part")
+        .withColumn("local", (F.row_number().over(Window.partitionBy("part").orderBy("id")) - 1))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    vmap = v.select("id", "part", "local")
+    e = (
+        edges.select(
+            F.col("src").cast("long").alias("src"),
+            F.col("dst").cast("long").alias("dst"),
+            F.col("weight").cast("double").alias("weight"),
+        )
+        .join(
+            vmap.select(
+                F.col("id").alias("src"), F.col("part").alias("sp"), F.col("local").alias("sl")
+            ),
+            "src",
+        )
+        .join(
+            vmap.select(
+                F.col("id").alias("dst"), F.col("part").alias("dp"), F.col("local").alias("dl")
+            ),
+            "dst",
+        )
+        .select("dp", "sp", "sl", "dl", "weight")
+        .repartition(P, "dp")
+    )
+    step1 = (
+        e.groupBy("dp")
+        .cogroup(v.groupBy("part"))
+        .applyInArrow(_step1_spark(norm), MESSAGE_SCHEMA)
+    )
+    result = SparkRunner(spark, P).run(PREPARE_STAGES, norm, initial=step1)
+    try:
+        layouts = (
+            result.output()
+            .select(F.col("src").alias("part"), F.col("payload").alias("layout"))
+            .repartition(P, "part")
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        spark.sparkContext.setJobDescription("lotan prepare")
+        layouts.count()
+    finally:
+        spark.sparkContext.setJobDescription(None)  # type: ignore[arg-type]
+        result.close()
+        v.unpersist(blocking=False)
+    return layouts

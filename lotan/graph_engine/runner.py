@@ -1,0 +1,78 @@
+"""Running a physical plan: a sequence of per-partition stages that exchange messages.
+
+A *stage* is a function ``stage(part, layout, inbox, value) -> outbox`` run once per
+partition. ``inbox`` holds every message addressed to ``(stage, part)`` by earlier stages;
+``outbox`` messages name their destination stage and partition, or the driver
+(:data:`DRIVER`), or the plan's output (:data:`OUTPUT`). ``value`` is what the driver
+broadcasts for this run (weights, epoch).
+
+Both engines run the same stage functions: :class:`LocalRunner` routes messages in-process,
+:class:`lotan.graph_engine.spark_runner.SparkRunner` routes them through Spark shuffles.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lotan.graph_engine.layout import PartitionLayout
+
+__all__ = ["DRIVER", "OUTPUT", "LocalRunner", "Message", "StageFn", "by_source"]
+
+#: Destination stage of messages collected by the driver (gradients, metrics).
+DRIVER = -1
+#: Destination stage of the plan's per-vertex output (predictions).
+OUTPUT = -2
+
+
+class Message(NamedTuple):
+    """A block of arrays from one partition to a stage at another (or the driver)."""
+
+    stage: int
+    dest: int
+    src: int
+    tag: str
+    payload: Mapping[str, np.ndarray]
+
+
+StageFn = Callable[[int, PartitionLayout | None, list[Message], Any], list[Message]]
+
+
+def by_source(inbox: Iterable[Message], tag: str, key: str = "rows") -> dict[int, np.ndarray]:
+    """``{source partition: payload[key]}`` of the messages with ``tag``."""
+    return {m.src: m.payload[key] for m in inbox if m.tag == tag}
+
+
+class LocalRunner:
+    """Runs stages in-process, partition by partition, routing messages in memory."""
+
+    def __init__(self, layouts: Mapping[int, PartitionLayout] | None = None) -> None:
+        self.layouts = dict(layouts or {})
+
+    def run(
+        self, stages: Sequence[StageFn], value: Any, initial: Iterable[Message] = ()
+    ) -> tuple[list[Message], list[Message]]:
+        """Run ``stages`` in order; return (driver messages, output messages)."""
+        pending: dict[tuple[int, int], list[Message]] = defaultdict(list)
+        driver: list[Message] = []
+        output: list[Message] = []
+
+        def route(msgs: Iterable[Message]) -> None:
+            for m in msgs:
+                if m.stage == DRIVER:
+                    driver.append(m)
+                elif m.stage == OUTPUT:
+                    output.append(m)
+                else:
+                    pending[(m.stage, m.dest)].append(m)
+
+        route(initial)
+        for k, stage in enumerate(stages):
+            parts = set(self.layouts) | {d for (s, d) in pending if s == k}
+            for p in sorted(parts):
+                inbox = pending.pop((k, p), [])
+                route(stage(p, self.layouts.get(p), inbox, value))
+        return driver, output

@@ -1,0 +1,82 @@
+"""Finding or starting the SparkSession Lotan runs on, and checking Java first."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from lotan.errors import EngineError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["DEFAULT_DRIVER_MEMORY", "check_java", "get_spark"]
+
+#: Driver memory of a local session Lotan starts itself (local mode runs the executors in
+#: the driver JVM). Override with ``LOTAN_SPARK_DRIVER_MEMORY`` or pass your own session.
+DEFAULT_DRIVER_MEMORY = "4g"
+#: Spark 4 needs Java 17 or newer.
+MIN_JAVA = 17
+
+
+def check_java() -> int:
+    """Return the Java major version; raise :class:`EngineError` if Java is missing or old."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise EngineError(
+            "Java was not found (JAVA_HOME is unset and no `java` on PATH); Spark 4 needs "
+            f"Java {MIN_JAVA}+: install it (Debian: apt-get install openjdk-17-jre-headless) "
+            "or set JAVA_HOME"
+        )
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    text = proc.stderr + proc.stdout
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not match:
+        raise EngineError(f"could not read the Java version from `{java} -version`: {text!r}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise EngineError(
+            f"Spark 4 needs Java {MIN_JAVA}+, found Java {major} at {java}; install a newer JDK "
+            "and point JAVA_HOME at it"
+        )
+    return major
+
+
+def get_spark(spark: SparkSession | None = None) -> SparkSession:
+    """``spark`` if given, else the active session, else a new local one (``local[*]``)."""
+    if spark is not None:
+        return spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    check_java()
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.master(os.environ.get("LOTAN_SPARK_MASTER", "local[*]"))
+        .appName("lotan")
+        .config(
+            "spark.driver.memory",
+            os.environ.get("LOTAN_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
+        )
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j / JVM start-up errors
+        raise EngineError(
+            f"could not start a local Spark session: {exc}; check JAVA_HOME and "
+            "LOTAN_SPARK_MASTER, or pass spark= a session you created"
+        ) from exc
+    session.sparkContext.setLogLevel(os.environ.get("LOTAN_SPARK_LOG_LEVEL", "ERROR"))
+    return session
