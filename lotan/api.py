@@ -16,7 +16,7 @@ from lotan.errors import GraphInputError, UnsupportedModelError
 from lotan.graph import Graph
 from lotan.graph_engine.runner import Message
 from lotan.nn_engine.optim import build_optimizer
-from lotan.planner.model_plan import ModelPlan, lower_model
+from lotan.planner.model_plan import ModelPlan, graph_norm, lower_model
 from lotan.planner.physical import METRIC_FIELDS, EpochValue, inference_stages, training_stages
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def fit(
             f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
             "use fewer partitions"
         )
-    prepared = eng.prepare(graph, parts, plan.norm)
+    prepared = eng.prepare(graph, parts, graph_norm(plan, graph.has_edge_weight))
     opt = build_optimizer(
         config.optimizer,
         model.parameters(),
@@ -222,5 +222,5 @@ def predict(
     plan = _plan_for(model, graph)
     eng = make_engine(engine, spark)
     parts = num_partitions or eng.default_partitions()
-    prepared = eng.prepare(graph, parts, plan.norm)
+    prepared = eng.prepare(graph, parts, graph_norm(plan, graph.has_edge_weight))
     return eng.predictions(prepared, inference_stages(plan, output=True), _value(model, 0))

@@ -32,7 +32,9 @@ class Engine(Protocol):
 
     def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> Any: ...
 
-    def run(self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str) -> list[Message]: ...
+    def run(
+        self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
+    ) -> list[Message]: ...
 
     def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> Any: ...
 
@@ -58,7 +60,9 @@ def _list_column(rows: list[np.ndarray]) -> Any:
 
     width = rows[0].shape[0] if rows else 0
     flat = np.concatenate(rows) if rows else np.zeros(0, np.float32)
-    offsets = np.arange(0, (len(rows) + 1) * width, width if width else 1, dtype=np.int32)[: len(rows) + 1]
+    offsets = np.arange(0, (len(rows) + 1) * width, width if width else 1, dtype=np.int32)[
+        : len(rows) + 1
+    ]
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(np.float32)))
 
 
@@ -87,7 +91,9 @@ class LocalEngine:
         driver, _ = prepared.run(stages, value)
         return driver
 
-    def predictions(self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any) -> pd.DataFrame:
+    def predictions(
+        self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any
+    ) -> pd.DataFrame:
         import pandas as pd
 
         _, out = prepared.run(stages, value)
@@ -118,7 +124,9 @@ class SparkEngine:
             graph._prepared[key] = SparkRunner(self.spark, num_partitions, layouts)
         return graph._prepared[key]
 
-    def run(self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str) -> list[Message]:
+    def run(
+        self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
+    ) -> list[Message]:
         result = prepared.run(stages, value, description=label)
         try:
             return result.collect_driver()

@@ -121,8 +121,7 @@ class Graph:
         y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y)
         if y.shape != (n,):
             raise GraphInputError(
-                f"labels must be one integer class per vertex (shape ({n},)), found shape "
-                f"{y.shape}"
+                f"labels must be one integer class per vertex (shape ({n},)), found shape {y.shape}"
             )
         y = y.astype(np.int64)
         if (y < -1).any():
@@ -134,8 +133,7 @@ class Graph:
         dst = np.asarray(dst)
         if src.shape != dst.shape or src.ndim != 1:
             raise GraphInputError(
-                f"src and dst must be 1-D arrays of equal length, found {src.shape} and "
-                f"{dst.shape}"
+                f"src and dst must be 1-D arrays of equal length, found {src.shape} and {dst.shape}"
             )
         src = src.astype(np.int64)
         dst = dst.astype(np.int64)
@@ -276,9 +274,7 @@ class Graph:
                 "features; impute or drop them"
             )
         if row["ymin"] is not None and row["ymin"] < 0:
-            raise GraphInputError(
-                f"labels must be >= 0 (null for unknown), found {row['ymin']}"
-            )
+            raise GraphInputError(f"labels must be >= 0 (null for unknown), found {row['ymin']}")
         if row["bad_split"]:
             raise GraphInputError(
                 f"vertices.split must be 'train', 'val', 'test' or null; {row['bad_split']} "
@@ -295,8 +291,11 @@ class Graph:
                 )
         erow = edges.agg(
             F.count(F.lit(1)).alias("m"),
-            F.sum((F.isnan("weight") | (F.abs("weight") == float("inf")) | F.col("weight").isNull())
-                  .cast("long")).alias("badw"),
+            F.sum(
+                (
+                    F.isnan("weight") | (F.abs("weight") == float("inf")) | F.col("weight").isNull()
+                ).cast("long")
+            ).alias("badw"),
         ).first()
         assert erow is not None
         if erow["badw"]:
@@ -403,11 +402,15 @@ class Graph:
 
         a = self.arrays()
         n, f = a.x.shape
-        offsets = pa.array(np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32))
+        offsets = pa.array(
+            np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32)
+        )
         features = pa.ListArray.from_arrays(offsets, pa.array(a.x.reshape(-1)))
         labels = pa.array(np.where(a.y >= 0, a.y, 0), mask=a.y < 0)
         split = pa.array([_SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
-        vt = pa.table({"id": pa.array(a.ids), "features": features, "label": labels, "split": split})
+        vt = pa.table(
+            {"id": pa.array(a.ids), "features": features, "label": labels, "split": split}
+        )
         weight = a.weight if a.weight is not None else np.ones(a.src.shape[0], np.float32)
         et = pa.table({"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)})
         return spark.createDataFrame(vt), spark.createDataFrame(et)

@@ -21,14 +21,22 @@ def case(fn: Callable[[], lotan.Graph]) -> Callable[[], lotan.Graph]:
 
 
 def _graph(
-    n: int, src: np.ndarray, dst: np.ndarray, *, seed: int, features: int = 6, classes: int = 3,
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    *,
+    seed: int,
+    features: int = 6,
+    classes: int = 3,
     weight: np.ndarray | None = None,
 ) -> lotan.Graph:
     rng = np.random.default_rng(seed)
     ids = (rng.permutation(n) * 37 + 1_000_003).astype(np.int64)  # sparse, shuffled
     x = rng.standard_normal((n, features)).astype(np.float32)
     y = rng.integers(0, classes, n)
-    split = rng.choice(np.array(["train", "val", "test", None], dtype=object), n, p=[0.4, 0.2, 0.3, 0.1])
+    split = rng.choice(
+        np.array(["train", "val", "test", None], dtype=object), n, p=[0.4, 0.2, 0.3, 0.1]
+    )
     split[0] = "train"
     return lotan.Graph.from_arrays(
         x=x, ids=ids, y=y, split=split, src=ids[src], dst=ids[dst], weight=weight

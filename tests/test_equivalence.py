@@ -28,7 +28,9 @@ def _model(graph: lotan.Graph, seed: int = 0, **kw: object) -> GCN:
     return GCN(graph.num_features, 8, 2, max(graph.num_classes, 3), dropout=0.0, **kw)
 
 
-def _logits(model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object) -> torch.Tensor:
+def _logits(
+    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
+) -> torch.Tensor:
     preds = lotan.predict(model, graph, engine=engine, num_partitions=parts, spark=spark)
     if engine == "spark":
         pdf = preds.toPandas().sort_values("id")
@@ -38,7 +40,9 @@ def _logits(model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int,
     return torch.tensor(np.stack(pdf["logits"].to_numpy()))
 
 
-def _check_one_epoch(graph: lotan.Graph, engine: str, parts: int, spark: object, **kw: object) -> None:
+def _check_one_epoch(
+    graph: lotan.Graph, engine: str, parts: int, spark: object, **kw: object
+) -> None:
     model = _model(graph, **kw)
     ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
     ours = copy.deepcopy(model)
@@ -46,8 +50,15 @@ def _check_one_epoch(graph: lotan.Graph, engine: str, parts: int, spark: object,
         _logits(ours, graph, engine, parts, spark), ref.logits, atol=ATOL, rtol=RTOL
     )
     result = lotan.fit(
-        ours, graph, epochs=1, optimizer="sgd", lr=0.1, engine=engine, num_partitions=parts,
-        spark=spark, progress=False,
+        ours,
+        graph,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.1,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        progress=False,
     )
     assert result.history[0].loss == pytest.approx(ref.loss, rel=1e-5, abs=1e-6)
     for name, p in ours.named_parameters():
@@ -62,11 +73,20 @@ def _check_training(
     ref = pyg_reference(model, graph, epochs=5, optimizer=optimizer, **opt)
     ours = copy.deepcopy(model)
     lotan.fit(
-        ours, graph, epochs=5, optimizer=optimizer, engine=engine, num_partitions=parts,
-        spark=spark, progress=False, **opt,
+        ours,
+        graph,
+        epochs=5,
+        optimizer=optimizer,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        progress=False,
+        **opt,
     )
     for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.detach(), ref.params_after[name], atol=ATOL, rtol=RTOL, msg=name)
+        torch.testing.assert_close(
+            p.detach(), ref.params_after[name], atol=ATOL, rtol=RTOL, msg=name
+        )
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
@@ -94,9 +114,9 @@ def test_graph_cases_spark(name: str, spark: object) -> None:
     [{"improved": True}, {"add_self_loops": False}, {"normalize": False}, {"bias": False}],
     ids=["improved", "no_self_loops", "no_normalize", "no_bias"],
 )
-def test_gcnconv_options(options: dict[str, bool], spark: object) -> None:
-    graph = CASES["weighted"]()
-    _check_one_epoch(graph, "local", 3, spark, **options)
+@pytest.mark.parametrize("case", ["weighted", "directed_multi"])
+def test_gcnconv_options(case: str, options: dict[str, bool], spark: object) -> None:
+    _check_one_epoch(CASES[case](), "local", 3, spark, **options)
 
 
 def test_three_layers_with_activation(spark: object) -> None:
@@ -106,8 +126,17 @@ def test_three_layers_with_activation(spark: object) -> None:
     ref = pyg_reference(model, graph, epochs=3, optimizer="adam", lr=0.02)
     for engine in ("local", "spark"):
         ours = copy.deepcopy(model)
-        lotan.fit(ours, graph, epochs=3, optimizer="adam", lr=0.02, engine=engine,
-                  num_partitions=3, spark=spark, progress=False)
+        lotan.fit(
+            ours,
+            graph,
+            epochs=3,
+            optimizer="adam",
+            lr=0.02,
+            engine=engine,
+            num_partitions=3,
+            spark=spark,
+            progress=False,
+        )
         for name, p in ours.named_parameters():
             torch.testing.assert_close(p.detach(), ref.params_after[name], atol=ATOL, rtol=RTOL)
 
@@ -121,8 +150,9 @@ def test_dropout_same_on_both_engines_and_deterministic(spark: object) -> None:
     runs = []
     for engine in ("local", "local", "spark"):
         m = copy.deepcopy(model)
-        res = lotan.fit(m, graph, epochs=3, engine=engine, num_partitions=2, spark=spark,
-                        progress=False, seed=7)
+        res = lotan.fit(
+            m, graph, epochs=3, engine=engine, num_partitions=2, spark=spark, progress=False, seed=7
+        )
         runs.append((res.history, dict(m.named_parameters())))
     assert [r.loss for r in runs[0][0]] == [r.loss for r in runs[1][0]]
     for name, p in runs[0][1].items():

@@ -34,7 +34,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         import collections
 
         import scipy.sparse
-        from numpy._core.multiarray import _reconstruct  # type: ignore[attr-defined]
+        from numpy._core.multiarray import _reconstruct
 
         allowed: dict[tuple[str, str], Any] = {
             ("numpy", "dtype"): np.dtype,
@@ -77,7 +77,7 @@ def read_planetoid_raw(raw_dir: str | os.PathLike[str], name: str) -> Graph:
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise DatasetNotFoundError(f"Planetoid raw files missing: {missing}")
-    x, tx, allx = (_dense(_load_pickle(paths[k]), paths[k]) for k in ("x", "tx", "allx"))
+    _x, tx, allx = (_dense(_load_pickle(paths[k]), paths[k]) for k in ("x", "tx", "allx"))
     y, ty, ally = (_dense(_load_pickle(paths[k]), paths[k]) for k in ("y", "ty", "ally"))
     graph = _load_pickle(paths["graph"])
     if not isinstance(graph, dict):
@@ -105,14 +105,17 @@ def read_planetoid_raw(raw_dir: str | os.PathLike[str], name: str) -> Graph:
     split[np.arange(y.shape[0], y.shape[0] + 500)] = 2
     split[test_index] = 3
 
-    src = np.fromiter(
-        (int(k) for k, vs in graph.items() for _ in vs), dtype=np.int64
-    )
+    src = np.fromiter((int(k) for k, vs in graph.items() for _ in vs), dtype=np.int64)
     dst = np.fromiter((int(v) for vs in graph.values() for v in vs), dtype=np.int64)
     keep = src != dst
     pairs = np.unique(np.stack([src[keep], dst[keep]], axis=1), axis=0)
     return Graph.from_arrays(
-        x=feats, src=pairs[:, 0], dst=pairs[:, 1], y=labels, split=split, name=PLANETOID_NAMES[prefix]
+        x=feats,
+        src=pairs[:, 0],
+        dst=pairs[:, 1],
+        y=labels,
+        split=split,
+        name=PLANETOID_NAMES[prefix],
     )
 
 
@@ -137,7 +140,8 @@ def planetoid(name: str, root: str | os.PathLike[str] | None = None) -> Graph:
     key = name.lower()
     if key not in PLANETOID_NAMES:
         raise DatasetNotFoundError(
-            f"unknown Planetoid dataset {name!r}; expected one of {sorted(PLANETOID_NAMES.values())}"
+            f"unknown Planetoid dataset {name!r}; expected one of "
+            f"{sorted(PLANETOID_NAMES.values())}"
         )
     proper = PLANETOID_NAMES[key]
     base = data_root(root) / "planetoid"

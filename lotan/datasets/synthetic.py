@@ -35,6 +35,7 @@ def _class_means(num_classes: int, num_features: int, seed: int) -> np.ndarray:
 
 def _chunk(
     k: int,
+    chunk: int,
     n: int,
     c: int,
     f: int,
@@ -44,7 +45,7 @@ def _chunk(
     split_fracs: tuple[float, float],
     seed: int,
 ) -> dict[str, np.ndarray]:
-    lo, hi = k * CHUNK, min(n, (k + 1) * CHUNK)
+    lo, hi = k * chunk, min(n, (k + 1) * chunk)
     rng = np.random.default_rng([seed, k])
     ids = np.arange(lo, hi, dtype=np.int64)
     cls = ids % c
@@ -79,6 +80,7 @@ def sbm(
     train_fraction: float = 0.2,
     val_fraction: float = 0.2,
     seed: int = 0,
+    chunk_size: int = CHUNK,
     spark: SparkSession | None = None,
 ) -> Graph:
     """A stochastic-block-model graph; generated in Spark when ``spark`` is given.
@@ -90,6 +92,7 @@ def sbm(
     homophily : probability that an edge stays inside its class.
     signal : scale of the class means in the features (higher is easier).
     train_fraction, val_fraction : expected split sizes; the rest is test.
+    chunk_size : vertices per random stream (part of the graph's identity, like ``seed``).
     spark : generate as Spark DataFrames (any size) instead of NumPy arrays on the driver.
     """
     if num_vertices < 1 or num_classes < 1 or num_features < 1:
@@ -103,6 +106,7 @@ def sbm(
             f"val_fraction <= 1 (found {train_fraction + val_fraction})"
         )
     args = (
+        chunk_size,
         num_vertices,
         num_classes,
         num_features,
@@ -112,14 +116,19 @@ def sbm(
         (train_fraction, val_fraction),
         seed,
     )
-    chunks = -(-num_vertices // CHUNK)
+    chunks = -(-num_vertices // chunk_size)
     name = f"sbm-{num_vertices}"
     if spark is None:
         parts = [_chunk(k, *args) for k in range(chunks)]
         cat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         return Graph.from_arrays(
-            x=cat["x"], src=cat["src"], dst=cat["dst"], y=cat["y"], split=cat["split"],
-            ids=cat["ids"], name=name,
+            x=cat["x"],
+            src=cat["src"],
+            dst=cat["dst"],
+            y=cat["y"],
+            split=cat["split"],
+            ids=cat["ids"],
+            name=name,
         )
     return _sbm_spark(spark, chunks, args, name)
 

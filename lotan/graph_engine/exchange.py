@@ -35,9 +35,7 @@ def assemble(layout: PartitionLayout, received: Mapping[int, np.ndarray]) -> np.
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
 
 
-def backward_messages(
-    layout: PartitionLayout, partial: np.ndarray
-) -> list[tuple[int, np.ndarray]]:
+def backward_messages(layout: PartitionLayout, partial: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Split ``[own | halo]`` partial gradients into one message per owner."""
     out = [(layout.part, partial[: layout.num_own])]
     for k, q in enumerate(layout.halo_parts.tolist()):

@@ -81,4 +81,9 @@ class Aggregate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         indptr, indices, weights = ctx.saved_tensors
-        return spmm_t(indptr, indices, weights, grads[0].contiguous(), ctx.num_full), None, None, None
+        return (
+            spmm_t(indptr, indices, weights, grads[0].contiguous(), ctx.num_full),
+            None,
+            None,
+            None,
+        )

@@ -32,11 +32,11 @@ from lotan.graph_engine.tiles import decode_tile, encode_tile
 
 __all__ = [
     "SPLIT_CODES",
-    "inverse_sqrt_degree",
     "NormSpec",
     "PartitionLayout",
     "attach_send_lists",
     "build_in_structure",
+    "inverse_sqrt_degree",
     "normalize_weights",
 ]
 

@@ -214,9 +214,7 @@ def prepare_spark(
         .repartition(P, "dp")
     )
     step1 = (
-        e.groupBy("dp")
-        .cogroup(v.groupBy("part"))
-        .applyInArrow(_step1_spark(norm), MESSAGE_SCHEMA)
+        e.groupBy("dp").cogroup(v.groupBy("part")).applyInArrow(_step1_spark(norm), MESSAGE_SCHEMA)
     )
     result = SparkRunner(spark, P).run(PREPARE_STAGES, norm, initial=step1)
     try:

@@ -121,7 +121,9 @@ def _run_stage(
     return pa.concat_tables([forward.cast(_ARROW_MESSAGE_SCHEMA), messages_to_table(out)])
 
 
-def _with_layout(fn: StageFn, k: int, value_ref: Any) -> Callable[[Any, pa.Table, pa.Table], pa.Table]:
+def _with_layout(
+    fn: StageFn, k: int, value_ref: Any
+) -> Callable[[Any, pa.Table, pa.Table], pa.Table]:
     def run(key: Any, inbox: pa.Table, static: pa.Table) -> pa.Table:
         layout = None
         if static.num_rows:

@@ -36,8 +36,10 @@ def encode_tile(arrays: Mapping[str, np.ndarray]) -> bytes:
     for name, array in arrays.items():
         a = np.ascontiguousarray(array)
         if a.dtype.name not in _ALLOWED_DTYPES:
-            raise TypeError(f"tile array {name!r} has dtype {a.dtype}, expected one of "
-                            f"{sorted(_ALLOWED_DTYPES)}")
+            raise TypeError(
+                f"tile array {name!r} has dtype {a.dtype}, expected one of "
+                f"{sorted(_ALLOWED_DTYPES)}"
+            )
         offset = -(-offset // _ALIGN) * _ALIGN
         entries.append([name, a.dtype.name, list(a.shape), offset])
         blobs.append((offset, a))

@@ -29,6 +29,4 @@ def build_optimizer(
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if key == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    raise LotanError(
-        f"optimizer={name!r} is not supported; expected one of {list(OPTIMIZERS)}"
-    )
+    raise LotanError(f"optimizer={name!r} is not supported; expected one of {list(OPTIMIZERS)}")

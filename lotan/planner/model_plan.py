@@ -8,7 +8,7 @@ does the plan: only ``out_channels`` columns cross partitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,7 +16,7 @@ from lotan.errors import UnsupportedModelError
 from lotan.graph_engine.layout import NormSpec
 from lotan.nn_engine.dense import DenseOp, DenseProgram
 
-__all__ = ["SUPPORTED_MODELS", "GraphLayer", "ModelPlan", "lower_model"]
+__all__ = ["SUPPORTED_MODELS", "GraphLayer", "ModelPlan", "graph_norm", "lower_model"]
 
 SUPPORTED_MODELS = "torch_geometric.nn.models.GCN (GCNConv layers, norm=None, jk=None)"
 
@@ -46,6 +46,19 @@ class ModelPlan:
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+
+def graph_norm(plan: ModelPlan, has_edge_weight: bool) -> NormSpec:
+    """The normalization PyG actually applies for this plan on this graph.
+
+    PyG's ``gcn_norm`` passes ``fill_value`` (2 when ``improved=True``) to
+    ``add_remaining_self_loops``, which uses it only for edge *attributes*: on a graph without
+    edge weights every self loop gets weight 1, so ``improved`` has no effect there. Lotan
+    reproduces that.
+    """
+    if has_edge_weight:
+        return plan.norm
+    return replace(plan.norm, fill_value=1.0)
 
 
 def _activation_op(act: torch.nn.Module | None, where: str) -> DenseOp | None:
@@ -88,7 +101,9 @@ def lower_model(model: torch.nn.Module) -> ModelPlan:
             f"GCN(jk={model.jk_mode!r}) is not supported; build the model with jk=None"
         )
     if any(not isinstance(n, torch.nn.Identity) for n in model.norms):
-        raise UnsupportedModelError("GCN(norm=...) is not supported; build the model with norm=None")
+        raise UnsupportedModelError(
+            "GCN(norm=...) is not supported; build the model with norm=None"
+        )
     act = _activation_op(model.act, "GCN.act")
     p = float(model.dropout.p)
 

@@ -185,14 +185,14 @@ class _HeadStage:
                 for q, r in backward_messages(layout, partial.numpy())
             ]
         eval_logits = (
-            prog.forward(params, agg[:, d:].contiguous(), train=False)
-            if s.streams == 2
-            else logits
+            prog.forward(params, agg[:, d:].contiguous(), train=False) if s.streams == 2 else logits
         )
         out.append(_metrics(layout, eval_logits, loss))
         if s.output:
             out.append(
-                Message(OUTPUT, part, part, "logits", {"ids": layout.ids, "logits": eval_logits.numpy()})
+                Message(
+                    OUTPUT, part, part, "logits", {"ids": layout.ids, "logits": eval_logits.numpy()}
+                )
             )
         return out
 

@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make quickstart   set up, then train a GCN on Cora through Spark local mode
+#   make test         set up, then lint, type-check and run the test suite (what CI runs)
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PY := $(VENV)/bin/python
+# The Planetoid raw files: $LOTAN_DATA_DIR, else ../shared/datasets when it exists, else
+# lotan downloads them into ~/.cache/lotan.
+DATA_DIR ?= $(or $(LOTAN_DATA_DIR),$(wildcard $(abspath ..)/shared/datasets))
+export LOTAN_DATA_DIR := $(DATA_DIR)
+
+.PHONY: setup quickstart test lint
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+quickstart: setup
+	$(PY) -m lotan.quickstart
+
+lint: setup
+	$(PY) -m ruff check lotan tests bench
+	$(PY) -m ruff format --check lotan tests bench
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider

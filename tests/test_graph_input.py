@@ -1,0 +1,221 @@
+"""Every input kind gives the same training result; bad input gets a clear LotanError."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn.models import GCN
+
+import lotan
+from lotan.errors import GraphInputError, LotanError, UnsupportedModelError
+from tests.graph_cases import CASES
+
+
+def _train(
+    graph: lotan.Graph, model: torch.nn.Module, engine: str, spark
+) -> dict[str, torch.Tensor]:
+    m = copy.deepcopy(model)
+    lotan.fit(
+        m,
+        graph,
+        epochs=2,
+        optimizer="adam",
+        lr=0.05,
+        engine=engine,
+        num_partitions=2,
+        spark=spark,
+        progress=False,
+    )
+    return {k: v.detach() for k, v in m.named_parameters()}
+
+
+def test_every_input_kind_trains_identically(spark, tmp_path) -> None:
+    base = CASES["weighted"]()
+    torch.manual_seed(0)
+    model = GCN(base.num_features, 8, 2, 3)
+    expected = _train(base, model, "local", spark)
+
+    from_pyg = lotan.Graph.from_pyg(base.to_pyg())  # ids become 0..N-1 in id order
+    vertices, edges = base.dataframes(spark)
+    from_df = lotan.Graph.from_dataframes(vertices, edges)
+    vertices.write.parquet(str(tmp_path / "v"))
+    edges.write.parquet(str(tmp_path / "e"))
+    from_parquet = lotan.Graph.from_parquet(str(tmp_path / "v"), str(tmp_path / "e"), spark=spark)
+
+    for graph, engine in [
+        (from_pyg, "local"),
+        (from_df, "local"),
+        (from_df, "spark"),
+        (from_parquet, "spark"),
+    ]:
+        got = _train(graph, model, engine, spark)
+        for k, v in expected.items():
+            torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-4, msg=f"{engine}:{k}")
+
+
+def test_predict_maps_back_to_original_ids(spark) -> None:
+    graph = CASES["directed_multi"]()
+    torch.manual_seed(0)
+    model = GCN(graph.num_features, 8, 2, 3)
+    local = lotan.predict(model, graph, engine="local", num_partitions=3)
+    df = lotan.predict(model, graph, engine="spark", num_partitions=3, spark=spark)
+    remote = df.toPandas().sort_values("id").reset_index(drop=True)
+    df.unpersist()
+    assert sorted(local["id"]) == sorted(graph.arrays().ids.tolist())
+    np.testing.assert_array_equal(remote["id"], local["id"])
+    np.testing.assert_array_equal(remote["prediction"], local["prediction"])
+
+
+# ---------------------------------------------------------------------------- bad input
+def _arrays(**overrides):
+    n = 6
+    kw = dict(
+        x=np.ones((n, 3), np.float32),
+        src=np.array([0, 1, 2]),
+        dst=np.array([1, 2, 3]),
+        y=np.array([0, 1, 0, 1, 0, 1]),
+        split=np.array(["train"] * 3 + ["test"] * 3, dtype=object),
+    )
+    kw.update(overrides)
+    return kw
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"ids": np.array([1, 2, 2, 3, 4, 5])}, r"vertex ids must be unique.*\[2\]"),
+        ({"src": np.array([0, 1, 9])}, r"edges have a src that is not a vertex id, e\.g\. \[9\]"),
+        ({"dst": np.array([0, -4, 1])}, r"dst that is not a vertex id"),
+        (
+            {"x": np.array([[1, 2, np.nan]] + [[0, 0, 0]] * 5, np.float32)},
+            r"NaN or inf features.*\[0\]",
+        ),
+        ({"y": np.array([0, 1, -2, 1, 0, 1])}, r"labels must be >= 0"),
+        ({"y": np.array([-1, 1, 0, 1, 0, 1])}, r"1 train vertices have no label"),
+        (
+            {"split": np.array(["train", "dev", "test", "test", "test", "test"], dtype=object)},
+            r"\['dev'\]",
+        ),
+        ({"x": np.ones(6, np.float32)}, r"features must be a 2-D array"),
+        ({"weight": np.array([1.0, np.inf, 1.0])}, r"edge weights must be finite"),
+    ],
+    ids=[
+        "dup_ids",
+        "unknown_src",
+        "unknown_dst",
+        "nan_features",
+        "negative_label",
+        "unlabeled_train",
+        "bad_split",
+        "ragged_features",
+        "inf_weight",
+    ],
+)
+def test_bad_arrays(overrides, match) -> None:
+    with pytest.raises(GraphInputError, match=match):
+        lotan.Graph.from_arrays(**_arrays(**overrides))
+
+
+def _frames(spark, vertices_rows, edges_rows, vschema=None, eschema="src long, dst long"):
+    vschema = vschema or "id long, features array<float>, label long, split string"
+    return spark.createDataFrame(vertices_rows, vschema), spark.createDataFrame(edges_rows, eschema)
+
+
+GOOD_V = [(10, [1.0, 2.0], 0, "train"), (20, [0.5, 1.0], 1, "val"), (30, [0.0, 1.0], 1, "test")]
+GOOD_E = [(10, 20), (20, 30)]
+
+
+@pytest.mark.parametrize(
+    ("vrows", "erows", "vschema", "eschema", "match"),
+    [
+        (
+            GOOD_V,
+            GOOD_E,
+            "id long, features array<float>, label long, fold string",
+            None,
+            r"missing \['split'\], found \['id', 'features', 'label', 'fold'\]",
+        ),
+        (
+            GOOD_V,
+            [(10, 20)],
+            None,
+            "source long, dst long",
+            r"needs columns \['src', 'dst'\]; missing \['src'\]",
+        ),
+        (
+            GOOD_V + [(10, [1.0, 1.0], 0, "val")],
+            GOOD_E,
+            None,
+            None,
+            r"duplicate rows, e\.g\. ids \[10\]",
+        ),
+        (GOOD_V, GOOD_E + [(10, 99)], None, None, r"dst that is not a vertex id, e\.g\. \[99\]"),
+        ([(10, [1.0, float("nan")], 0, "train")] + GOOD_V[1:], GOOD_E, None, None, r"NaN or inf"),
+        ([(10, [1.0], 0, "train")] + GOOD_V[1:], GOOD_E, None, None, r"lengths from 1 to 2"),
+        ([(10, [1.0, 2.0], -3, "train")] + GOOD_V[1:], GOOD_E, None, None, r"labels must be >= 0"),
+        (
+            GOOD_V,
+            GOOD_E,
+            "id string, features array<float>, label long, split string",
+            None,
+            r"vertices\.id must be an integer column, found string",
+        ),
+    ],
+    ids=[
+        "missing_split",
+        "misnamed_src",
+        "dup_ids",
+        "unknown_dst",
+        "nan",
+        "ragged",
+        "label",
+        "id_type",
+    ],
+)
+def test_bad_dataframes(spark, vrows, erows, vschema, eschema, match) -> None:
+    if vschema and vschema.startswith("id string"):
+        vrows = [(str(r[0]), *r[1:]) for r in vrows]
+    v, e = _frames(spark, vrows, erows, vschema, eschema or "src long, dst long")
+    with pytest.raises(GraphInputError, match=match):
+        lotan.Graph.from_dataframes(v, e)
+
+
+def test_model_and_graph_mismatch() -> None:
+    graph = lotan.Graph.from_arrays(**_arrays())
+    with pytest.raises(
+        UnsupportedModelError, match=r"input width is 5 but the graph has 3 features"
+    ):
+        lotan.fit(GCN(5, 4, 2, 2), graph, engine="local", epochs=1, progress=False)
+    with pytest.raises(GraphInputError, match=r"only 1 outputs; build it with out_channels >= 2"):
+        lotan.fit(GCN(3, 4, 2, 1), graph, engine="local", epochs=1, progress=False)
+    no_train = lotan.Graph.from_arrays(**_arrays(split=np.array(["test"] * 6, dtype=object)))
+    with pytest.raises(GraphInputError, match=r"train split is empty"):
+        lotan.fit(GCN(3, 4, 2, 2), no_train, engine="local", epochs=1, progress=False)
+    with pytest.raises(GraphInputError, match=r"num_partitions=9 is more than the graph's 6"):
+        lotan.fit(
+            GCN(3, 4, 2, 2), graph, engine="local", num_partitions=9, epochs=1, progress=False
+        )
+
+
+def test_unsupported_models_and_settings() -> None:
+    graph = lotan.Graph.from_arrays(**_arrays())
+    with pytest.raises(
+        UnsupportedModelError, match=r"torch.nn.modules.linear.Linear is not supported"
+    ):
+        lotan.fit(torch.nn.Linear(3, 2), graph, engine="local", progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"GCN\(jk='cat'\)"):
+        lotan.fit(GCN(3, 4, 2, 2, jk="cat"), graph, engine="local", progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"norm=None"):
+        lotan.fit(GCN(3, 4, 2, 2, norm="batch_norm"), graph, engine="local", progress=False)
+    for kwargs, match in [
+        ({"optimizer": "lbfgs"}, r"optimizer='lbfgs' is not supported"),
+        ({"epochs": 0}, r"epochs must be a positive integer, found 0"),
+        ({"engine": "dask"}, r"engine='dask' is not one of"),
+        ({"num_partitions": 0}, r"num_partitions must be a positive integer"),
+        ({"lr": -1.0}, r"lr must be > 0"),
+    ]:
+        with pytest.raises(LotanError, match=match):
+            lotan.fit(GCN(3, 4, 2, 2), graph, progress=False, **kwargs)
