@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from lotan.errors import EngineError
@@ -58,6 +59,9 @@ def get_spark(spark: SparkSession | None = None) -> SparkSession:
     if active is not None:
         return active
     check_java()
+    # Python workers of a local session run this interpreter (with torch and lotan on its
+    # path), not whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.master(os.environ.get("LOTAN_SPARK_MASTER", "local[*]"))
