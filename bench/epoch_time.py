@@ -55,8 +55,14 @@ def _lotan(engine: str, parts: int) -> Callable[[torch.nn.Module, lotan.Graph, i
     def run(model: torch.nn.Module, graph: lotan.Graph, epochs: int) -> list[float]:
         start = time.perf_counter()
         result = lotan.fit(
-            model, graph, epochs=epochs, lr=0.01, weight_decay=5e-4, engine=engine,
-            num_partitions=parts, progress=False,
+            model,
+            graph,
+            epochs=epochs,
+            lr=0.01,
+            weight_decay=5e-4,
+            engine=engine,
+            num_partitions=parts,
+            progress=False,
         )
         times = [r.seconds for r in result.history]
         # The first epoch's record excludes preparation; report it inside epoch 1.
@@ -93,10 +99,19 @@ def main() -> None:
             times = fn(copy.deepcopy(model), graph, args.epochs)
             med = statistics.median(times[1:])
             base = base or med
-            rows.append({"graph": name, "system": system, "first_epoch_s": times[0],
-                         "median_epoch_s": med, "ratio_vs_pyg": med / base})
-            print(f"  {system:18s} first epoch {times[0]:8.3f}s   median epoch {med:8.3f}s   "
-                  f"x{med / base:6.1f} vs PyG")
+            rows.append(
+                {
+                    "graph": name,
+                    "system": system,
+                    "first_epoch_s": times[0],
+                    "median_epoch_s": med,
+                    "ratio_vs_pyg": med / base,
+                }
+            )
+            print(
+                f"  {system:18s} first epoch {times[0]:8.3f}s   median epoch {med:8.3f}s   "
+                f"x{med / base:6.1f} vs PyG"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)
