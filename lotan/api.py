@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -181,7 +180,6 @@ def fit(
                 f"epoch {rec.epoch:4d}/{config.epochs}  loss {rec.loss:.4f}  "
                 f"train {rec.train_acc:.4f}  val {rec.val_acc:.4f}  test {rec.test_acc:.4f}  "
                 f"{rec.seconds:.2f}s",
-                file=sys.stderr if config.progress == "stderr" else sys.stdout,
                 flush=True,
             )
 

@@ -367,6 +367,14 @@ class Graph:
             f"features={self.num_features}, classes={self.num_classes}, {where})"
         )
 
+    def unpersist(self) -> None:
+        """Release every cached preparation of this graph (Spark layouts included)."""
+        for prepared in self._prepared.values():
+            release = getattr(prepared, "unpersist", None)
+            if release is not None:
+                release()
+        self._prepared.clear()
+
     # ---------------------------------------------------------------- conversions
     def arrays(self) -> GraphArrays:
         """The graph as NumPy arrays (collects DataFrame-backed graphs to the driver)."""

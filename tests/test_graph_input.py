@@ -219,3 +219,16 @@ def test_unsupported_models_and_settings() -> None:
     ]:
         with pytest.raises(LotanError, match=match):
             lotan.fit(GCN(3, 4, 2, 2), graph, progress=False, **kwargs)
+
+
+def test_preparation_is_cached_and_released(spark) -> None:
+    graph = CASES["disconnected"]()
+    torch.manual_seed(0)
+    model = GCN(graph.num_features, 4, 2, 3)
+    lotan.fit(model, graph, epochs=1, engine="spark", num_partitions=2, spark=spark, progress=False)
+    (runner,) = graph._prepared.values()
+    lotan.fit(model, graph, epochs=1, engine="spark", num_partitions=2, spark=spark, progress=False)
+    assert list(graph._prepared.values()) == [runner]  # reused, not re-prepared
+    assert runner.layouts.is_cached
+    graph.unpersist()
+    assert not graph._prepared and not runner.layouts.is_cached

@@ -166,6 +166,11 @@ class SparkRunner:
         self.num_partitions = num_partitions
         self.layouts = layouts
 
+    def unpersist(self) -> None:
+        """Release the persisted layouts."""
+        if self.layouts is not None:
+            self.layouts.unpersist(blocking=False)
+
     def run(
         self,
         stages: Sequence[StageFn],
