@@ -33,3 +33,19 @@ def test_quickstart_unknown_dataset(data_dir, argv) -> None:
 
     with pytest.raises(DatasetNotFoundError):
         quickstart.main(["--root", str(data_dir), *argv])
+
+
+def test_module_entry_point(data_dir) -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lotan.quickstart", "--engine", "local", "--epochs", "2"],
+        env={**os.environ, "LOTAN_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch    2/2" in proc.stdout and "final test accuracy:" in proc.stdout
