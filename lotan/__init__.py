@@ -2,7 +2,7 @@
 neural engine."""
 
 from lotan import datasets
-from lotan.api import EpochRecord, FitResult, fit, predict
+from lotan.api import EpochRecord, FitResult, explain, fit, predict
 from lotan.config import FitConfig
 from lotan.errors import (
     DatasetNotFoundError,
@@ -12,6 +12,7 @@ from lotan.errors import (
     UnsupportedModelError,
 )
 from lotan.graph import Graph
+from lotan.planner.flags import PlannerFlags
 
 __all__ = [
     "DatasetNotFoundError",
@@ -22,8 +23,10 @@ __all__ = [
     "Graph",
     "GraphInputError",
     "LotanError",
+    "PlannerFlags",
     "UnsupportedModelError",
     "datasets",
+    "explain",
     "fit",
     "predict",
 ]

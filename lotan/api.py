@@ -11,17 +11,21 @@ import torch
 
 from lotan.config import FitConfig
 from lotan.engines import Engine, make_engine
-from lotan.errors import GraphInputError, UnsupportedModelError
+from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.graph_engine.runner import Message
 from lotan.nn_engine.optim import build_optimizer
-from lotan.planner.model_plan import ModelPlan, graph_norm, lower_model
-from lotan.planner.physical import METRIC_FIELDS, EpochValue, inference_stages, training_stages
+from lotan.planner.explain import render
+from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
+from lotan.planner.logical import LogicalPlan
+from lotan.planner.lowering import lower_model
+from lotan.planner.optimize import optimize
+from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["EpochRecord", "FitResult", "fit", "predict"]
+__all__ = ["EpochRecord", "FitResult", "explain", "fit", "predict"]
 
 
 @dataclass(frozen=True)
@@ -51,27 +55,52 @@ class FitResult:
         return self.history[-1]
 
 
-def _plan_for(model: torch.nn.Module, graph: Graph) -> ModelPlan:
-    plan = lower_model(model)
-    if plan.in_channels != graph.num_features:
-        raise UnsupportedModelError(
-            f"the model's input width is {plan.in_channels} but the graph has "
-            f"{graph.num_features} features per vertex; build the model with "
-            f"in_channels={graph.num_features}"
-        )
-    return plan
+def _plan_for(
+    model: torch.nn.Module, graph: Graph, flags: PlannerFlags
+) -> tuple[LogicalPlan, LogicalPlan, list[tuple[str, list[str]]]]:
+    """(logical plan, optimized plan, rules fired) of ``model`` on ``graph``."""
+    logical = lower_model(model, graph.num_features, graph.has_edge_weight)
+    optimized, fired = optimize(logical, flags)
+    return logical, optimized, fired
 
 
-def _check_labels(plan: ModelPlan, graph: Graph) -> None:
+def _check_labels(plan: LogicalPlan, graph: Graph) -> None:
     if graph.num_train == 0:
         raise GraphInputError(
             "the train split is empty; mark some vertices split='train' (PyG: train_mask)"
         )
-    if graph.num_classes > plan.out_channels:
+    if graph.num_classes > plan.out_width:
         raise GraphInputError(
             f"labels go up to {graph.num_classes - 1} but the model has only "
-            f"{plan.out_channels} outputs; build it with out_channels >= {graph.num_classes}"
+            f"{plan.out_width} outputs; build it with out_channels >= {graph.num_classes}"
         )
+
+
+def _prepared(
+    eng: Engine, graph: Graph, parts: int, model: torch.nn.Module, plan: LogicalPlan
+) -> tuple[Any, PhysicalPlan]:
+    """The graph prepared for ``plan`` (cached aggregations computed once) and the plan's
+    physical form."""
+    if parts > graph.num_vertices:
+        raise GraphInputError(
+            f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
+            "use fewer partitions"
+        )
+    norms = plan.norms
+    prepared = eng.prepare(graph, parts, norms)
+    physical = PhysicalPlan.build(plan)
+    cached = tuple(sorted(physical.layout_values - {0}))
+    if cached:
+        const_plan = PhysicalPlan.build(plan, outputs=cached, use_cache=False)
+        key = tuple(plan.node(i).describe() for i in sorted(const_plan.stage_of))
+        prepared = eng.with_constants(
+            graph,
+            prepared,
+            (norms, key),
+            const_plan.inference_stages(emit_outputs=True),
+            _value(model, 0),
+        )
+    return prepared, physical
 
 
 def _value(model: torch.nn.Module, epoch: int) -> EpochValue:
@@ -113,6 +142,7 @@ def fit(
     seed: int = FitConfig.seed,
     progress: bool = FitConfig.progress,
     spark: SparkSession | None = None,
+    planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> FitResult:
     """Train ``model`` full-batch on ``graph``: every vertex and edge, every epoch.
 
@@ -122,12 +152,13 @@ def fit(
 
     Parameters
     ----------
-    model : a supported PyTorch Geometric model (see :mod:`lotan.planner.model_plan`).
+    model : a supported PyTorch Geometric model (see :mod:`lotan.planner.lowering`).
     graph : a :class:`lotan.Graph`.
     engine : ``"spark"`` (default; the active SparkSession, ``spark=``, or a new local one)
         or ``"local"`` (in-process, same plan and kernels).
     num_partitions : graph partitions (default: the engine's).
     spark : the SparkSession to use with ``engine="spark"``.
+    planner : which rewrite rules run (all by default); the result does not depend on it.
 
     Raises
     ------
@@ -145,16 +176,11 @@ def fit(
         seed=seed,
         progress=progress,
     )
-    plan = _plan_for(model, graph)
+    _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
     eng: Engine = make_engine(config.engine, spark)
     parts = config.num_partitions or eng.default_partitions()
-    if parts > graph.num_vertices:
-        raise GraphInputError(
-            f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
-            "use fewer partitions"
-        )
-    prepared = eng.prepare(graph, parts, graph_norm(plan, graph.has_edge_weight))
+    prepared, physical = _prepared(eng, graph, parts, model, plan)
     opt = build_optimizer(
         config.optimizer,
         model.parameters(),
@@ -162,8 +188,8 @@ def fit(
         weight_decay=config.weight_decay,
         momentum=config.momentum,
     )
-    train = training_stages(plan, seed=config.seed, num_train=graph.num_train)
-    evaluate = inference_stages(plan, output=False)
+    train = physical.training_stages(seed=config.seed, num_train=graph.num_train)
+    evaluate = physical.inference_stages(emit_outputs=False)
     named = dict(model.named_parameters())
     result = FitResult(model=model, config=config, num_partitions=parts)
     pending: tuple[int, float, float] | None = None  # epoch, loss, seconds awaiting metrics
@@ -207,18 +233,45 @@ def predict(
     engine: str = "spark",
     num_partitions: int | None = None,
     spark: SparkSession | None = None,
+    planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> Any:
-    """Predicted class and class probabilities of every vertex, with dropout off.
+    """Predicted class, class probabilities and logits of every vertex, with dropout off.
 
     Returns
     -------
     With ``engine="spark"`` a Spark DataFrame ``(id long, prediction long,
-    probability array<float>)`` keyed by the graph's original vertex ids (persisted; call
-    ``unpersist()`` when done); with ``engine="local"`` a pandas DataFrame with the same
-    columns, sorted by id.
+    probability array<float>, logits array<float>)`` keyed by the graph's original vertex ids
+    (persisted; call ``unpersist()`` when done); with ``engine="local"`` a pandas DataFrame
+    with the same columns, sorted by id.
     """
-    plan = _plan_for(model, graph)
+    _, plan, _ = _plan_for(model, graph, planner)
     eng = make_engine(engine, spark)
     parts = num_partitions or eng.default_partitions()
-    prepared = eng.prepare(graph, parts, graph_norm(plan, graph.has_edge_weight))
-    return eng.predictions(prepared, inference_stages(plan, output=True), _value(model, 0))
+    prepared, physical = _prepared(eng, graph, parts, model, plan)
+    return eng.predictions(prepared, physical.inference_stages(emit_outputs=True), _value(model, 0))
+
+
+def explain(
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    engine: str = "local",
+    num_partitions: int | None = None,
+    spark: SparkSession | None = None,
+    planner: PlannerFlags = DEFAULT_FLAGS,
+    print_: bool = True,
+) -> str:
+    """The logical plan, the optimized plan (which rules fired) and the physical plan with
+    the bytes exchanged per epoch and the partitioning's halo replication factor.
+
+    Prepares the graph (cached, as for ``fit``) to measure the halo; printed unless
+    ``print_=False``, and returned.
+    """
+    logical, plan, fired = _plan_for(model, graph, planner)
+    eng = make_engine(engine, spark)
+    parts = num_partitions or eng.default_partitions()
+    prepared = eng.prepare(graph, parts, plan.norms)
+    text = render(logical, plan, fired, PhysicalPlan.build(plan), eng.stats(prepared))
+    if print_:
+        print(text)
+    return text

@@ -7,6 +7,7 @@ the same preparation kernels and the same stage functions, so they compute the s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -30,7 +31,13 @@ class Engine(Protocol):
 
     def default_partitions(self) -> int: ...
 
-    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> Any: ...
+    def prepare(self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]) -> Any: ...
+
+    def with_constants(
+        self, graph: Graph, prepared: Any, key: Any, stages: Sequence[StageFn], value: Any
+    ) -> Any: ...
+
+    def stats(self, prepared: Any) -> dict[str, int]: ...
 
     def run(
         self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
@@ -48,6 +55,18 @@ def _predictions_frame(ids: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
         "prediction": logits.argmax(axis=1).astype(np.int64),
         "probability": list(probs.astype(np.float32)),
         "logits": list(np.asarray(logits, dtype=np.float32)),
+    }
+
+
+def _stats(sizes: list[tuple[int, int, int]]) -> dict[str, int]:
+    """Totals and maxima of (own vertices, halo rows, edges) over partitions."""
+    return {
+        "parts": len(sizes),
+        "own": sum(s[0] for s in sizes),
+        "halo": sum(s[1] for s in sizes),
+        "edges": sum(s[2] for s in sizes),
+        "max_own": max((s[0] for s in sizes), default=0),
+        "max_edges": max((s[2] for s in sizes), default=0),
     }
 
 
@@ -74,16 +93,38 @@ class LocalEngine:
     def default_partitions(self) -> int:
         return 1
 
-    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> LocalRunner:
-        key = ("local", num_partitions, norm)
+    def prepare(
+        self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]
+    ) -> LocalRunner:
+        key = ("local", num_partitions, norms)
         if key not in graph._prepared:
             a = graph.arrays()
             layouts = prepare_local(
-                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norm
+                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norms
             )
             graph._prepared[key] = LocalRunner(layouts)
         runner: LocalRunner = graph._prepared[key]
         return runner
+
+    def with_constants(
+        self, graph: Graph, prepared: LocalRunner, key: Any, stages: Sequence[StageFn], value: Any
+    ) -> LocalRunner:
+        full_key = ("local-constants", id(prepared), key)
+        if full_key not in graph._prepared:
+            _, out = prepared.run(stages, value)
+            layouts = dict(prepared.layouts)
+            for m in out:
+                lay = layouts[m.dest]
+                consts = {**lay.constants, m.tag[1:]: np.asarray(m.payload["rows"])}
+                layouts[m.dest] = replace(lay, constants=consts)
+            graph._prepared[full_key] = LocalRunner(layouts)
+        runner: LocalRunner = graph._prepared[full_key]
+        return runner
+
+    def stats(self, prepared: LocalRunner) -> dict[str, int]:
+        return _stats(
+            [(lay.num_own, lay.num_halo, lay.num_edges) for lay in prepared.layouts.values()]
+        )
 
     def run(
         self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any, label: str
@@ -98,7 +139,7 @@ class LocalEngine:
 
         _, out = prepared.run(stages, value)
         ids = np.concatenate([m.payload["ids"] for m in out])
-        logits = np.concatenate([m.payload["logits"] for m in out])
+        logits = np.concatenate([m.payload["rows"] for m in out])
         order = np.argsort(ids)
         return pd.DataFrame(_predictions_frame(ids[order], logits[order]))
 
@@ -114,15 +155,35 @@ class SparkEngine:
     def default_partitions(self) -> int:
         return max(1, int(self.spark.sparkContext.defaultParallelism))
 
-    def prepare(self, graph: Graph, num_partitions: int, norm: NormSpec) -> Any:
+    def prepare(self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]) -> Any:
         from lotan.graph_engine.spark_runner import SparkRunner
 
-        key = ("spark", id(self.spark), num_partitions, norm)
+        key = ("spark", id(self.spark), num_partitions, norms)
         if key not in graph._prepared:
             vertices, edges = graph.dataframes(self.spark)
-            layouts = prepare_spark(self.spark, vertices, edges, num_partitions, norm)
+            layouts = prepare_spark(self.spark, vertices, edges, num_partitions, norms)
             graph._prepared[key] = SparkRunner(self.spark, num_partitions, layouts)
         return graph._prepared[key]
+
+    def with_constants(
+        self, graph: Graph, prepared: Any, key: Any, stages: Sequence[StageFn], value: Any
+    ) -> Any:
+        from lotan.graph_engine.spark_runner import SparkRunner, add_constants
+
+        full_key = ("spark-constants", id(prepared), key)
+        if full_key not in graph._prepared:
+            result = prepared.run(stages, value, description="lotan cache constants")
+            try:
+                layouts = add_constants(result.output(), prepared.layouts, prepared.num_partitions)
+            finally:
+                result.close()
+            graph._prepared[full_key] = SparkRunner(self.spark, prepared.num_partitions, layouts)
+        return graph._prepared[full_key]
+
+    def stats(self, prepared: Any) -> dict[str, int]:
+        from lotan.graph_engine.spark_runner import layout_sizes
+
+        return _stats(layout_sizes(prepared.layouts))
 
     def run(
         self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
@@ -144,7 +205,7 @@ class SparkEngine:
             for batch in batches:
                 for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
                     tile = decode_tile(view)
-                    frame = _predictions_frame(tile["ids"], tile["logits"])
+                    frame = _predictions_frame(tile["ids"], tile["rows"])
                     yield pa.RecordBatch.from_pydict(
                         {
                             "id": frame["id"],

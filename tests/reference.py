@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,11 @@ def pyg_reference(
     model.train()
     for _ in range(epochs):
         optim.zero_grad()
-        out = model(data.x, data.edge_index, ew)
+        takes_weight = len(inspect.signature(model.forward).parameters) > 2
+        if ew is not None and takes_weight:
+            out = model(data.x, data.edge_index, ew)
+        else:
+            out = model(data.x, data.edge_index)
         loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
         loss.backward()
         if first is None:

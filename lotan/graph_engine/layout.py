@@ -23,7 +23,7 @@ duplicate edges counted).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -40,25 +40,38 @@ __all__ = [
     "normalize_weights",
 ]
 
+_CONST = "const:"
+
 #: Integer codes of the ``split`` column inside a layout.
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 
 
 @dataclass(frozen=True)
 class NormSpec:
-    """How edge weights are derived, mirroring PyG ``GCNConv``'s options.
+    """How the weights of one aggregation are derived, mirroring PyG's layers.
 
     Attributes
     ----------
-    kind : ``"gcn"`` (``D^-1/2 (A + I) D^-1/2``) or ``"none"`` (raw edge weights, a sum).
-    add_self_loops : add one self loop per vertex, replacing existing ones (PyG's
+    kind : ``"gcn"`` — ``D^-1/2 (A + I) D^-1/2`` with edge weights (``GCNConv``, ``SGConv``);
+        ``"weighted_sum"`` — raw edge weights (``GCNConv(normalize=False)``);
+        ``"sum"`` — unweighted sum over in-edges (``GINConv``);
+        ``"mean"`` — unweighted mean over in-edges (``SAGEConv``).
+    add_self_loops : for ``gcn``: one self loop per vertex, replacing existing ones (PyG's
         ``add_remaining_self_loops``).
-    fill_value : weight of an added self loop (PyG: 2 when ``improved=True``, else 1).
+    fill_value : for ``gcn``: weight of an added self loop.
+    weighted : for ``gcn`` / ``weighted_sum``: use the graph's edge weights (else 1).
     """
 
-    kind: Literal["gcn", "none"] = "gcn"
+    kind: Literal["gcn", "weighted_sum", "sum", "mean"] = "gcn"
     add_self_loops: bool = True
     fill_value: float = 1.0
+    weighted: bool = True
+
+    def describe(self) -> str:
+        if self.kind != "gcn":
+            return self.kind
+        loops = f"+{self.fill_value:g}I" if self.add_self_loops else ""
+        return f"gcn(A{loops})"
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,11 @@ class PartitionLayout:
     x : ``(n_own, F)`` float32 features.
     y : ``(n_own,)`` int64 labels, ``-1`` where unknown.
     split : ``(n_own,)`` int8, codes from :data:`SPLIT_CODES`, 0 for none.
-    indptr, indices, weights : CSR of in-edges; ``indices`` index ``[own | halo]`` rows.
+    indptr, indices : CSR of in-edges (every input edge, self loops included, plus one
+        candidate self loop per vertex); ``indices`` index ``[own | halo]`` rows.
+    weights : ``(K, nnz)``, one row per :class:`NormSpec` the layout was prepared for (an
+        edge a normalization does not use has weight 0).
+    constants : ``(n_own, d)`` arrays computed once per plan (cached aggregations), by name.
     halo_parts, halo_counts : one block per remote owner, ascending by partition.
     halo_locals : ``(n_halo,)`` owner-local row of each halo row.
     send_parts, send_offsets, send_index : for each partition that needs rows of this one,
@@ -93,6 +110,7 @@ class PartitionLayout:
     send_parts: np.ndarray
     send_offsets: np.ndarray
     send_index: np.ndarray
+    constants: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_own(self) -> int:
@@ -116,14 +134,17 @@ class PartitionLayout:
         return slice(start, start + int(self.halo_counts[k]))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "part"}
+        skip = ("part", "constants")
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         arrays["part"] = np.array([self.part], dtype=np.int64)
+        arrays.update({_CONST + k: v for k, v in self.constants.items()})
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PartitionLayout:
-        rest = {k: v for k, v in arrays.items() if k != "part"}
-        return cls(part=int(arrays["part"][0]), **rest)
+        rest = {k: v for k, v in arrays.items() if k != "part" and not k.startswith(_CONST)}
+        consts = {k[len(_CONST) :]: v for k, v in arrays.items() if k.startswith(_CONST)}
+        return cls(part=int(arrays["part"][0]), constants=consts, **rest)
 
     def to_bytes(self) -> bytes:
         return encode_tile(self.to_arrays())
@@ -147,7 +168,7 @@ def build_in_structure(
     src_local: np.ndarray,
     dst_local: np.ndarray,
     weight: np.ndarray,
-    norm: NormSpec,
+    norms: tuple[NormSpec, ...],
 ) -> tuple[PartitionLayout, np.ndarray, dict[int, np.ndarray]]:
     """Step 1 of preparation, at the owner of the edge targets.
 
@@ -156,37 +177,50 @@ def build_in_structure(
     part : this partition.
     ids, x, y, split : own vertices, sorted by id (row ``i`` is local row ``i``).
     src_part, src_local, dst_local, weight : this partition's in-edges.
-    norm : how weights are derived.
+    norms : the normalizations to prepare weights for.
 
     Returns
     -------
-    layout : with raw (unnormalized) weights and no send lists yet.
-    deg : ``(n_own,)`` float64 weighted in-degree (self loops included).
+    layout : with raw weights (``gcn`` rows not yet normalized) and no send lists yet.
+    deg : ``(n_own, K)`` float64 weighted in-degree per normalization.
     requests : ``{owner q: q-local rows this partition needs from q}``, in halo order.
     """
     n_own = int(ids.shape[0])
-    src_part = np.asarray(src_part, dtype=np.int64)
-    src_local = np.asarray(src_local, dtype=np.int64)
-    dst_local = np.asarray(dst_local, dtype=np.int64)
-    weight = np.asarray(weight, dtype=np.float64)
+    own_rows = np.arange(n_own, dtype=np.int64)
+    src_part = np.concatenate([np.asarray(src_part, np.int64), np.full(n_own, part, np.int64)])
+    src_local = np.concatenate([np.asarray(src_local, np.int64), own_rows])
+    dst_local = np.concatenate([np.asarray(dst_local, np.int64), own_rows])
+    raw = np.asarray(weight, dtype=np.float64)
+    m = raw.shape[0]
+    added = np.zeros(m + n_own, dtype=bool)
+    added[m:] = True
+    is_loop = ~added & (src_part == part) & (src_local == dst_local)
 
-    if norm.add_self_loops:
-        is_loop = (src_part == part) & (src_local == dst_local)
-        loop_weight = np.full(n_own, norm.fill_value, dtype=np.float64)
-        if is_loop.any():
-            # PyG keeps an existing self loop's weight; several loops on one vertex are
-            # ambiguous there (scatter with duplicates), Lotan takes the largest.
-            has = np.zeros(n_own, dtype=bool)
-            has[dst_local[is_loop]] = True
-            best = np.full(n_own, -np.inf)
-            np.maximum.at(best, dst_local[is_loop], weight[is_loop])
-            loop_weight[has] = best[has]
-        keep = ~is_loop
-        own_rows = np.arange(n_own, dtype=np.int64)
-        src_part = np.concatenate([src_part[keep], np.full(n_own, part, dtype=np.int64)])
-        src_local = np.concatenate([src_local[keep], own_rows])
-        dst_local = np.concatenate([dst_local[keep], own_rows])
-        weight = np.concatenate([weight[keep], loop_weight])
+    weights = np.zeros((len(norms), m + n_own), dtype=np.float64)
+    deg = np.zeros((n_own, len(norms)), dtype=np.float64)
+    for k, norm in enumerate(norms):
+        w = weights[k]
+        if norm.kind in ("sum", "mean") or not norm.weighted:
+            w[:m] = 1.0  # GINConv / SAGEConv ignore edge weights
+        else:
+            w[:m] = raw
+        if norm.kind == "gcn" and norm.add_self_loops:
+            loop_weight = np.full(n_own, norm.fill_value, dtype=np.float64)
+            if is_loop.any():
+                # PyG keeps an existing self loop's weight; several loops on one vertex are
+                # ambiguous there (scatter with duplicates), Lotan takes the largest.
+                loops = dst_local[is_loop]
+                best = np.full(n_own, -np.inf)
+                np.maximum.at(best, loops, w[:m][is_loop[:m]])
+                has = np.isfinite(best)
+                loop_weight[has] = best[has]
+            w[is_loop] = 0.0
+            w[m:] = loop_weight
+        deg[:, k] = np.bincount(dst_local, weights=w, minlength=n_own)
+        if norm.kind == "mean":
+            with np.errstate(divide="ignore"):
+                inv = np.where(deg[:, k] > 0, 1.0 / deg[:, k], 0.0)
+            w *= inv[dst_local]
 
     remote = src_part != part
     # Halo: distinct remote (owner, local) pairs, ordered by owner then local row.
@@ -208,7 +242,6 @@ def build_in_structure(
     row_sorted = dst_local[order]
     indptr = np.zeros(n_own + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_sorted, minlength=n_own), out=indptr[1:])
-    deg = np.bincount(dst_local, weights=weight, minlength=n_own).astype(np.float64)
 
     requests: dict[int, np.ndarray] = {}
     start = 0
@@ -224,7 +257,7 @@ def build_in_structure(
         split=np.asarray(split, dtype=np.int8),
         indptr=indptr,
         indices=col[order].astype(np.int64),
-        weights=weight[order].astype(np.float64),
+        weights=np.ascontiguousarray(weights[:, order]),
         halo_parts=halo_parts.astype(np.int64),
         halo_counts=halo_counts.astype(np.int64),
         halo_locals=halo_locals.astype(np.int64),
@@ -272,16 +305,17 @@ def inverse_sqrt_degree(deg: np.ndarray) -> np.ndarray:
 
 
 def normalize_weights(
-    layout: PartitionLayout, dis_full: np.ndarray, norm: NormSpec
+    layout: PartitionLayout, dis_full: np.ndarray, norms: tuple[NormSpec, ...]
 ) -> PartitionLayout:
     """Step 3 of preparation: final edge weights, stored as float32.
 
     Parameters
     ----------
-    dis_full : ``deg^-1/2`` of the ``[own | halo]`` rows.
+    dis_full : ``(n_own + n_halo, K)`` ``deg^-1/2`` of the ``[own | halo]`` rows.
     """
-    w = layout.weights
-    if norm.kind == "gcn":
-        rows = np.repeat(np.arange(layout.num_own), np.diff(layout.indptr))
-        w = dis_full[layout.indices] * w * dis_full[rows]
-    return replace(layout, weights=np.asarray(w, dtype=np.float32))
+    w = np.array(layout.weights, dtype=np.float64, copy=True)
+    rows = np.repeat(np.arange(layout.num_own), np.diff(layout.indptr))
+    for k, norm in enumerate(norms):
+        if norm.kind == "gcn":
+            w[k] = dis_full[layout.indices, k] * w[k] * dis_full[rows, k]
+    return replace(layout, weights=w.astype(np.float32))

@@ -46,25 +46,25 @@ def _step1_messages(
 
 
 def _send_lists_stage(
-    part: int, _layout: PartitionLayout | None, inbox: list[Message], norm: NormSpec
+    part: int, _layout: PartitionLayout | None, inbox: list[Message], norms: tuple[NormSpec, ...]
 ) -> list[Message]:
     """At each owner: record who needs which rows, then send ``deg^-1/2`` of those rows."""
     layout = PartitionLayout.from_arrays(next(m.payload for m in inbox if m.tag == "layout"))
     layout = attach_send_lists(layout, by_source(inbox, "request"))
     deg = by_source(inbox, "deg")[part]
-    dis = inverse_sqrt_degree(deg)[:, None]
+    dis = inverse_sqrt_degree(deg)
     out = [Message(1, part, part, "layout", layout.to_arrays())]
     out += [Message(1, q, part, "dis", {"rows": rows}) for q, rows in forward_messages(layout, dis)]
     return out
 
 
 def _normalize_stage(
-    part: int, _layout: PartitionLayout | None, inbox: list[Message], norm: NormSpec
+    part: int, _layout: PartitionLayout | None, inbox: list[Message], norms: tuple[NormSpec, ...]
 ) -> list[Message]:
     """At each owner: the final edge weights from ``deg^-1/2`` of own and halo rows."""
     layout = PartitionLayout.from_arrays(next(m.payload for m in inbox if m.tag == "layout"))
-    dis_full = assemble(layout, by_source(inbox, "dis"))[:, 0]
-    layout = normalize_weights(layout, dis_full, norm)
+    dis_full = assemble(layout, by_source(inbox, "dis"))
+    layout = normalize_weights(layout, dis_full, norms)
     return [Message(OUTPUT, part, part, "layout", layout.to_arrays())]
 
 
@@ -89,7 +89,7 @@ def prepare_local(
     dst: np.ndarray,
     weight: np.ndarray | None,
     num_partitions: int,
-    norm: NormSpec,
+    norms: tuple[NormSpec, ...],
 ) -> dict[int, PartitionLayout]:
     """Prepare in-process. ``split`` holds int8 codes; ``src``/``dst`` name vertex ids that
     exist in ``ids`` (validated by the caller)."""
@@ -118,10 +118,19 @@ def prepare_local(
         vsel = order[starts[p] : starts[p + 1]]
         esel = edge_order[edge_starts[p] : edge_starts[p + 1]]
         layout, deg, requests = build_in_structure(
-            p, ids[vsel], x[vsel], y[vsel], split[vsel], sp[esel], sl[esel], dl[esel], w[esel], norm
+            p,
+            ids[vsel],
+            x[vsel],
+            y[vsel],
+            split[vsel],
+            sp[esel],
+            sl[esel],
+            dl[esel],
+            w[esel],
+            norms,
         )
         msgs += _step1_messages(layout, deg, requests)
-    _, out = LocalRunner().run(PREPARE_STAGES, norm, initial=msgs)
+    _, out = LocalRunner().run(PREPARE_STAGES, norms, initial=msgs)
     return {m.src: PartitionLayout.from_arrays(m.payload) for m in out}
 
 
@@ -133,7 +142,7 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
     return values.reshape(rows, -1)
 
 
-def _step1_spark(norm: NormSpec) -> Any:
+def _step1_spark(norms: tuple[NormSpec, ...]) -> Any:
     from lotan.graph_engine.spark_runner import messages_to_table
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
@@ -152,7 +161,7 @@ def _step1_spark(norm: NormSpec) -> Any:
             edges.column("sl").to_numpy(),
             edges.column("dl").to_numpy(),
             edges.column("weight").to_numpy(zero_copy_only=False),
-            norm,
+            norms,
         )
         return messages_to_table(_step1_messages(layout, deg, requests))
 
@@ -164,7 +173,7 @@ def prepare_spark(
     vertices: DataFrame,
     edges: DataFrame,
     num_partitions: int,
-    norm: NormSpec,
+    norms: tuple[NormSpec, ...],
 ) -> DataFrame:
     """Prepare in Spark; returns a persisted ``(part, layout)`` DataFrame, hash-partitioned by
     ``part`` into ``num_partitions`` Spark partitions (the caller unpersists it).
@@ -214,9 +223,9 @@ def prepare_spark(
         .repartition(P, "dp")
     )
     step1 = (
-        e.groupBy("dp").cogroup(v.groupBy("part")).applyInArrow(_step1_spark(norm), MESSAGE_SCHEMA)
+        e.groupBy("dp").cogroup(v.groupBy("part")).applyInArrow(_step1_spark(norms), MESSAGE_SCHEMA)
     )
-    result = SparkRunner(spark, P).run(PREPARE_STAGES, norm, initial=step1)
+    result = SparkRunner(spark, P).run(PREPARE_STAGES, norms, initial=step1)
     try:
         layouts = (
             result.output()

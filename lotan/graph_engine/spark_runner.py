@@ -233,3 +233,54 @@ class RunResult:
     def close(self) -> None:
         """Release the broadcast value."""
         self._broadcast.unpersist(blocking=False)
+
+
+def add_constants(output: DataFrame, layouts: DataFrame, num_partitions: int) -> DataFrame:
+    """Layouts with the per-partition constants of ``output`` (messages tagged ``o<node>``)
+    stored under ``constants[<node>]``; persisted, partitioned like ``layouts``."""
+    from pyspark import StorageLevel
+
+    def merge(key: Any, msgs: pa.Table, static: pa.Table) -> pa.Table:
+        layout = PartitionLayout.from_bytes(binary_views(static.column("layout"))[0])
+        consts = dict(layout.constants)
+        for m in table_to_messages(msgs):
+            consts[m.tag[1:]] = np.asarray(m.payload["rows"])
+        from dataclasses import replace
+
+        new = replace(layout, constants=consts)
+        return pa.table(
+            {
+                "part": pa.array([layout.part], pa.int32()),
+                "layout": pa.array([new.to_bytes()], pa.binary()),
+            }
+        )
+
+    out = (
+        output.repartition(num_partitions, "dest")
+        .groupBy("dest")
+        .cogroup(layouts.groupBy("part"))
+        .applyInArrow(merge, LAYOUT_SCHEMA)
+        .repartition(num_partitions, "part")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    out.count()
+    return out
+
+
+def layout_sizes(layouts: DataFrame) -> list[tuple[int, int, int]]:
+    """(own vertices, halo rows, edges) of every partition, computed in Spark."""
+
+    def sizes(batches: Any) -> Any:
+        for batch in batches:
+            col = batch.column(batch.schema.get_field_index("layout"))
+            rows = [PartitionLayout.from_bytes(v) for v in binary_views(col)]
+            yield pa.RecordBatch.from_pydict(
+                {
+                    "own": [r.num_own for r in rows],
+                    "halo": [r.num_halo for r in rows],
+                    "edges": [r.num_edges for r in rows],
+                }
+            )
+
+    rows = layouts.mapInArrow(sizes, "own long, halo long, edges long").collect()
+    return [(r["own"], r["halo"], r["edges"]) for r in rows]

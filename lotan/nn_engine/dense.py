@@ -1,15 +1,16 @@
-"""Dense programs: the per-vertex work between two aggregations, run in PyTorch.
+"""Dense graphs: the per-vertex work between two exchanges, run in PyTorch.
 
-A :class:`DenseProgram` is data — a tuple of :class:`DenseOp` descriptors — so that the
-planner can build, fuse and ship it, and any task can run it. Forward runs without autograd;
-backward *recomputes* the forward from the saved input with autograd on and back-propagates
-the incoming gradient, returning the gradient of the input and of every parameter used. The
-dropout mask is drawn from a seed, so the recomputation sees the same mask as the forward pass.
+A :class:`DenseGraph` is data — :class:`DenseNode` descriptors in topological order — so that
+the planner can build, fuse and ship it, and any task can run it. Forward runs without
+autograd; backward *recomputes* the forward from the saved inputs with autograd on and
+back-propagates the incoming output gradients, returning the gradients of the inputs asked
+for and of every parameter used. Dropout masks are drawn from a seed and the node id, so the
+recomputation sees the same masks as the forward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,116 +18,150 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "DenseOp", "DenseProgram", "mix_seed"]
+__all__ = ["ACTIVATIONS", "DenseGraph", "DenseNode", "mix_seed"]
 
-#: Activations a dense op can apply: name -> function of (tensor, negative_slope).
+#: Activations a dense node can apply: name -> function of (tensor, negative_slope).
 ACTIVATIONS = {
     "relu": lambda x, _: F.relu(x),
     "leaky_relu": lambda x, slope: F.leaky_relu(x, slope),
     "elu": lambda x, _: F.elu(x),
     "gelu": lambda x, _: F.gelu(x),
     "tanh": lambda x, _: torch.tanh(x),
-    "identity": lambda x, _: x,
 }
 
 
 def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (e.g. base seed, epoch, layer, partition), stable across
+    """A 63-bit seed from integers (e.g. base seed, epoch, node, partition), stable across
     processes and platforms."""
     state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True)
-class DenseOp:
-    """One dense operation.
+class DenseNode:
+    """One dense operation on the values of earlier nodes.
 
     Attributes
     ----------
-    kind : ``linear`` (``x @ Wᵀ``), ``bias`` (``x + b``), ``act`` or ``dropout``.
-    param : parameter name for ``linear`` / ``bias``.
-    act : activation name for ``act`` (a key of :data:`ACTIVATIONS`).
-    negative_slope : for ``leaky_relu``.
-    p : dropout probability for ``dropout``.
+    id : node id (unique within a plan).
+    op : ``linear`` (``x @ Wᵀ``), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
+        ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``).
+    inputs : ids of the input values.
+    param : parameter name for ``linear`` / ``bias`` / ``scale_eps`` (``None``: ``eps`` fixed).
+    act, negative_slope : for ``act``.
+    p : dropout probability.
+    eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
     """
 
-    kind: Literal["linear", "bias", "act", "dropout"]
+    id: int
+    op: Literal["linear", "bias", "act", "dropout", "add", "concat", "scale_eps"]
+    inputs: tuple[int, ...]
     param: str | None = None
     act: str | None = None
     negative_slope: float = 0.01
     p: float = 0.0
+    eps: float = 0.0
+
+
+def _eval(
+    node: DenseNode,
+    args: list[torch.Tensor],
+    params: Mapping[str, torch.Tensor],
+    train: bool,
+    seed: int,
+) -> torch.Tensor:
+    op = node.op
+    if op == "linear":
+        return args[0] @ params[str(node.param)].t()
+    if op == "bias":
+        return args[0] + params[str(node.param)]
+    if op == "act":
+        return ACTIVATIONS[str(node.act)](args[0], node.negative_slope)
+    if op == "dropout":
+        x = args[0]
+        if not train or node.p <= 0:
+            return x
+        gen = torch.Generator().manual_seed(mix_seed(seed, node.id))
+        keep = torch.rand(x.shape, generator=gen, dtype=torch.float32) >= node.p
+        return x * keep.to(x.dtype) / (1.0 - node.p)
+    if op == "add":
+        out = args[0]
+        for a in args[1:]:
+            out = out + a
+        return out
+    if op == "concat":
+        return torch.cat(args, dim=1)
+    if op == "scale_eps":
+        eps = params[str(node.param)] if node.param is not None else node.eps
+        return (1 + eps) * args[0]
+    raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
 
 
 @dataclass(frozen=True)
-class DenseProgram:
-    """A sequence of dense ops applied row-wise to a ``(rows, in_width)`` tensor."""
+class DenseGraph:
+    """Dense nodes in topological order; values not produced here are inputs."""
 
-    ops: tuple[DenseOp, ...] = ()
-
-    def then(self, other: DenseProgram) -> DenseProgram:
-        """This program followed by ``other`` (fusion of adjacent dense work)."""
-        return DenseProgram(self.ops + other.ops)
+    nodes: tuple[DenseNode, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        return tuple(op.param for op in self.ops if op.param is not None)
+        return tuple(dict.fromkeys(n.param for n in self.nodes if n.param is not None))
 
-    @property
-    def has_dropout(self) -> bool:
-        return any(op.kind == "dropout" and op.p > 0 for op in self.ops)
-
-    def _apply(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, train: bool, seed: int
-    ) -> torch.Tensor:
-        for i, op in enumerate(self.ops):
-            if op.kind == "linear":
-                x = x @ params[str(op.param)].t()
-            elif op.kind == "bias":
-                x = x + params[str(op.param)]
-            elif op.kind == "act":
-                x = ACTIVATIONS[str(op.act)](x, op.negative_slope)
-            elif op.kind == "dropout":
-                if train and op.p > 0:
-                    gen = torch.Generator().manual_seed(mix_seed(seed, i))
-                    keep = torch.rand(x.shape, generator=gen, dtype=torch.float32) >= op.p
-                    x = x * keep.to(x.dtype) / (1.0 - op.p)
-            else:  # pragma: no cover - DenseOp.kind is a closed set
-                raise ValueError(f"unknown dense op {op.kind!r}")
-        return x
+    def _run(
+        self,
+        params: Mapping[str, torch.Tensor],
+        values: dict[int, torch.Tensor],
+        train: bool,
+        seed: int,
+    ) -> dict[int, torch.Tensor]:
+        for node in self.nodes:
+            values[node.id] = _eval(node, [values[i] for i in node.inputs], params, train, seed)
+        return values
 
     def forward(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, *, train: bool, seed: int = 0
-    ) -> torch.Tensor:
-        """Apply the program (no autograd)."""
+        self,
+        params: Mapping[str, torch.Tensor],
+        inputs: Mapping[int, torch.Tensor],
+        *,
+        train: bool,
+        seed: int = 0,
+    ) -> dict[int, torch.Tensor]:
+        """All values (inputs and computed), without autograd."""
         with torch.no_grad():
-            return self._apply(params, x, train, seed)
+            return self._run(params, dict(inputs), train, seed)
 
     def backward(
         self,
         params: Mapping[str, torch.Tensor],
-        x: torch.Tensor,
-        grad_out: torch.Tensor,
+        inputs: Mapping[int, torch.Tensor],
+        grad_outputs: Mapping[int, torch.Tensor],
         *,
         train: bool,
         seed: int = 0,
-        input_grad: bool = True,
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Gradients of ``<grad_out, program(x)>`` w.r.t. ``x`` and the parameters used."""
-        names = list(dict.fromkeys(self.param_names))
+        input_grads: Collection[int] = (),
+    ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
+        """Gradients of ``Σ <grad_outputs[v], value v>`` w.r.t. the inputs in
+        ``input_grads`` and every parameter used (zeros where a value does not depend)."""
+        names = self.param_names
         leaves = {n: params[n].detach().requires_grad_(True) for n in names}
-        xin = x.detach().requires_grad_(input_grad)
+        merged: dict[str, torch.Tensor] = {**params, **leaves}
+        xs = {i: v.detach().requires_grad_(i in input_grads) for i, v in inputs.items()}
         with torch.enable_grad():
-            out = self._apply(leaves, xin, train, seed)
-            inputs = ([xin] if input_grad else []) + [leaves[n] for n in names]
-            if not inputs:
-                return None, {}
-            grads = torch.autograd.grad(out, inputs, grad_out, allow_unused=True)
-        gx = grads[0] if input_grad else None
-        pg = grads[1:] if input_grad else grads
-        param_grads = {
-            n: (g if g is not None else torch.zeros_like(leaves[n]))
-            for n, g in zip(names, pg, strict=True)
+            values = self._run(merged, dict(xs), train, seed)
+            outs = [values[i] for i in grad_outputs if values[i].requires_grad]
+            grads_in = [grad_outputs[i] for i in grad_outputs if values[i].requires_grad]
+            wrt = [xs[i] for i in input_grads] + [leaves[n] for n in names]
+            grads: tuple[torch.Tensor | None, ...] = (
+                torch.autograd.grad(outs, wrt, grads_in, allow_unused=True)
+                if outs and wrt
+                else (None,) * len(wrt)
+            )
+        gi = {
+            i: (g if g is not None else torch.zeros_like(xs[i]))
+            for i, g in zip(input_grads, grads[: len(input_grads)], strict=True)
         }
-        if gx is None and input_grad:
-            gx = torch.zeros_like(xin)
-        return gx, param_grads
+        gp = {
+            n: (g if g is not None else torch.zeros_like(leaves[n]))
+            for n, g in zip(names, grads[len(input_grads) :], strict=True)
+        }
+        return gi, gp

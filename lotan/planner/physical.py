@@ -1,24 +1,28 @@
-"""The physical plan: per-partition stages that alternate exchanges and fused local work.
+"""The physical plan: per-partition stages between exchanges, run by both engines.
 
-For a model of ``L`` graph layers, a training epoch is ``2L + 1`` stages and ``2L`` exchanges::
+Every node of the (optimized) logical plan gets a forward stage. Fused (the default), an
+aggregation starts a new stage and dense ops join the stage of their latest input, so all
+local work between two exchanges runs in one stage; unfused, every op is a stage. A value
+used in a later stage travels as a message: the rows other partitions need (exchange) when
+an aggregation consumes it, its own rows (to itself) when dense work does. ``X`` and cached
+aggregations are read from the partition layout wherever they are needed.
 
-    stage 0        pre_0(X)                                   ─fwd─▶
-    stage k        Â·  ─▶ post_{k-1} ∘ pre_k   (k = 1..L-1)   ─fwd─▶   (saves its input)
-    stage L        Â·  ─▶ post_{L-1} ─▶ loss, metrics, ∂L/∂S ─▶ Âᵀ·    ─bwd─▶
-    stage 2L - m   Σ partials ─▶ backward of post_{m-1} ∘ pre_m from the saved input ─▶ Âᵀ·
-                   (m = L-1..1)                                                     ─bwd─▶
-    stage 2L       Σ partials ─▶ backward of pre_0 (no gradient into X)
+Backward, stage ``j`` of ``S`` runs at index ``2S - j`` (the last forward stage also runs its
+own backward): it sums the gradients of the values it produced (partials from the
+transposed aggregations of later stages, gradients of carried values), recomputes its dense
+graph from the inputs it saved (same dropout masks) and back-propagates: parameter gradients
+go to the driver, gradients of aggregation outputs go through ``Âᵀ`` back to the stage that
+produced the aggregated value, gradients of carried values go to their producer.
 
-Each stage is the fused graph + dense work between two exchanges; weight-gradient partials
-and metrics go to the driver. When the model has dropout, the forward pass also carries an
-*evaluation stream* (dropout off) beside the training stream in the same messages, so that
-accuracies need no extra pass.
+With dropout, the forward pass also carries an evaluation stream (dropout off) for the
+values that dropout touched, so accuracies need no extra pass.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,11 +37,11 @@ from lotan.graph_engine.exchange import (
 from lotan.graph_engine.kernels import spmm, spmm_t
 from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source
-from lotan.nn_engine.dense import DenseProgram, mix_seed
+from lotan.nn_engine.dense import DenseGraph, mix_seed
 from lotan.nn_engine.loss import masked_cross_entropy
-from lotan.planner.model_plan import ModelPlan
+from lotan.planner.logical import LogicalPlan
 
-__all__ = ["METRIC_FIELDS", "EpochValue", "inference_stages", "training_stages"]
+__all__ = ["METRIC_FIELDS", "EpochValue", "PhysicalPlan"]
 
 # Tiles decode to read-only views of Arrow buffers; the stages never write into them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -52,6 +56,7 @@ METRIC_FIELDS = (
     "test_correct",
     "test_count",
 )
+EVAL = ":e"
 
 
 @dataclass(frozen=True)
@@ -65,34 +70,167 @@ class EpochValue:
         return {k: torch.from_numpy(v) for k, v in self.params.items()}
 
 
-@dataclass(frozen=True)
-class _Spec:
-    plan: ModelPlan
-    seed: int
-    num_train: int
-    train: bool
-    streams: int
-    output: bool
-
-    def program(self, k: int) -> DenseProgram:
-        """The dense work of forward stage ``k``."""
-        layers = self.plan.layers
-        if k == 0:
-            return layers[0].pre
-        if k == len(layers):
-            return layers[-1].post
-        return layers[k - 1].post.then(layers[k].pre)
-
-    def seed_for(self, epoch: int, k: int, part: int) -> int:
-        return mix_seed(self.seed, epoch, k, part)
-
-
 def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a)
+    return torch.from_numpy(np.asarray(a))
 
 
-def _grads_message(part: int, grads: dict[str, torch.Tensor]) -> Message:
-    return Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in grads.items()})
+@dataclass(frozen=True)
+class PhysicalPlan:
+    """Stages of a logical plan; build with :meth:`build`.
+
+    Attributes
+    ----------
+    stage_of : forward stage of every computed node.
+    layout_values : nodes read from the layout (``X`` and cached aggregations).
+    requires_grad : nodes whose gradient is propagated.
+    """
+
+    logical: LogicalPlan
+    stage_of: Mapping[int, int]
+    num_stages: int
+    layout_values: frozenset[int]
+    requires_grad: frozenset[int]
+    outputs: tuple[int, ...]
+    norm_index: Mapping[Any, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        logical: LogicalPlan,
+        *,
+        outputs: tuple[int, ...] | None = None,
+        use_cache: bool = True,
+    ) -> PhysicalPlan:
+        """Stage assignment for ``logical``; ``outputs`` defaults to the plan's output.
+
+        ``use_cache=False`` computes cached aggregations like any other (used to compute
+        them once, and when the rule is off).
+        """
+        outs = outputs if outputs is not None else (logical.output,)
+        needed: set[int] = set()
+
+        def need(i: int) -> None:
+            if i in needed:
+                return
+            needed.add(i)
+            n = logical.node(i)
+            if not (use_cache and n.cached):
+                for j in n.inputs:
+                    need(j)
+
+        for o in outs:
+            need(o)
+        layout_values = {
+            n.id
+            for n in logical.nodes
+            if n.id in needed and (n.op == "input" or (use_cache and n.cached))
+        }
+        stage_of: dict[int, int] = {}
+        for n in logical.nodes:
+            if n.id not in needed or n.id in layout_values:
+                continue
+            before = [stage_of[i] for i in n.inputs if i in stage_of]
+            latest = max(before, default=0)
+            if n.op == "aggregate" or not logical.fused:
+                stage_of[n.id] = latest + 1
+            else:
+                stage_of[n.id] = latest
+        num_stages = max(stage_of.values(), default=0) + 1
+        if logical.prune_constant_grads:
+            grad = {i for i in stage_of if i not in logical.constant}
+        else:
+            grad = set(stage_of)
+        norms = {norm: k for k, norm in enumerate(logical.norms)}
+        return cls(
+            logical,
+            stage_of,
+            num_stages,
+            frozenset(layout_values),
+            frozenset(grad),
+            tuple(outs),
+            norms,
+        )
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def last(self) -> int:
+        return self.num_stages - 1
+
+    def backward_index(self, j: int) -> int:
+        return 2 * self.last - j
+
+    def nodes_at(self, j: int) -> list[int]:
+        return [n.id for n in self.logical.nodes if self.stage_of.get(n.id) == j]
+
+    def consumers(self, i: int) -> list[int]:
+        return [c for c in self.logical.consumers[i] if c in self.stage_of]
+
+    def producer_stage(self, i: int) -> int | None:
+        return self.stage_of.get(i)
+
+    def dense_graph(self, j: int) -> DenseGraph:
+        return DenseGraph(
+            tuple(
+                self.logical.node(i).dense()
+                for i in self.nodes_at(j)
+                if self.logical.node(i).op != "aggregate"
+            )
+        )
+
+    def stage_inputs(self, j: int) -> list[int]:
+        """Values a stage's dense graph reads that it does not compute."""
+        here = set(self.nodes_at(j))
+        out: dict[int, None] = {}
+        for i in self.nodes_at(j):
+            node = self.logical.node(i)
+            if node.op == "aggregate":
+                continue
+            for k in node.inputs:
+                if k not in here or self.logical.node(k).op == "aggregate":
+                    out.setdefault(k, None)
+        return list(out)
+
+    @property
+    def stochastic(self) -> frozenset[int]:
+        s: set[int] = set()
+        for n in self.logical.nodes:
+            if (n.op == "dropout" and n.p > 0) or any(i in s for i in n.inputs):
+                s.add(n.id)
+        return frozenset(s)
+
+    def exchanged(self) -> list[tuple[int, int]]:
+        """(aggregation, stage) of every aggregation computed per run."""
+        return [(i, j) for i, j in self.stage_of.items() if self.logical.node(i).op == "aggregate"]
+
+    # ------------------------------------------------------------------ stages
+    def training_stages(self, *, seed: int, num_train: int) -> list[StageFn]:
+        evals = self.logical.has_dropout
+        fwd: list[StageFn] = [
+            _Forward(self, j, train=True, evals=evals, seed=seed, num_train=num_train)
+            for j in range(self.num_stages)
+        ]
+        back: list[StageFn] = [_Backward(self, j, seed=seed) for j in range(self.last - 1, -1, -1)]
+        return fwd + back
+
+    def inference_stages(self, *, emit_outputs: bool) -> list[StageFn]:
+        return [
+            _Forward(
+                self, j, train=False, evals=False, seed=0, num_train=1, emit_outputs=emit_outputs
+            )
+            for j in range(self.num_stages)
+        ]
+
+
+def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
+    return layout.x if node == 0 else layout.constants[str(node)]
+
+
+def _aggregate(
+    plan: PhysicalPlan, layout: PartitionLayout, a: int, full: np.ndarray
+) -> torch.Tensor:
+    norm = plan.logical.node(a).norm
+    w = layout.weights[plan.norm_index[norm]]
+    return spmm(layout.indptr, layout.indices, w, _t(full))
 
 
 def _metrics(layout: PartitionLayout, logits: torch.Tensor, loss: float) -> Message:
@@ -106,144 +244,220 @@ def _metrics(layout: PartitionLayout, logits: torch.Tensor, loss: float) -> Mess
 
 
 @dataclass(frozen=True)
-class _InputStage:
-    spec: _Spec
+class _Forward:
+    plan: PhysicalPlan
+    j: int
+    train: bool
+    evals: bool
+    seed: int
+    num_train: int
+    emit_outputs: bool = False
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
     ) -> list[Message]:
         assert layout is not None
-        s = self.spec
+        plan, j = self.plan, self.j
+        logical = plan.logical
         params = value.tensors()
-        prog = s.program(0)
-        x = _t(layout.x)
-        m = prog.forward(params, x, train=s.train, seed=s.seed_for(value.epoch, 0, part))
-        if s.streams == 2:
-            m = torch.cat([m, prog.forward(params, x, train=False)], dim=1)
-        rows = m.numpy()
-        return [Message(1, q, part, "fwd", {"rows": r}) for q, r in forward_messages(layout, rows)]
+        seed = mix_seed(self.seed, value.epoch, part)
+        stoch = plan.stochastic if self.evals else frozenset()
+        streams = ("", EVAL) if self.evals else ("",)
+        vals: dict[str, dict[int, torch.Tensor]] = {s: {} for s in streams}
+        out: list[Message] = []
+        save: dict[str, np.ndarray] = {}
 
+        # Inputs: aggregations (from exchanged rows), carried values, layout values.
+        for i in plan.nodes_at(j):
+            node = logical.node(i)
+            if node.op != "aggregate":
+                continue
+            (u,) = node.inputs
+            for s in streams:
+                src = s if u in stoch else ""
+                if s and u not in stoch:
+                    continue
+                full = assemble(layout, by_source(inbox, f"f{u}{src}"))
+                vals[s][i] = _aggregate(plan, layout, i, full)
+            if self.train:
+                save[f"s{i}"] = vals[""][i].numpy()
+        for k in plan.stage_inputs(j):
+            if k in vals[""]:
+                continue
+            if k in plan.layout_values:
+                vals[""][k] = _t(_layout_value(layout, k))
+                continue
+            vals[""][k] = _t(by_source(inbox, f"v{k}")[part])
+            if self.train:
+                save[f"s{k}"] = vals[""][k].numpy()
+            if self.evals and k in stoch:
+                vals[EVAL][k] = _t(by_source(inbox, f"v{k}{EVAL}")[part])
 
-@dataclass(frozen=True)
-class _HiddenStage:
-    spec: _Spec
-    k: int
+        dense = plan.dense_graph(j)
+        vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
+        if self.evals:
+            merged = {**{k: v for k, v in vals[""].items()}, **vals[EVAL]}
+            vals[EVAL] = dense.forward(params, merged, train=False, seed=seed)
 
-    def __call__(
-        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
-    ) -> list[Message]:
-        assert layout is not None
-        s, k = self.spec, self.k
-        params = value.tensors()
-        prog = s.program(k)
-        full = _t(assemble(layout, by_source(inbox, "fwd")))
-        agg = spmm(layout.indptr, layout.indices, layout.weights, full)
-        d = agg.shape[1] // s.streams
-        agg_train = agg[:, :d].contiguous()
-        m = prog.forward(params, agg_train, train=s.train, seed=s.seed_for(value.epoch, k, part))
-        if s.streams == 2:
-            m = torch.cat([m, prog.forward(params, agg[:, d:].contiguous(), train=False)], dim=1)
-        out = [
-            Message(k + 1, q, part, "fwd", {"rows": r})
-            for q, r in forward_messages(layout, m.numpy())
-        ]
-        if s.train:
-            back = 2 * s.plan.num_layers - k
-            out.append(Message(back, part, part, "saved", {"rows": agg_train.numpy()}))
+        # Values for later stages.
+        for i in plan.nodes_at(j):
+            for s in streams:
+                if s and i not in stoch:
+                    continue
+                rows = None
+                for c in plan.consumers(i):
+                    cj = plan.stage_of[c]
+                    if cj == j:
+                        continue
+                    if rows is None:
+                        rows = vals[s][i].numpy()
+                    if logical.node(c).op == "aggregate":
+                        out += [
+                            Message(cj, q, part, f"f{i}{s}", {"rows": r})
+                            for q, r in forward_messages(layout, rows)
+                        ]
+                    else:
+                        out.append(Message(cj, part, part, f"v{i}{s}", {"rows": rows}))
+        # Layout values that aggregations of a later stage read: exchange from here.
+        for lv in plan.layout_values:
+            for c in plan.consumers(lv):
+                if logical.node(c).op == "aggregate" and plan.stage_of[c] == j + 1:
+                    rows = _layout_value(layout, lv)
+                    out += [
+                        Message(j + 1, q, part, f"f{lv}", {"rows": r})
+                        for q, r in forward_messages(layout, rows)
+                    ]
+
+        o = logical.output
+        if j == plan.last and o in plan.outputs:
+            loss = 0.0
+            if self.train:
+                loss, msgs = self._head_backward(part, layout, params, seed, vals, save)
+                out += msgs
+            eval_logits = vals[EVAL].get(o, vals[""][o]) if self.evals else vals[""][o]
+            out.append(_metrics(layout, eval_logits, loss))
+        elif self.train and save:
+            out.append(Message(plan.backward_index(j), part, part, "saved", save))
+        if self.emit_outputs:
+            for o in plan.outputs:
+                if plan.stage_of.get(o) == j:
+                    out.append(
+                        Message(
+                            OUTPUT,
+                            part,
+                            part,
+                            f"o{o}",
+                            {"ids": layout.ids, "rows": vals[""][o].numpy()},
+                        )
+                    )
         return out
 
+    def _head_backward(
+        self,
+        part: int,
+        layout: PartitionLayout,
+        params: dict[str, torch.Tensor],
+        seed: int,
+        vals: dict[str, dict[int, torch.Tensor]],
+        save: dict[str, np.ndarray],
+    ) -> tuple[float, list[Message]]:
+        """The loss of this partition, and the backward pass of the last stage."""
+        plan = self.plan
+        o = plan.logical.output
+        mask = _t(layout.split == SPLIT_CODES["train"])
+        loss, grad = masked_cross_entropy(vals[""][o], _t(layout.y), mask, self.num_train)
+        inputs = {k: _t(v) for k, v in _saved_inputs(plan, self.j, layout, save).items()}
+        return loss, _backprop(plan, self.j, part, layout, params, seed, inputs, {o: grad})
 
-@dataclass(frozen=True)
-class _HeadStage:
-    spec: _Spec
 
-    def __call__(
-        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
-    ) -> list[Message]:
-        assert layout is not None
-        s = self.spec
-        L = s.plan.num_layers
-        params = value.tensors()
-        prog = s.program(L)
-        seed = s.seed_for(value.epoch, L, part)
-        full = _t(assemble(layout, by_source(inbox, "fwd")))
-        agg = spmm(layout.indptr, layout.indices, layout.weights, full)
-        d = agg.shape[1] // s.streams
-        agg_train = agg[:, :d].contiguous()
-        logits = prog.forward(params, agg_train, train=s.train, seed=seed)
-        out: list[Message] = []
-        loss = 0.0
-        if s.train:
-            mask = _t(layout.split == SPLIT_CODES["train"])
-            loss, dlogits = masked_cross_entropy(logits, _t(layout.y), mask, s.num_train)
-            dagg, grads = prog.backward(params, agg_train, dlogits, train=True, seed=seed)
-            out.append(_grads_message(part, grads))
-            assert dagg is not None
-            partial = spmm_t(layout.indptr, layout.indices, layout.weights, dagg, full.shape[0])
+def _saved_inputs(
+    plan: PhysicalPlan, j: int, layout: PartitionLayout, saved: Mapping[str, np.ndarray]
+) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for k in plan.stage_inputs(j):
+        out[k] = _layout_value(layout, k) if k in plan.layout_values else saved[f"s{k}"]
+    for i in plan.nodes_at(j):
+        if plan.logical.node(i).op == "aggregate":
+            out[i] = saved[f"s{i}"]
+    return out
+
+
+def _backprop(
+    plan: PhysicalPlan,
+    j: int,
+    part: int,
+    layout: PartitionLayout,
+    params: dict[str, torch.Tensor],
+    seed: int,
+    inputs: dict[int, torch.Tensor],
+    grad_out: dict[int, torch.Tensor],
+) -> list[Message]:
+    """Back-propagate stage ``j`` and route the gradients of its inputs."""
+    logical = plan.logical
+    want = [
+        k
+        for k in inputs
+        if k in plan.requires_grad
+        or (logical.node(k).op == "aggregate" and logical.node(k).inputs[0] in plan.requires_grad)
+    ]
+    dense = plan.dense_graph(j)
+    grads, pgrads = dense.backward(
+        params, inputs, grad_out, train=True, seed=seed, input_grads=want
+    )
+    out: list[Message] = []
+    if pgrads:
+        out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
+    num_full = layout.num_own + layout.num_halo
+    for k, g in grads.items():
+        node = logical.node(k)
+        if node.op == "aggregate" and plan.stage_of.get(k) == j:
+            (u,) = node.inputs
+            if u not in plan.requires_grad:
+                continue
+            w = layout.weights[plan.norm_index[node.norm]]
+            partial = spmm_t(layout.indptr, layout.indices, w, g.contiguous(), num_full)
+            target = plan.backward_index(plan.stage_of[u])
             out += [
-                Message(L + 1, q, part, "bwd", {"rows": r})
+                Message(target, q, part, f"g{u}", {"rows": r})
                 for q, r in backward_messages(layout, partial.numpy())
             ]
-        eval_logits = (
-            prog.forward(params, agg[:, d:].contiguous(), train=False) if s.streams == 2 else logits
-        )
-        out.append(_metrics(layout, eval_logits, loss))
-        if s.output:
-            out.append(
-                Message(
-                    OUTPUT, part, part, "logits", {"ids": layout.ids, "logits": eval_logits.numpy()}
-                )
-            )
-        return out
+        elif k in plan.requires_grad and k in plan.stage_of:
+            target = plan.backward_index(plan.stage_of[k])
+            out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
+    return out
 
 
 @dataclass(frozen=True)
-class _BackwardStage:
-    """Reduces ``∂L/∂M_m`` and back-propagates the dense work that produced ``M_m``."""
-
-    spec: _Spec
-    m: int
+class _Backward:
+    plan: PhysicalPlan
+    j: int
+    seed: int
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
     ) -> list[Message]:
         assert layout is not None
-        s, m = self.spec, self.m
-        L = s.plan.num_layers
+        plan, j = self.plan, self.j
         params = value.tensors()
-        grad_m = _t(reduce_partials(layout, by_source(inbox, "bwd")))
-        prog = s.program(m)
-        seed = s.seed_for(value.epoch, m, part)
-        if m == 0:
-            _, grads = prog.backward(
-                params, _t(layout.x), grad_m, train=True, seed=seed, input_grad=False
-            )
-            return [_grads_message(part, grads)]
-        saved = _t(by_source(inbox, "saved")[part])
-        dagg, grads = prog.backward(params, saved, grad_m, train=True, seed=seed)
-        assert dagg is not None
-        num_full = layout.num_own + layout.num_halo
-        partial = spmm_t(layout.indptr, layout.indices, layout.weights, dagg, num_full)
-        nxt = 2 * L - m + 1
-        return [_grads_message(part, grads)] + [
-            Message(nxt, q, part, "bwd", {"rows": r})
-            for q, r in backward_messages(layout, partial.numpy())
-        ]
-
-
-def training_stages(plan: ModelPlan, *, seed: int, num_train: int) -> list[StageFn]:
-    """The stages of one training epoch (forward, loss, backward), see the module docstring."""
-    spec = _Spec(plan, seed, num_train, True, 2 if plan.has_dropout else 1, False)
-    L = plan.num_layers
-    stages: list[StageFn] = [_InputStage(spec)]
-    stages += [_HiddenStage(spec, k) for k in range(1, L)]
-    stages.append(_HeadStage(spec))
-    stages += [_BackwardStage(spec, m) for m in range(L - 1, -1, -1)]
-    return stages
-
-
-def inference_stages(plan: ModelPlan, *, output: bool) -> list[StageFn]:
-    """Forward stages with dropout off; metrics to the driver, logits to the output."""
-    spec = _Spec(plan, 0, 1, False, 1, output)
-    L = plan.num_layers
-    return [_InputStage(spec), *[_HiddenStage(spec, k) for k in range(1, L)], _HeadStage(spec)]
+        seed = mix_seed(self.seed, value.epoch, part)
+        saved: dict[str, np.ndarray] = {}
+        for m in inbox:
+            if m.tag == "saved":
+                saved.update(m.payload)
+        grad_out: dict[int, torch.Tensor] = {}
+        for i in plan.nodes_at(j):
+            if i not in plan.requires_grad:
+                continue
+            total: np.ndarray | None = None
+            partials = by_source(inbox, f"g{i}")
+            if partials:
+                total = reduce_partials(layout, partials)
+            direct = by_source(inbox, f"d{i}")
+            for rows in direct.values():
+                total = np.array(rows, copy=True) if total is None else total + rows
+            if total is not None:
+                grad_out[i] = _t(total)
+        if not grad_out:
+            return []
+        inputs = {k: _t(v) for k, v in _saved_inputs(plan, j, layout, saved).items()}
+        return _backprop(plan, j, part, layout, params, seed, inputs, grad_out)

@@ -20,7 +20,7 @@ from tests.graph_cases import CASES
 @pytest.mark.parametrize("parts", [1, 2, 5])
 def test_backward_exchange_is_adjoint_of_forward(parts: int) -> None:
     a = CASES["directed_multi"]().arrays()
-    layouts = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, NormSpec())
+    layouts = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, (NormSpec(),))
     rng = np.random.default_rng(0)
     h = {p: rng.standard_normal((lay.num_own, 3)) for p, lay in layouts.items()}
     g = {p: rng.standard_normal((lay.num_own + lay.num_halo, 3)) for p, lay in layouts.items()}

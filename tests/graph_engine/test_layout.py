@@ -26,7 +26,7 @@ def _dense_from_layouts(layouts: dict[int, PartitionLayout], ids: np.ndarray) ->
         full_pos = np.searchsorted(order, np.array(full, dtype=np.int64))
         own_pos = np.searchsorted(order, lay.ids)
         rows = np.repeat(np.arange(lay.num_own), np.diff(lay.indptr))
-        np.add.at(out, (own_pos[rows], full_pos[lay.indices]), lay.weights)
+        np.add.at(out, (own_pos[rows], full_pos[lay.indices]), lay.weights[0])
     return out
 
 
@@ -34,16 +34,18 @@ def _pyg_dense(graph, norm: NormSpec) -> np.ndarray:
     data = graph.to_pyg()
     n = data.num_nodes
     ei, w = data.edge_index, getattr(data, "edge_weight", None)
-    if w is None:  # explicit ones: PyG applies fill_value only to edge attributes
+    if w is None or norm.kind in ("sum", "mean"):
+        # explicit ones: PyG applies fill_value only to edge attributes; GIN/SAGE ignore weights
         w = torch.ones(ei.shape[1])
     if norm.kind == "gcn":
         ei, w = gcn_norm(
             ei, w, n, improved=norm.fill_value == 2.0, add_self_loops=norm.add_self_loops
         )
-    if w is None:
-        w = torch.ones(ei.shape[1])
     out = np.zeros((n, n))
     np.add.at(out, (ei[1].numpy(), ei[0].numpy()), w.double().numpy())
+    if norm.kind == "mean":
+        deg = out.sum(axis=1, keepdims=True)
+        out = np.divide(out, deg, out=np.zeros_like(out), where=deg > 0)
     return out
 
 
@@ -51,17 +53,19 @@ NORMS = [
     NormSpec(),
     NormSpec(fill_value=2.0),
     NormSpec(add_self_loops=False),
-    NormSpec(kind="none", add_self_loops=False),
+    NormSpec(kind="weighted_sum", add_self_loops=False),
+    NormSpec(kind="sum"),
+    NormSpec(kind="mean"),
 ]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("parts", [1, 3, 7])
-@pytest.mark.parametrize("norm", NORMS, ids=["gcn", "improved", "no_loops", "sum"])
+@pytest.mark.parametrize("norm", NORMS, ids=["gcn", "improved", "no_loops", "wsum", "sum", "mean"])
 def test_local_preparation_matches_pyg(name: str, parts: int, norm: NormSpec) -> None:
     graph = CASES[name]()
     a = graph.arrays()
-    layouts = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, norm)
+    layouts = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, (norm,))
     np.testing.assert_allclose(
         _dense_from_layouts(layouts, a.ids), _pyg_dense(graph, norm), atol=1e-6
     )
@@ -80,9 +84,10 @@ def test_local_preparation_matches_pyg(name: str, parts: int, norm: NormSpec) ->
 def test_spark_preparation_equals_local(spark, parts: int) -> None:
     graph = CASES["weighted"]()
     a = graph.arrays()
-    local = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, NormSpec())
+    norms = (NormSpec(), NormSpec(kind="mean"))
+    local = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, norms)
     vertices, edges = graph.dataframes(spark)
-    df = prepare_spark(spark, vertices, edges, parts, NormSpec())
+    df = prepare_spark(spark, vertices, edges, parts, norms)
     try:
         remote = {r["part"]: PartitionLayout.from_bytes(r["layout"]) for r in df.collect()}
     finally:

@@ -4,50 +4,58 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lotan.nn_engine.dense import DenseOp, DenseProgram
+from lotan.nn_engine.dense import DenseGraph, DenseNode
 from lotan.nn_engine.loss import masked_cross_entropy
 
-PROGRAM = DenseProgram(
+# Inputs: value 0 (5 wide) and value 1 (5 wide).
+GRAPH = DenseGraph(
     (
-        DenseOp("bias", param="b0"),
-        DenseOp("act", act="leaky_relu", negative_slope=0.2),
-        DenseOp("dropout", p=0.3),
-        DenseOp("linear", param="w1"),
-        DenseOp("act", act="elu"),
+        DenseNode(2, "bias", (0,), param="b0"),
+        DenseNode(3, "act", (2,), act="leaky_relu", negative_slope=0.2),
+        DenseNode(4, "dropout", (3,), p=0.3),
+        DenseNode(5, "scale_eps", (1,), param="eps"),
+        DenseNode(6, "add", (4, 5)),
+        DenseNode(7, "linear", (6,), param="w1"),
+        DenseNode(8, "act", (7,), act="elu"),
+        DenseNode(9, "concat", (8, 3)),
     )
 )
 
 
 def _params() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    return {"b0": torch.randn(5, dtype=torch.float64), "w1": torch.randn(3, 5, dtype=torch.float64)}
+    return {
+        "b0": torch.randn(5, dtype=torch.float64),
+        "w1": torch.randn(3, 5, dtype=torch.float64),
+        "eps": torch.tensor([0.3], dtype=torch.float64),
+    }
 
 
 def test_backward_matches_autograd_with_the_forward_dropout_mask() -> None:
     params = _params()
-    x = torch.randn(8, 5, dtype=torch.float64)
-    out = PROGRAM.forward(params, x, train=True, seed=11)
-    # The same seed gives the same mask; another seed a different one.
-    assert torch.equal(out, PROGRAM.forward(params, x, train=True, seed=11))
-    assert not torch.equal(out, PROGRAM.forward(params, x, train=True, seed=12))
-    grad_out = torch.randn_like(out)
-    gx, grads = PROGRAM.backward(params, x, grad_out, train=True, seed=11)
+    x = {0: torch.randn(8, 5, dtype=torch.float64), 1: torch.randn(8, 5, dtype=torch.float64)}
+    out = GRAPH.forward(params, x, train=True, seed=11)
+    assert torch.equal(out[9], GRAPH.forward(params, x, train=True, seed=11)[9])
+    assert not torch.equal(out[9], GRAPH.forward(params, x, train=True, seed=12)[9])
+    g9, g3 = torch.randn_like(out[9]), torch.randn_like(out[3])
+    gi, gp = GRAPH.backward(params, x, {9: g9, 3: g3}, train=True, seed=11, input_grads=[0, 1])
 
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    xin = x.clone().requires_grad_(True)
-    ref = PROGRAM._apply(leaves, xin, True, 11)
-    torch.testing.assert_close(ref, out)
-    ref.backward(grad_out)
-    torch.testing.assert_close(gx, xin.grad)
+    xs = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+    ref = GRAPH._run(leaves, dict(xs), True, 11)
+    torch.testing.assert_close(ref[9], out[9])
+    torch.autograd.backward([ref[9], ref[3]], [g9, g3])
+    for k in (0, 1):
+        torch.testing.assert_close(gi[k], xs[k].grad)
     for k in params:
-        torch.testing.assert_close(grads[k], leaves[k].grad)
+        torch.testing.assert_close(gp[k], leaves[k].grad)
 
 
 def test_eval_mode_has_no_dropout() -> None:
     params = _params()
-    x = torch.randn(4, 5, dtype=torch.float64)
-    a = PROGRAM.forward(params, x, train=False, seed=1)
-    b = PROGRAM.forward(params, x, train=False, seed=2)
+    x = {0: torch.randn(4, 5, dtype=torch.float64), 1: torch.randn(4, 5, dtype=torch.float64)}
+    a = GRAPH.forward(params, x, train=False, seed=1)[9]
+    b = GRAPH.forward(params, x, train=False, seed=2)[9]
     torch.testing.assert_close(a, b)
 
 

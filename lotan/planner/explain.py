@@ -1,0 +1,71 @@
+"""``explain``: the logical plan, the optimized plan (rules that fired) and the physical plan
+with the bytes exchanged per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lotan.planner.logical import LogicalPlan
+from lotan.planner.physical import PhysicalPlan
+
+__all__ = ["render"]
+
+FLOAT_BYTES = 4
+
+
+def _mb(b: float) -> str:
+    return f"{b / 1e6:,.1f} MB"
+
+
+def render(
+    logical: LogicalPlan,
+    optimized: LogicalPlan,
+    fired: list[tuple[str, list[str]]],
+    physical: PhysicalPlan,
+    stats: Mapping[str, int],
+) -> str:
+    """Text of the three plan levels; ``stats`` has ``parts``, ``own``, ``halo``, ``edges``
+    (totals over partitions) and ``max_own`` / ``max_edges``."""
+    lines = ["== Logical plan ==", logical.describe(), "", "== Optimized plan =="]
+    lines.append(optimized.describe())
+    lines.append("rules:")
+    for name, what in fired:
+        lines.append(f"  {name}: " + ("; ".join(what) if what else "did not fire"))
+    lines += ["", "== Physical plan =="]
+    halo, own = stats["halo"], stats["own"]
+    lines.append(
+        f"partitions {stats['parts']}: {own:,} vertices, {stats['edges']:,} edges, halo "
+        f"{halo:,} rows, replication factor {halo / max(own, 1):.3f}, vertex skew "
+        f"{stats['max_own'] * stats['parts'] / max(own, 1):.2f}, edge skew "
+        f"{stats['max_edges'] * stats['parts'] / max(stats['edges'], 1):.2f}"
+    )
+    stoch = physical.stochastic if optimized.has_dropout else frozenset()
+    fwd = bwd = 0
+    for j in range(physical.num_stages):
+        ops = []
+        for i in physical.nodes_at(j):
+            n = optimized.node(i)
+            if n.op == "aggregate":
+                (u,) = n.inputs
+                width = optimized.node(u).width * (2 if u in stoch else 1)
+                f = halo * width * FLOAT_BYTES
+                b = (
+                    halo * optimized.node(u).width * FLOAT_BYTES
+                    if u in physical.requires_grad
+                    else 0
+                )
+                fwd += f
+                bwd += b
+                ops.append(f"exchange %{u} ({width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> %{i}")
+            else:
+                ops.append(f"%{i} {n.op}")
+        cached = sorted(physical.layout_values - {0})
+        head = f"stage {j}"
+        if j == 0 and cached:
+            head += f" (cached: {', '.join('%' + str(c) for c in cached)})"
+        lines.append(f"{head}: " + ", ".join(ops) if ops else f"{head}: -")
+    lines.append(
+        f"per epoch: {physical.num_stages} forward + {physical.num_stages - 1} backward stages; "
+        f"exchanged forward {_mb(fwd)}, backward {_mb(bwd)}"
+    )
+    return "\n".join(lines)

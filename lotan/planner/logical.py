@@ -1,0 +1,165 @@
+"""The logical plan: a model as a DAG of graph and dense operations.
+
+Ops: ``input`` (the vertex features ``X``), ``aggregate`` (``Â ·`` with a :class:`NormSpec`:
+gcn / mean / sum / weighted_sum), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
+(``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
+(masked cross-entropy) applies to ``output``. Nodes are kept in topological order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from lotan.errors import UnsupportedModelError
+from lotan.graph_engine.layout import NormSpec
+from lotan.nn_engine.dense import DenseNode
+
+__all__ = ["DENSE_OPS", "LogicalPlan", "Node"]
+
+DENSE_OPS = frozenset({"linear", "bias", "act", "dropout", "add", "concat", "scale_eps"})
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation; ``width`` is the number of features of its value."""
+
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    width: int
+    param: str | None = None
+    act: str | None = None
+    negative_slope: float = 0.01
+    p: float = 0.0
+    eps: float = 0.0
+    norm: NormSpec | None = None
+    cached: bool = False  # an aggregation of a constant, computed once per run
+    origin: str = ""  # the module it was lowered from
+
+    def dense(self) -> DenseNode:
+        if self.op not in DENSE_OPS:
+            raise ValueError(f"node {self.id} ({self.op}) is not a dense op")
+        return DenseNode(
+            id=self.id,
+            op=self.op,  # type: ignore[arg-type]
+            inputs=self.inputs,
+            param=self.param,
+            act=self.act,
+            negative_slope=self.negative_slope,
+            p=self.p,
+            eps=self.eps,
+        )
+
+    def describe(self) -> str:
+        args = ", ".join(f"%{i}" for i in self.inputs)
+        extra = ""
+        if self.op == "aggregate" and self.norm is not None:
+            extra = f"[{self.norm.describe()}{', cached' if self.cached else ''}]"
+        elif self.op in ("linear", "bias") or (self.op == "scale_eps" and self.param):
+            extra = f"[{self.param}]"
+        elif self.op == "scale_eps":
+            extra = f"[eps={self.eps:g}]"
+        elif self.op == "act":
+            extra = f"[{self.act}]"
+        elif self.op == "dropout":
+            extra = f"[p={self.p:g}]"
+        return f"%{self.id} = {self.op}{extra}({args}) -> {self.width}"
+
+
+@dataclass(frozen=True)
+class LogicalPlan:
+    """A DAG of :class:`Node` in topological order, with one output (the logits)."""
+
+    nodes: tuple[Node, ...]
+    output: int
+    notes: tuple[str, ...] = field(default=())
+    fused: bool = False
+    prune_constant_grads: bool = False
+
+    @cached_property
+    def by_id(self) -> dict[int, Node]:
+        return {n.id: n for n in self.nodes}
+
+    def node(self, i: int) -> Node:
+        return self.by_id[i]
+
+    @cached_property
+    def consumers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                out[i].append(n.id)
+        return out
+
+    @cached_property
+    def constant(self) -> frozenset[int]:
+        """Nodes whose value depends on no parameter and no dropout: the same every epoch."""
+        const: set[int] = set()
+        for n in self.nodes:
+            if n.op == "input" or (self._deterministic(n) and all(i in const for i in n.inputs)):
+                const.add(n.id)
+        return frozenset(const)
+
+    @staticmethod
+    def _deterministic(n: Node) -> bool:
+        """Parameter-free and not random."""
+        return n.op in ("aggregate", "act", "add", "concat") or (
+            n.op == "scale_eps" and n.param is None
+        )
+
+    @property
+    def out_width(self) -> int:
+        return self.node(self.output).width
+
+    @property
+    def norms(self) -> tuple[NormSpec, ...]:
+        """The distinct normalizations the plan's aggregations use, in first-use order."""
+        seen: dict[NormSpec, None] = {}
+        for n in self.nodes:
+            if n.op == "aggregate" and n.norm is not None:
+                seen.setdefault(n.norm, None)
+        return tuple(seen)
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(n.op == "dropout" and n.p > 0 for n in self.nodes)
+
+    def with_nodes(
+        self, nodes: list[Node], output: int | None = None, note: str = ""
+    ) -> LogicalPlan:
+        """A new plan from ``nodes`` (re-sorted topologically, unused nodes dropped)."""
+        by_id = {n.id: n for n in nodes}
+        out = self.output if output is None else output
+        order: list[Node] = []
+        seen: set[int] = set()
+
+        def visit(i: int) -> None:
+            if i in seen:
+                return
+            seen.add(i)
+            for j in by_id[i].inputs:
+                visit(j)
+            order.append(by_id[i])
+
+        visit(out)
+        inputs = [n for n in nodes if n.op == "input" and n.id not in seen]
+        notes = self.notes + ((note,) if note else ())
+        return replace(self, nodes=tuple(inputs + order), output=out, notes=notes)
+
+    def replace_node(self, node: Node) -> LogicalPlan:
+        return self.with_nodes([node if n.id == node.id else n for n in self.nodes])
+
+    def next_id(self) -> int:
+        return max(n.id for n in self.nodes) + 1
+
+    def check_same_output(self, before: LogicalPlan, rule: str) -> None:
+        """Rewrites must not change what the model computes: same output width."""
+        if self.out_width != before.out_width:
+            raise UnsupportedModelError(
+                f"planner rule {rule} changed the output width from {before.out_width} to "
+                f"{self.out_width}; turn it off with PlannerFlags({rule}=False) and report this"
+            )
+
+    def describe(self) -> str:
+        return "\n".join(n.describe() for n in self.nodes) + f"\nreturn %{self.output}"

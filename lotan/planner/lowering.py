@@ -1,0 +1,367 @@
+"""Lowering PyTorch Geometric models to a :class:`~lotan.planner.logical.LogicalPlan`.
+
+Supported:
+
+- ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN`` (``norm=None``, ``jk=None``);
+- a single ``GCNConv``, ``SAGEConv``, ``GINConv`` or ``SGConv`` used as the model;
+- any ``torch.nn.Module`` whose ``forward(x, edge_index)`` composes those convolutions,
+  ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, activations (relu, leaky_relu, elu, gelu,
+  tanh), dropout, additions and concatenation — captured with ``torch.fx``, the
+  convolutions kept as leaves.
+
+Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(xW) + b``,
+``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
+``SGConv`` is ``(Â^K x) W + b``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lotan.errors import UnsupportedModelError
+from lotan.graph_engine.layout import NormSpec
+from lotan.planner.logical import LogicalPlan, Node
+
+__all__ = ["SUPPORTED", "lower_model"]
+
+SUPPORTED = (
+    "torch_geometric.nn.models GCN, GraphSAGE, GIN (norm=None, jk=None); GCNConv, SAGEConv "
+    "(aggr='mean' or 'sum'), GINConv, SGConv; torch.nn.Linear, PyG Linear and MLP; "
+    "activations relu, leaky_relu, elu, gelu, tanh; dropout; + and torch.cat in a "
+    "forward(x, edge_index) that torch.fx can trace"
+)
+
+_ACT_MODULES: dict[type, str] = {
+    torch.nn.ReLU: "relu",
+    torch.nn.LeakyReLU: "leaky_relu",
+    torch.nn.ELU: "elu",
+    torch.nn.GELU: "gelu",
+    torch.nn.Tanh: "tanh",
+}
+_ACT_FUNCTIONS: dict[Any, str] = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    F.leaky_relu: "leaky_relu",
+    F.elu: "elu",
+    F.gelu: "gelu",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+}
+
+
+class _Builder:
+    def __init__(self, in_width: int, has_edge_weight: bool) -> None:
+        self.nodes: list[Node] = [Node(0, "input", (), in_width, origin="x")]
+        self.has_edge_weight = has_edge_weight
+
+    def add(self, op: str, inputs: tuple[int, ...], width: int, **attrs: Any) -> int:
+        i = len(self.nodes)
+        self.nodes.append(Node(i, op, inputs, width, **attrs))
+        return i
+
+    def width(self, i: int) -> int:
+        return self.nodes[i].width
+
+    # ------------------------------------------------------------------ dense pieces
+    def linear(self, x: int, lin: torch.nn.Module, prefix: str, where: str) -> int:
+        weight = getattr(lin, "weight", None)
+        if weight is None or weight.dim() != 2:
+            raise UnsupportedModelError(f"{where}: expected a linear layer with a 2-D weight")
+        out_w, in_w = int(weight.shape[0]), int(weight.shape[1])
+        if in_w != self.width(x):
+            raise UnsupportedModelError(
+                f"{where}: shape mismatch, the layer expects {in_w} input features but gets "
+                f"{self.width(x)}; fix in_channels/in_features of {where}"
+            )
+        h = self.add("linear", (x,), out_w, param=f"{prefix}weight", origin=where)
+        if getattr(lin, "bias", None) is not None:
+            h = self.add("bias", (h,), out_w, param=f"{prefix}bias", origin=where)
+        return h
+
+    def act(self, x: int, name: str, where: str, negative_slope: float = 0.01) -> int:
+        return self.add(
+            "act", (x,), self.width(x), act=name, negative_slope=negative_slope, origin=where
+        )
+
+    def act_module(self, x: int, mod: torch.nn.Module | None, where: str) -> int:
+        if mod is None or isinstance(mod, torch.nn.Identity):
+            return x
+        name = _ACT_MODULES.get(type(mod))
+        if (
+            name is None
+            or (name == "elu" and mod.alpha != 1.0)
+            or (name == "gelu" and mod.approximate != "none")
+        ):
+            raise UnsupportedModelError(
+                f"{where}: activation {mod!r} is not supported; supported: {SUPPORTED}"
+            )
+        slope = float(getattr(mod, "negative_slope", 0.01))
+        return self.act(x, name, where, slope)
+
+    def dropout(self, x: int, p: float, where: str) -> int:
+        return self.add("dropout", (x,), self.width(x), p=float(p), origin=where) if p > 0 else x
+
+    def aggregate(self, x: int, norm: NormSpec, where: str) -> int:
+        return self.add("aggregate", (x,), self.width(x), norm=norm, origin=where)
+
+    def mlp(self, x: int, mlp: torch.nn.Module, prefix: str, where: str) -> int:
+        from torch_geometric.nn.models import MLP
+
+        if isinstance(mlp, torch.nn.Sequential):
+            for name, sub in mlp.named_children():
+                x = self.module(x, sub, f"{prefix}{name}.", f"{where}.{name}")
+            return x
+        if not isinstance(mlp, MLP):
+            return self.module(x, mlp, prefix, where)
+        if any(not isinstance(n, torch.nn.Identity) for n in mlp.norms):
+            raise UnsupportedModelError(f"{where}: MLP(norm=...) is not supported; use norm=None")
+        lins = list(mlp.lins)
+        hidden = lins[:-1] if mlp.plain_last else lins
+        for i, lin in enumerate(hidden):
+            x = self.linear(x, lin, f"{prefix}lins.{i}.", f"{where}.lins[{i}]")
+            x = self.act_module(x, mlp.act, f"{where}.act")
+            x = self.dropout(x, mlp.dropout[i], f"{where}.dropout")
+        if mlp.plain_last:
+            i = len(lins) - 1
+            x = self.linear(x, lins[-1], f"{prefix}lins.{i}.", f"{where}.lins[{i}]")
+            x = self.dropout(x, mlp.dropout[-1], f"{where}.dropout")
+        return x
+
+    # ------------------------------------------------------------------ convolutions
+    def gcn_norm(self, conv: Any, weighted: bool) -> NormSpec:
+        weighted = weighted and self.has_edge_weight
+        if not conv.normalize:
+            return NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
+        # PyG's gcn_norm applies fill_value (improved=True: 2) only to edge *attributes*:
+        # without edge weights every self loop weighs 1.
+        fill = 2.0 if (getattr(conv, "improved", False) and weighted) else 1.0
+        return NormSpec(
+            kind="gcn", add_self_loops=bool(conv.add_self_loops), fill_value=fill, weighted=weighted
+        )
+
+    def conv(self, x: int, conv: Any, prefix: str, where: str, weighted: bool) -> int:
+        from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+
+        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv):
+            raise UnsupportedModelError(
+                f"{where}: {type(conv).__name__} is not supported; supported: {SUPPORTED}"
+            )
+        aggr = conv.aggr if isinstance(conv.aggr, str) else type(conv.aggr).__name__
+        if getattr(conv, "flow", "source_to_target") != "source_to_target":
+            raise UnsupportedModelError(f"{where}: flow={conv.flow!r} is not supported")
+        if isinstance(conv, GCNConv):
+            self._need_aggr(where, aggr, ("add",))
+            h = self.linear(x, conv.lin, f"{prefix}lin.", f"{where}.lin")
+            h = self.aggregate(h, self.gcn_norm(conv, weighted), where)
+            if conv.bias is not None:
+                h = self.add("bias", (h,), self.width(h), param=f"{prefix}bias", origin=where)
+            return h
+        if isinstance(conv, SAGEConv):
+            self._need_aggr(where, aggr, ("mean", "add", "sum"))
+            if conv.normalize or conv.project or isinstance(conv.in_channels, tuple | list):
+                raise UnsupportedModelError(
+                    f"{where}: SAGEConv(normalize=True / project=True / bipartite) is not "
+                    "supported; use the defaults"
+                )
+            norm = NormSpec(kind="mean") if aggr == "mean" else NormSpec(kind="sum")
+            agg = self.aggregate(x, norm, where)
+            h = self.linear(agg, conv.lin_l, f"{prefix}lin_l.", f"{where}.lin_l")
+            if conv.root_weight:
+                r = self.linear(x, conv.lin_r, f"{prefix}lin_r.", f"{where}.lin_r")
+                h = self.add("add", (h, r), self.width(h), origin=where)
+            return h
+        if isinstance(conv, GINConv):
+            self._need_aggr(where, aggr, ("add",))
+            agg = self.aggregate(x, NormSpec(kind="sum"), where)
+            if isinstance(conv.eps, torch.nn.Parameter):
+                s = self.add("scale_eps", (x,), self.width(x), param=f"{prefix}eps", origin=where)
+            else:
+                s = self.add("scale_eps", (x,), self.width(x), eps=float(conv.eps), origin=where)
+            h = self.add("add", (agg, s), self.width(x), origin=where)
+            return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
+        # SGConv
+        self._need_aggr(where, aggr, ("add",))
+        norm = NormSpec(
+            kind="gcn",
+            add_self_loops=bool(conv.add_self_loops),
+            weighted=weighted and self.has_edge_weight,
+        )
+        h = x
+        for _ in range(int(conv.K)):
+            h = self.aggregate(h, norm, where)
+        return self.linear(h, conv.lin, f"{prefix}lin.", f"{where}.lin")
+
+    @staticmethod
+    def _need_aggr(where: str, aggr: str, allowed: tuple[str, ...]) -> None:
+        if aggr not in allowed:
+            raise UnsupportedModelError(
+                f"{where}: aggr={aggr!r} is not supported; supported: {list(allowed)}"
+            )
+
+    def module(self, x: int, mod: torch.nn.Module, prefix: str, where: str) -> int:
+        """Lower a leaf module applied to value ``x`` (no edge_index)."""
+        from torch_geometric.nn.dense.linear import Linear as PygLinear
+        from torch_geometric.nn.models import MLP
+
+        if isinstance(mod, torch.nn.Linear | PygLinear):
+            return self.linear(x, mod, prefix, where)
+        if isinstance(mod, MLP | torch.nn.Sequential):
+            return self.mlp(x, mod, prefix, where)
+        if isinstance(mod, torch.nn.Dropout):
+            return self.dropout(x, mod.p, where)
+        if isinstance(mod, torch.nn.Identity):
+            return x
+        return self.act_module(x, mod, where)
+
+    def plan(self, out: int) -> LogicalPlan:
+        return LogicalPlan(tuple(self.nodes), out)
+
+
+def _basic_gnn(b: _Builder, model: Any) -> int:
+    name = type(model).__name__
+    if getattr(model, "jk_mode", None) is not None:
+        raise UnsupportedModelError(f"{name}(jk={model.jk_mode!r}) is not supported; use jk=None")
+    if any(not isinstance(n, torch.nn.Identity) for n in model.norms):
+        raise UnsupportedModelError(f"{name}(norm=...) is not supported; use norm=None")
+    x = 0
+    convs = list(model.convs)
+    for i, conv in enumerate(convs):
+        where = f"{name}.convs[{i}]"
+        x = b.conv(x, conv, f"convs.{i}.", where, weighted=model.supports_edge_weight)
+        if i < len(convs) - 1:
+            x = b.act_module(x, model.act, f"{name}.act")
+            x = b.dropout(x, model.dropout.p, f"{name}.dropout")
+    return x
+
+
+def _traced(b: _Builder, model: torch.nn.Module) -> int:
+    import torch.fx
+    from torch_geometric.nn import MessagePassing
+    from torch_geometric.nn.dense.linear import Linear as PygLinear
+    from torch_geometric.nn.models import MLP
+
+    leaves = (
+        MessagePassing,
+        torch.nn.Linear,
+        PygLinear,
+        MLP,
+        torch.nn.Dropout,
+        torch.nn.Identity,
+        *_ACT_MODULES,
+    )
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+            return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    try:
+        graph = Tracer().trace(model)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"{cls} could not be traced with torch.fx ({type(exc).__name__}: {exc}); "
+            f"supported: {SUPPORTED}"
+        ) from exc
+    env: dict[str, Any] = {}
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 2:
+        raise UnsupportedModelError(
+            f"{cls}.forward must take (x, edge_index), found {[p.target for p in placeholders]}"
+        )
+    env[placeholders[0].name] = 0
+    env[placeholders[1].name] = "edge_index"
+    out: int | None = None
+
+    def value(a: Any, where: str) -> int:
+        if not isinstance(a, torch.fx.Node) or not isinstance(env.get(a.name), int):
+            raise UnsupportedModelError(f"{cls}: {where} uses {a!r}, which is not a vertex tensor")
+        return int(env[a.name])
+
+    for node in graph.nodes:
+        where = f"{cls}: {node.op} {node.target}"
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            out = value(node.args[0], where)
+            continue
+        if node.op == "call_module":
+            mod = model.get_submodule(str(node.target))
+            prefix = f"{node.target}."
+            label = f"{type(model).__name__}.{node.target}"
+            if isinstance(mod, MessagePassing):
+                if len(node.args) < 2 or env.get(getattr(node.args[1], "name", "")) != "edge_index":
+                    raise UnsupportedModelError(f"{where}: expected conv(x, edge_index)")
+                env[node.name] = b.conv(
+                    value(node.args[0], where), mod, prefix, label, weighted=False
+                )
+            else:
+                env[node.name] = b.module(value(node.args[0], where), mod, prefix, label)
+            continue
+        if node.op in ("call_function", "call_method"):
+            fn = node.target
+            if node.op == "call_method" and fn in ("relu", "tanh"):
+                env[node.name] = b.act(value(node.args[0], where), str(fn), where)
+            elif fn in _ACT_FUNCTIONS:
+                slope = node.kwargs.get(
+                    "negative_slope", node.args[1] if len(node.args) > 1 else 0.01
+                )
+                env[node.name] = b.act(
+                    value(node.args[0], where),
+                    _ACT_FUNCTIONS[fn],
+                    where,
+                    float(slope) if fn is F.leaky_relu else 0.01,
+                )
+            elif fn is F.dropout:
+                p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+                env[node.name] = b.dropout(value(node.args[0], where), float(p), where)
+            elif fn in (operator.add, torch.add) or (node.op == "call_method" and fn == "add"):
+                a, c = value(node.args[0], where), value(node.args[1], where)
+                if b.width(a) != b.width(c):
+                    raise UnsupportedModelError(
+                        f"{where}: shape mismatch, adding widths {b.width(a)} and {b.width(c)}"
+                    )
+                env[node.name] = b.add("add", (a, c), b.width(a), origin=where)
+            elif fn is torch.cat:
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+                if dim not in (1, -1):
+                    raise UnsupportedModelError(
+                        f"{where}: torch.cat is supported along dim=-1 only"
+                    )
+                parts = tuple(value(a, where) for a in node.args[0])
+                env[node.name] = b.add(
+                    "concat", parts, sum(b.width(p) for p in parts), origin=where
+                )
+            else:
+                raise UnsupportedModelError(f"{where} is not supported; supported: {SUPPORTED}")
+            continue
+        raise UnsupportedModelError(f"{where} is not supported; supported: {SUPPORTED}")
+    assert out is not None
+    return out
+
+
+def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) -> LogicalPlan:
+    """Lower ``model`` applied to ``in_width`` features to a logical plan.
+
+    Raises
+    ------
+    UnsupportedModelError
+        For a module, option or call that is not supported, or a shape mismatch; the message
+        names it.
+    """
+    from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+    from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+
+    b = _Builder(in_width, has_edge_weight)
+    if isinstance(model, GCN | GraphSAGE | GIN):
+        out = _basic_gnn(b, model)
+    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv):
+        out = b.conv(0, model, "", type(model).__name__, weighted=True)
+    elif isinstance(model, torch.nn.Module):
+        out = _traced(b, model)
+    else:
+        raise UnsupportedModelError(f"expected a torch.nn.Module, found {type(model).__name__}")
+    return b.plan(out)

@@ -1,0 +1,36 @@
+"""Apply the rewrite rules in order; after each, check that the output did not change."""
+
+from __future__ import annotations
+
+from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
+from lotan.planner.logical import LogicalPlan
+from lotan.planner.rules import (
+    CacheConstantAggregates,
+    FuseLocalOps,
+    PruneConstantGradients,
+    ReorderLinearAggregate,
+)
+
+__all__ = ["optimize"]
+
+
+def optimize(
+    plan: LogicalPlan, flags: PlannerFlags = DEFAULT_FLAGS
+) -> tuple[LogicalPlan, list[tuple[str, list[str]]]]:
+    """The optimized plan and, per rule that ran, what it did."""
+    rules: list = []
+    if flags.reorder:
+        rules.append(ReorderLinearAggregate(cache_constants=flags.cache_constants))
+    if flags.cache_constants:
+        rules.append(CacheConstantAggregates())
+    if flags.prune_constant_gradients:
+        rules.append(PruneConstantGradients())
+    if flags.fuse:
+        rules.append(FuseLocalOps())
+    fired: list[tuple[str, list[str]]] = []
+    for rule in rules:
+        new, what = rule.apply(plan)
+        new.check_same_output(plan, rule.name)
+        fired.append((rule.name, what))
+        plan = new
+    return plan, fired

@@ -1,0 +1,31 @@
+"""CacheConstantAggregates: an aggregation of a constant is computed once.
+
+Identity: ``Â C`` is the same every epoch when ``C`` depends on no parameter and no dropout
+(the features ``X``, ``(1 + eps) X`` with a fixed ``eps``, SGC's ``Â^k X``, ...).
+
+Holds when: the aggregation's input is constant (:attr:`LogicalPlan.constant`). The cached
+values are computed once per (graph, plan) before training and stored with the partition
+layouts; each epoch reads them locally and exchanges nothing for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from lotan.planner.logical import LogicalPlan
+
+__all__ = ["CacheConstantAggregates"]
+
+
+class CacheConstantAggregates:
+    name = "cache_constants"
+
+    def apply(self, plan: LogicalPlan) -> tuple[LogicalPlan, list[str]]:
+        fired = []
+        nodes = []
+        for n in plan.nodes:
+            if n.op == "aggregate" and not n.cached and n.inputs[0] in plan.constant:
+                n = replace(n, cached=True)
+                fired.append(f"%{n.id}: aggregate of constant %{n.inputs[0]} cached")
+            nodes.append(n)
+        return (plan.with_nodes(nodes) if fired else plan), fired

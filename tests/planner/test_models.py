@@ -1,0 +1,148 @@
+"""Every supported model equals PyG: loss, logits and every gradient after one epoch, and the
+parameters after 5 epochs of Adam — both engines, several partition counts, shuffled ids."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+from torch_geometric.nn.models import GIN, MLP, GraphSAGE
+
+import lotan
+from lotan.errors import UnsupportedModelError
+from tests.graph_cases import CASES
+from tests.reference import pyg_reference
+
+ATOL, RTOL = 1e-5, 1e-4
+
+
+class ResidualNet(torch.nn.Module):
+    """Two convolutions with a residual addition, a concatenation and a Linear head."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = GCNConv(f, 8)
+        self.conv2 = SAGEConv(8, 8)
+        self.head = torch.nn.Linear(16, c)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv1(x, edge_index))
+        h2 = F.leaky_relu(self.conv2(h, edge_index), 0.1) + h
+        return self.head(torch.cat([h, h2], dim=-1))
+
+
+class GinSgcNet(torch.nn.Module):
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.gin = GINConv(MLP([f, 8, 8], norm=None), train_eps=True)
+        self.sgc = SGConv(8, c, K=2)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.sgc(self.gin(x, edge_index).tanh(), edge_index)
+
+
+MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
+    "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
+    "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
+    "gin": lambda f, c: GIN(f, 8, 2, c),
+    "gin_train_eps": lambda f, c: GIN(f, 8, 2, c, train_eps=True, eps=0.2),
+    "sgc": lambda f, c: SGConv(f, c, K=2),
+    "residual": ResidualNet,
+    "gin_sgc": GinSgcNet,
+}
+
+
+def _check(model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark) -> None:
+    ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
+    ours = copy.deepcopy(model)
+    preds = lotan.predict(ours, graph, engine=engine, num_partitions=parts, spark=spark)
+    pdf = preds.toPandas().sort_values("id") if engine == "spark" else preds
+    logits = torch.tensor([list(v) for v in pdf["logits"]])
+    torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=RTOL)
+    res = lotan.fit(
+        ours,
+        graph,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.1,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        progress=False,
+    )
+    assert res.history[0].loss == pytest.approx(ref.loss, rel=1e-5, abs=1e-6)
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ref.grads[name], atol=ATOL, rtol=RTOL, msg=name)
+    assert type(ours) is type(model)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("parts", [1, 3])
+def test_model_matches_pyg_local(name: str, parts: int, spark) -> None:
+    graph = CASES["directed_multi"]()
+    torch.manual_seed(0)
+    _check(MODELS[name](graph.num_features, 3), graph, "local", parts, spark)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_matches_pyg_spark(name: str, spark) -> None:
+    graph = CASES["directed_multi"]()
+    torch.manual_seed(0)
+    _check(MODELS[name](graph.num_features, 3), graph, "spark", 2, spark)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_adam_five_epochs(name: str, spark) -> None:
+    graph = CASES["weighted"]()
+    torch.manual_seed(1)
+    model = MODELS[name](graph.num_features, 3)
+    ref = pyg_reference(model, graph, epochs=5, optimizer="adam", lr=0.02)
+    ours = copy.deepcopy(model)
+    lotan.fit(
+        ours,
+        graph,
+        epochs=5,
+        optimizer="adam",
+        lr=0.02,
+        engine="local",
+        num_partitions=4,
+        progress=False,
+    )
+    for n, p in ours.named_parameters():
+        torch.testing.assert_close(p.detach(), ref.params_after[n], atol=ATOL, rtol=RTOL, msg=n)
+
+
+def test_unsupported_parts_are_named() -> None:
+    graph = CASES["disconnected"]()
+    f = graph.num_features
+    with pytest.raises(UnsupportedModelError, match=r"aggr='max' is not supported"):
+        lotan.fit(GraphSAGE(f, 8, 2, 3, aggr="max"), graph, engine="local", progress=False)
+
+    class Sig(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = GCNConv(f, 3)
+
+        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.conv(x, edge_index))
+
+    with pytest.raises(UnsupportedModelError, match=r"call_function .*sigmoid.* is not supported"):
+        lotan.fit(Sig(), graph, engine="local", progress=False)
+
+    class Bad(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = GCNConv(f, 8)
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+            return self.head(self.conv(x, edge_index))
+
+    with pytest.raises(
+        UnsupportedModelError, match=r"Bad.head: shape mismatch, the layer expects 4"
+    ):
+        lotan.fit(Bad(), graph, engine="local", progress=False)
