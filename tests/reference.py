@@ -47,3 +47,77 @@ def pyg_reference(
     assert first is not None
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     return Reference(first[0], first[1], first[2], params)
+
+
+ATOL = 1e-5
+RTOL = 1e-4
+
+
+def lotan_logits(
+    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
+) -> torch.Tensor:
+    """Lotan's logits, vertices in ascending id order."""
+    preds = lotan.predict(model, graph, engine=engine, num_partitions=parts, spark=spark)
+    if engine == "spark":
+        pdf = preds.toPandas().sort_values("id")
+        preds.unpersist()
+    else:
+        pdf = preds
+    return torch.tensor([list(v) for v in pdf["logits"]])
+
+
+def assert_one_epoch_matches(
+    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
+) -> None:
+    """Same logits, loss and every parameter gradient as PyG after one epoch."""
+    ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
+    ours = copy.deepcopy(model)
+    torch.testing.assert_close(
+        lotan_logits(ours, graph, engine, parts, spark), ref.logits, atol=ATOL, rtol=RTOL
+    )
+    result = lotan.fit(
+        ours,
+        graph,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.1,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        progress=False,
+    )
+    assert abs(result.history[0].loss - ref.loss) <= 1e-6 + 1e-5 * abs(ref.loss)
+    for name, p in ours.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, ref.grads[name], atol=ATOL, rtol=RTOL, msg=name)
+    assert type(ours) is type(model)
+
+
+def assert_training_matches(
+    model: torch.nn.Module,
+    graph: lotan.Graph,
+    engine: str,
+    parts: int,
+    spark: object,
+    optimizer: str,
+    epochs: int = 5,
+    **opt: float,
+) -> None:
+    """Same parameters as PyG after ``epochs`` epochs of ``optimizer``."""
+    ref = pyg_reference(model, graph, epochs=epochs, optimizer=optimizer, **opt)
+    ours = copy.deepcopy(model)
+    lotan.fit(
+        ours,
+        graph,
+        epochs=epochs,
+        optimizer=optimizer,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        progress=False,
+        **opt,
+    )
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(
+            p.detach(), ref.params_after[name], atol=ATOL, rtol=RTOL, msg=name
+        )

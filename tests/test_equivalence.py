@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch_geometric.nn.models import GCN
 
 import lotan
 from tests.graph_cases import CASES
-from tests.reference import pyg_reference
-
-ATOL = 1e-5
-RTOL = 1e-4
+from tests.reference import (
+    ATOL,
+    RTOL,
+    assert_one_epoch_matches,
+    assert_training_matches,
+    pyg_reference,
+)
 
 
 def _model(graph: lotan.Graph, seed: int = 0, **kw: object) -> GCN:
@@ -28,65 +30,16 @@ def _model(graph: lotan.Graph, seed: int = 0, **kw: object) -> GCN:
     return GCN(graph.num_features, 8, 2, max(graph.num_classes, 3), dropout=0.0, **kw)
 
 
-def _logits(
-    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
-) -> torch.Tensor:
-    preds = lotan.predict(model, graph, engine=engine, num_partitions=parts, spark=spark)
-    if engine == "spark":
-        pdf = preds.toPandas().sort_values("id")
-        preds.unpersist()
-    else:
-        pdf = preds
-    return torch.tensor(np.stack(pdf["logits"].to_numpy()))
-
-
 def _check_one_epoch(
     graph: lotan.Graph, engine: str, parts: int, spark: object, **kw: object
 ) -> None:
-    model = _model(graph, **kw)
-    ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
-    ours = copy.deepcopy(model)
-    torch.testing.assert_close(
-        _logits(ours, graph, engine, parts, spark), ref.logits, atol=ATOL, rtol=RTOL
-    )
-    result = lotan.fit(
-        ours,
-        graph,
-        epochs=1,
-        optimizer="sgd",
-        lr=0.1,
-        engine=engine,
-        num_partitions=parts,
-        spark=spark,
-        progress=False,
-    )
-    assert result.history[0].loss == pytest.approx(ref.loss, rel=1e-5, abs=1e-6)
-    for name, p in ours.named_parameters():
-        assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, ref.grads[name], atol=ATOL, rtol=RTOL, msg=name)
+    assert_one_epoch_matches(_model(graph, **kw), graph, engine, parts, spark)
 
 
 def _check_training(
     graph: lotan.Graph, engine: str, parts: int, spark: object, optimizer: str, **opt: float
 ) -> None:
-    model = _model(graph, seed=1)
-    ref = pyg_reference(model, graph, epochs=5, optimizer=optimizer, **opt)
-    ours = copy.deepcopy(model)
-    lotan.fit(
-        ours,
-        graph,
-        epochs=5,
-        optimizer=optimizer,
-        engine=engine,
-        num_partitions=parts,
-        spark=spark,
-        progress=False,
-        **opt,
-    )
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(
-            p.detach(), ref.params_after[name], atol=ATOL, rtol=RTOL, msg=name
-        )
+    assert_training_matches(_model(graph, seed=1), graph, engine, parts, spark, optimizer, **opt)
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])

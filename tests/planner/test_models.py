@@ -3,7 +3,6 @@ parameters after 5 epochs of Adam — both engines, several partition counts, sh
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import pytest
@@ -15,9 +14,7 @@ from torch_geometric.nn.models import GIN, MLP, GraphSAGE
 import lotan
 from lotan.errors import UnsupportedModelError
 from tests.graph_cases import CASES
-from tests.reference import pyg_reference
-
-ATOL, RTOL = 1e-5, 1e-4
+from tests.reference import assert_one_epoch_matches, assert_training_matches
 
 
 class ResidualNet(torch.nn.Module):
@@ -56,64 +53,28 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
 }
 
 
-def _check(model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark) -> None:
-    ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
-    ours = copy.deepcopy(model)
-    preds = lotan.predict(ours, graph, engine=engine, num_partitions=parts, spark=spark)
-    pdf = preds.toPandas().sort_values("id") if engine == "spark" else preds
-    logits = torch.tensor([list(v) for v in pdf["logits"]])
-    torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=RTOL)
-    res = lotan.fit(
-        ours,
-        graph,
-        epochs=1,
-        optimizer="sgd",
-        lr=0.1,
-        engine=engine,
-        num_partitions=parts,
-        spark=spark,
-        progress=False,
-    )
-    assert res.history[0].loss == pytest.approx(ref.loss, rel=1e-5, abs=1e-6)
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, ref.grads[name], atol=ATOL, rtol=RTOL, msg=name)
-    assert type(ours) is type(model)
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("parts", [1, 3])
 def test_model_matches_pyg_local(name: str, parts: int, spark) -> None:
     graph = CASES["directed_multi"]()
     torch.manual_seed(0)
-    _check(MODELS[name](graph.num_features, 3), graph, "local", parts, spark)
+    assert_one_epoch_matches(MODELS[name](graph.num_features, 3), graph, "local", parts, spark)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_matches_pyg_spark(name: str, spark) -> None:
     graph = CASES["directed_multi"]()
     torch.manual_seed(0)
-    _check(MODELS[name](graph.num_features, 3), graph, "spark", 2, spark)
+    assert_one_epoch_matches(MODELS[name](graph.num_features, 3), graph, "spark", 2, spark)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_adam_five_epochs(name: str, spark) -> None:
+@pytest.mark.parametrize(("engine", "parts"), [("local", 4), ("spark", 3)])
+def test_model_adam_five_epochs(name: str, engine: str, parts: int, spark) -> None:
     graph = CASES["weighted"]()
     torch.manual_seed(1)
     model = MODELS[name](graph.num_features, 3)
-    ref = pyg_reference(model, graph, epochs=5, optimizer="adam", lr=0.02)
-    ours = copy.deepcopy(model)
-    lotan.fit(
-        ours,
-        graph,
-        epochs=5,
-        optimizer="adam",
-        lr=0.02,
-        engine="local",
-        num_partitions=4,
-        progress=False,
-    )
-    for n, p in ours.named_parameters():
-        torch.testing.assert_close(p.detach(), ref.params_after[n], atol=ATOL, rtol=RTOL, msg=n)
+    assert_training_matches(model, graph, engine, parts, spark, "adam", lr=0.02)
 
 
 def test_unsupported_parts_are_named() -> None:
