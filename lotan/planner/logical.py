@@ -8,7 +8,7 @@ gcn / mean / sum / weighted_sum), and the dense ops of :class:`~lotan.nn_engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from lotan.errors import UnsupportedModelError
@@ -73,7 +73,6 @@ class LogicalPlan:
 
     nodes: tuple[Node, ...]
     output: int
-    notes: tuple[str, ...] = field(default=())
     fused: bool = False
     prune_constant_grads: bool = False
 
@@ -125,12 +124,10 @@ class LogicalPlan:
     def has_dropout(self) -> bool:
         return any(n.op == "dropout" and n.p > 0 for n in self.nodes)
 
-    def with_nodes(
-        self, nodes: list[Node], output: int | None = None, note: str = ""
-    ) -> LogicalPlan:
+    def with_nodes(self, nodes: list[Node]) -> LogicalPlan:
         """A new plan from ``nodes`` (re-sorted topologically, unused nodes dropped)."""
         by_id = {n.id: n for n in nodes}
-        out = self.output if output is None else output
+        out = self.output
         order: list[Node] = []
         seen: set[int] = set()
 
@@ -144,14 +141,7 @@ class LogicalPlan:
 
         visit(out)
         inputs = [n for n in nodes if n.op == "input" and n.id not in seen]
-        notes = self.notes + ((note,) if note else ())
-        return replace(self, nodes=tuple(inputs + order), output=out, notes=notes)
-
-    def replace_node(self, node: Node) -> LogicalPlan:
-        return self.with_nodes([node if n.id == node.id else n for n in self.nodes])
-
-    def next_id(self) -> int:
-        return max(n.id for n in self.nodes) + 1
+        return replace(self, nodes=tuple(inputs + order))
 
     def check_same_output(self, before: LogicalPlan, rule: str) -> None:
         """Rewrites must not change what the model computes: same output width."""

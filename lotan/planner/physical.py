@@ -165,9 +165,6 @@ class PhysicalPlan:
     def consumers(self, i: int) -> list[int]:
         return [c for c in self.logical.consumers[i] if c in self.stage_of]
 
-    def producer_stage(self, i: int) -> int | None:
-        return self.stage_of.get(i)
-
     def dense_graph(self, j: int) -> DenseGraph:
         return DenseGraph(
             tuple(

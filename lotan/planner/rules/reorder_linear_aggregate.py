@@ -27,7 +27,8 @@ class ReorderLinearAggregate:
     def __init__(self, cache_constants: bool) -> None:
         self.cache_constants = cache_constants
 
-    def _cost(self, plan: LogicalPlan, agg_input: int, width: int, constant: bool) -> int:
+    def _cost(self, width: int, constant: bool) -> int:
+        """Columns an aggregation of a ``width``-wide input exchanges per epoch."""
         return 0 if (constant and self.cache_constants) else width
 
     def apply(self, plan: LogicalPlan) -> tuple[LogicalPlan, list[str]]:
@@ -55,9 +56,9 @@ class ReorderLinearAggregate:
         v_const = v in plan.constant
         if outer.op == "aggregate":  # Â (v W): aggregates width W_out; alternative (Â v) W
             now = outer.width
-            alt = self._cost(plan, v, plan.node(v).width, v_const)
+            alt = self._cost(plan.node(v).width, v_const)
         else:  # (Â v) W: aggregates width(v); alternative Â (v W)
-            now = self._cost(plan, v, plan.node(v).width, v_const)
+            now = self._cost(plan.node(v).width, v_const)
             alt = outer.width
         if alt >= now:
             return None
