@@ -175,8 +175,8 @@ def prepare_spark(
     num_partitions: int,
     norms: tuple[NormSpec, ...],
 ) -> DataFrame:
-    """Prepare in Spark; returns a persisted ``(part, layout)`` DataFrame, hash-partitioned by
-    ``part`` into ``num_partitions`` Spark partitions (the caller unpersists it).
+    """Prepare in Spark; returns a materialized ``(part, layout)`` DataFrame (lineage cut),
+    hash-partitioned by ``part`` into ``num_partitions`` Spark partitions.
 
     ``vertices`` has ``id``, ``features``, ``label``, ``split``; ``edges`` has ``src``,
     ``dst``, ``weight`` (validated by the caller).
@@ -185,7 +185,7 @@ def prepare_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lotan.graph_engine.spark_runner import MESSAGE_SCHEMA, SparkRunner
+    from lotan.graph_engine.spark_runner import MESSAGE_SCHEMA, SparkRunner, materialize
 
     P = num_partitions
     v = (
@@ -227,14 +227,12 @@ def prepare_spark(
     )
     result = SparkRunner(spark, P).run(PREPARE_STAGES, norms, initial=step1)
     try:
-        layouts = (
+        spark.sparkContext.setJobDescription("lotan prepare")
+        layouts = materialize(
             result.output()
             .select(F.col("src").alias("part"), F.col("payload").alias("layout"))
             .repartition(P, "part")
-            .persist(StorageLevel.MEMORY_AND_DISK)
         )
-        spark.sparkContext.setJobDescription("lotan prepare")
-        layouts.count()
     finally:
         spark.sparkContext.setJobDescription(None)  # type: ignore[arg-type]
         result.close()

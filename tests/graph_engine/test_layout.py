@@ -88,10 +88,7 @@ def test_spark_preparation_equals_local(spark, parts: int) -> None:
     local = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, norms)
     vertices, edges = graph.dataframes(spark)
     df = prepare_spark(spark, vertices, edges, parts, norms)
-    try:
-        remote = {r["part"]: PartitionLayout.from_bytes(r["layout"]) for r in df.collect()}
-    finally:
-        df.unpersist()
+    remote = {r["part"]: PartitionLayout.from_bytes(r["layout"]) for r in df.collect()}
     assert sorted(remote) == sorted(local)
     for p, lay in local.items():
         for field, value in lay.to_arrays().items():
