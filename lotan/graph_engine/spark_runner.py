@@ -250,7 +250,7 @@ def materialize(df: DataFrame) -> DataFrame:
     # checkpoint would forget it: every stage would then shuffle the layouts again.
     conf = df.sparkSession.conf
     key = "spark.sql.adaptive.enabled"
-    before = conf.get(key)
+    before = conf.get(key, "true") or "true"
     conf.set(key, "false")
     try:
         return df.localCheckpoint(eager=True)
