@@ -271,10 +271,9 @@ class _Forward:
                 continue
             (u,) = node.inputs
             for s in streams:
-                src = s if u in stoch else ""
                 if s and u not in stoch:
-                    continue
-                full = assemble(layout, by_source(inbox, f"f{u}{src}"))
+                    continue  # its evaluation value is its training value
+                full = assemble(layout, by_source(inbox, f"f{u}{s}"))
                 vals[s][i] = _aggregate(plan, layout, i, full)
             if self.train:
                 save[f"s{i}"] = vals[""][i].numpy()
@@ -293,7 +292,7 @@ class _Forward:
         dense = plan.dense_graph(j)
         vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
         if self.evals:
-            merged = {**{k: v for k, v in vals[""].items()}, **vals[EVAL]}
+            merged = {**vals[""], **vals[EVAL]}
             vals[EVAL] = dense.forward(params, merged, train=False, seed=seed)
 
         # Values for later stages.
