@@ -76,16 +76,25 @@ def _check_labels(plan: LogicalPlan, graph: Graph) -> None:
         )
 
 
-def _prepared(
-    eng: Engine, graph: Graph, parts: int, model: torch.nn.Module, plan: LogicalPlan
-) -> tuple[Any, PhysicalPlan]:
-    """The graph prepared for ``plan`` (cached aggregations computed once) and the plan's
-    physical form."""
+def _engine(
+    engine: str, spark: SparkSession | None, num_partitions: int | None, graph: Graph
+) -> tuple[Engine, int]:
+    """The engine and the number of partitions (the engine's default when not given)."""
+    eng = make_engine(engine, spark)
+    parts = num_partitions or eng.default_partitions()
     if parts > graph.num_vertices:
         raise GraphInputError(
             f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
             "use fewer partitions"
         )
+    return eng, parts
+
+
+def _prepared(
+    eng: Engine, graph: Graph, parts: int, model: torch.nn.Module, plan: LogicalPlan
+) -> tuple[Any, PhysicalPlan]:
+    """The graph prepared for ``plan`` (cached aggregations computed once) and the plan's
+    physical form."""
     norms = plan.norms
     prepared = eng.prepare(graph, parts, norms)
     physical = PhysicalPlan.build(plan)
@@ -178,8 +187,7 @@ def fit(
     )
     _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
-    eng: Engine = make_engine(config.engine, spark)
-    parts = config.num_partitions or eng.default_partitions()
+    eng, parts = _engine(config.engine, spark, config.num_partitions, graph)
     prepared, physical = _prepared(eng, graph, parts, model, plan)
     opt = build_optimizer(
         config.optimizer,
@@ -245,8 +253,7 @@ def predict(
     with the same columns, sorted by id.
     """
     _, plan, _ = _plan_for(model, graph, planner)
-    eng = make_engine(engine, spark)
-    parts = num_partitions or eng.default_partitions()
+    eng, parts = _engine(engine, spark, num_partitions, graph)
     prepared, physical = _prepared(eng, graph, parts, model, plan)
     return eng.predictions(prepared, physical.inference_stages(emit_outputs=True), _value(model, 0))
 
@@ -268,8 +275,7 @@ def explain(
     ``print_=False``, and returned.
     """
     logical, plan, fired = _plan_for(model, graph, planner)
-    eng = make_engine(engine, spark)
-    parts = num_partitions or eng.default_partitions()
+    eng, parts = _engine(engine, spark, num_partitions, graph)
     prepared = eng.prepare(graph, parts, plan.norms)
     text = render(logical, plan, fired, PhysicalPlan.build(plan), eng.stats(prepared))
     if print_:

@@ -233,3 +233,11 @@ def test_preparation_is_cached_and_released(spark) -> None:
     assert list(graph._prepared.values()) == runners  # reused, not re-prepared
     graph.unpersist()
     assert not graph._prepared and all(r.layouts is None for r in runners)
+
+
+def test_explain_checks_the_partition_count_too() -> None:
+    graph = lotan.Graph.from_arrays(**_arrays())
+    with pytest.raises(GraphInputError, match=r"num_partitions=9 is more than the graph's 6"):
+        lotan.explain(GCN(3, 4, 2, 2), graph, num_partitions=9, print_=False)
+    text = lotan.explain(GCN(3, 4, 2, 2), graph, num_partitions=2, print_=False)
+    assert "== Physical plan ==" in text and "replication factor" in text
