@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from lotan.graph_engine.kernels import index_dtype, transpose_csr
 from lotan.graph_engine.tiles import decode_tile, encode_tile
 
 __all__ = [
@@ -89,6 +90,9 @@ class PartitionLayout:
         candidate self loop per vertex); ``indices`` index ``[own | halo]`` rows.
     weights : ``(K, nnz)``, one row per :class:`NormSpec` the layout was prepared for (an
         edge a normalization does not use has weight 0).
+    t_indptr, t_indices, t_weights : the same edges indexed the other way — CSR of ``Âᵀ``
+        (``[own | halo]`` rows by own columns) — for the backward aggregation; set by
+        :func:`normalize_weights` (empty before).
     constants : ``(n_own, d)`` arrays computed once per plan (cached aggregations), by name.
     halo_parts, halo_counts : one block per remote owner, ascending by partition.
     halo_locals : ``(n_halo,)`` owner-local row of each halo row.
@@ -104,6 +108,9 @@ class PartitionLayout:
     indptr: np.ndarray
     indices: np.ndarray
     weights: np.ndarray
+    t_indptr: np.ndarray
+    t_indices: np.ndarray
+    t_weights: np.ndarray
     halo_parts: np.ndarray
     halo_counts: np.ndarray
     halo_locals: np.ndarray
@@ -240,7 +247,8 @@ def build_in_structure(
     col[remote] = n_own + pos
     order = np.lexsort((col, dst_local))
     row_sorted = dst_local[order]
-    indptr = np.zeros(n_own + 1, dtype=np.int64)
+    idx = index_dtype(col.shape[0], n_own + int(halo_locals.shape[0]))
+    indptr: np.ndarray = np.zeros(n_own + 1, dtype=idx)
     np.cumsum(np.bincount(row_sorted, minlength=n_own), out=indptr[1:])
 
     requests: dict[int, np.ndarray] = {}
@@ -256,8 +264,11 @@ def build_in_structure(
         y=np.asarray(y, dtype=np.int64),
         split=np.asarray(split, dtype=np.int8),
         indptr=indptr,
-        indices=col[order].astype(np.int64),
+        indices=col[order].astype(idx),
         weights=np.ascontiguousarray(weights[:, order]),
+        t_indptr=_empty(idx),
+        t_indices=_empty(idx),
+        t_weights=np.zeros((len(norms), 0), dtype=np.float32),
         halo_parts=halo_parts.astype(np.int64),
         halo_counts=halo_counts.astype(np.int64),
         halo_locals=halo_locals.astype(np.int64),
@@ -307,7 +318,7 @@ def inverse_sqrt_degree(deg: np.ndarray) -> np.ndarray:
 def normalize_weights(
     layout: PartitionLayout, dis_full: np.ndarray, norms: tuple[NormSpec, ...]
 ) -> PartitionLayout:
-    """Step 3 of preparation: final edge weights, stored as float32.
+    """Step 3 of preparation: final edge weights (float32) and the transposed index.
 
     Parameters
     ----------
@@ -318,4 +329,14 @@ def normalize_weights(
     for k, norm in enumerate(norms):
         if norm.kind == "gcn":
             w[k] = dis_full[layout.indices, k] * w[k] * dis_full[rows, k]
-    return replace(layout, weights=w.astype(np.float32))
+    weights = w.astype(np.float32)
+    t_indptr, t_indices, perm = transpose_csr(
+        layout.indptr, layout.indices, layout.num_own + layout.num_halo
+    )
+    return replace(
+        layout,
+        weights=weights,
+        t_indptr=t_indptr,
+        t_indices=t_indices,
+        t_weights=np.ascontiguousarray(weights[:, perm]),
+    )

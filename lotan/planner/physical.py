@@ -34,7 +34,7 @@ from lotan.graph_engine.exchange import (
     forward_messages,
     reduce_partials,
 )
-from lotan.graph_engine.kernels import spmm, spmm_t
+from lotan.graph_engine.kernels import spmm
 from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source
 from lotan.nn_engine.dense import DenseGraph, mix_seed
@@ -292,8 +292,9 @@ class _Forward:
         dense = plan.dense_graph(j)
         vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
         if self.evals:
+            # Only values downstream of a dropout differ with dropout off; share the rest.
             merged = {**vals[""], **vals[EVAL]}
-            vals[EVAL] = dense.forward(params, merged, train=False, seed=seed)
+            vals[EVAL] = dense.forward(params, merged, train=False, seed=seed, only=stoch)
 
         # Values for later stages.
         for i in plan.nodes_at(j):
@@ -403,15 +404,14 @@ def _backprop(
     out: list[Message] = []
     if pgrads:
         out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
-    num_full = layout.num_own + layout.num_halo
     for k, g in grads.items():
         node = logical.node(k)
         if node.op == "aggregate" and plan.stage_of.get(k) == j:
             (u,) = node.inputs
             if u not in plan.requires_grad:
                 continue
-            w = layout.weights[plan.norm_index[node.norm]]
-            partial = spmm_t(layout.indptr, layout.indices, w, g.contiguous(), num_full)
+            w = layout.t_weights[plan.norm_index[node.norm]]
+            partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
             target = plan.backward_index(plan.stage_of[u])
             out += [
                 Message(target, q, part, f"g{u}", {"rows": r})

@@ -69,6 +69,15 @@ def test_local_preparation_matches_pyg(name: str, parts: int, norm: NormSpec) ->
     np.testing.assert_allclose(
         _dense_from_layouts(layouts, a.ids), _pyg_dense(graph, norm), atol=1e-6
     )
+    for lay in layouts.values():  # the transposed index holds the same edges, transposed
+        n_full = lay.num_own + lay.num_halo
+        fwd = np.zeros((lay.num_own, n_full))
+        rows = np.repeat(np.arange(lay.num_own), np.diff(lay.indptr))
+        np.add.at(fwd, (rows, lay.indices), lay.weights[0])
+        bwd = np.zeros((n_full, lay.num_own))
+        t_rows = np.repeat(np.arange(n_full), np.diff(lay.t_indptr))
+        np.add.at(bwd, (t_rows, lay.t_indices), lay.t_weights[0])
+        np.testing.assert_array_equal(bwd, fwd.T)
     for lay in layouts.values():  # send lists mirror the receivers' halos
         for k, q in enumerate(lay.send_parts.tolist()):
             other = layouts[q]
