@@ -13,7 +13,7 @@ from lotan.config import FitConfig
 from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
-from lotan.graph_engine.runner import Message
+from lotan.graph_engine.runner import PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
@@ -39,6 +39,9 @@ class EpochRecord:
     val_acc: float
     test_acc: float
     seconds: float
+    #: Task seconds of the epoch's training run by phase (see
+    #: :data:`lotan.graph_engine.runner.PHASES`), summed over partitions and stages.
+    phases: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -131,6 +134,16 @@ def _reduce(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return grads, metrics
 
 
+def _phases(msgs: list[Message]) -> dict[str, float]:
+    """Task seconds by phase, summed over the run's tasks."""
+    out = dict.fromkeys(PHASES, 0.0)
+    for m in msgs:
+        if m.tag == "timing":
+            for name in PHASES:
+                out[name] += float(m.payload[name][0])
+    return out
+
+
 def _acc(metrics: np.ndarray, split: str) -> float:
     i = METRIC_FIELDS.index(f"{split}_correct")
     count = metrics[i + 1]
@@ -200,14 +213,14 @@ def fit(
     evaluate = physical.inference_stages(emit_outputs=False)
     named = dict(model.named_parameters())
     result = FitResult(model=model, config=config, num_partitions=parts)
-    pending: tuple[int, float, float] | None = None  # epoch, loss, seconds awaiting metrics
+    # epoch, loss, seconds, phases of the epoch whose accuracies the next run measures
+    pending: tuple[int, float, float, dict[str, float]] | None = None
 
     def record(metrics: np.ndarray) -> None:
         assert pending is not None
-        e, loss, secs = pending
-        rec = EpochRecord(
-            e, loss, _acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"), secs
-        )
+        e, loss, secs, phases = pending
+        accs = (_acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"))
+        rec = EpochRecord(e, loss, *accs, secs, phases)
         result.history.append(rec)
         if config.progress:
             print(
@@ -228,7 +241,7 @@ def fit(
         for name, grad in grads.items():
             named[name].grad = torch.from_numpy(grad).to(named[name].dtype)
         opt.step()
-        pending = (epoch, float(metrics[0]), time.perf_counter() - start)
+        pending = (epoch, float(metrics[0]), time.perf_counter() - start, _phases(msgs))
     _, metrics = _reduce(eng.run(prepared, evaluate, _value(model, 0), "lotan evaluate"))
     record(metrics)
     return result

@@ -157,33 +157,44 @@ class SparkEngine:
 
     def prepare(self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]) -> Any:
         from lotan.graph_engine.spark_runner import SparkRunner
+        from lotan.graph_engine.store import LayoutStore, cache_root
 
         key = ("spark", id(self.spark), num_partitions, norms)
         if key not in graph._prepared:
             vertices, edges = graph.dataframes(self.spark)
-            layouts = prepare_spark(self.spark, vertices, edges, num_partitions, norms)
-            graph._prepared[key] = SparkRunner(self.spark, num_partitions, layouts)
+            directory = LayoutStore.new_dir(cache_root(self.spark))
+            sizes = prepare_spark(self.spark, vertices, edges, num_partitions, norms, directory)
+            graph._prepared[key] = SparkRunner(
+                self.spark, num_partitions, LayoutStore(directory), sizes
+            )
         return graph._prepared[key]
 
     def with_constants(
         self, graph: Graph, prepared: Any, key: Any, stages: Sequence[StageFn], value: Any
     ) -> Any:
-        from lotan.graph_engine.spark_runner import SparkRunner, add_constants
+        from lotan.graph_engine.spark_runner import SparkRunner, write_constants_of
+        from lotan.graph_engine.store import LayoutStore, cache_root
 
         full_key = ("spark-constants", id(prepared), key)
         if full_key not in graph._prepared:
+            directory = LayoutStore.new_dir(cache_root(self.spark))
             result = prepared.run(stages, value, description="lotan cache constants")
             try:
-                layouts = add_constants(result.output(), prepared.layouts, prepared.num_partitions)
+                result.execute(
+                    lambda: write_constants_of(result.output(), directory, prepared.router)
+                )
             finally:
                 result.close()
-            graph._prepared[full_key] = SparkRunner(self.spark, prepared.num_partitions, layouts)
+            graph._prepared[full_key] = SparkRunner(
+                self.spark,
+                prepared.num_partitions,
+                prepared.store.with_constants(directory),
+                prepared.sizes,
+            )
         return graph._prepared[full_key]
 
     def stats(self, prepared: Any) -> dict[str, int]:
-        from lotan.graph_engine.spark_runner import layout_sizes
-
-        return _stats(layout_sizes(prepared.layouts))
+        return _stats([tuple(s[1:]) for s in prepared.sizes])
 
     def run(
         self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
@@ -196,7 +207,6 @@ class SparkEngine:
 
     def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> DataFrame:
         import pyarrow as pa
-        from pyspark import StorageLevel
 
         from lotan.graph_engine.spark_runner import binary_views
         from lotan.graph_engine.tiles import decode_tile
@@ -217,12 +227,15 @@ class SparkEngine:
 
         result = prepared.run(stages, value, description="lotan predict")
         try:
-            out = (
-                result.output()
-                .mapInArrow(decode, PREDICTION_SCHEMA)
-                .persist(StorageLevel.MEMORY_AND_DISK)
+            # Checkpointed (kept in the block managers, memory and disk, lineage cut): the
+            # run that computed it cannot be re-run once its value file is gone.
+            out: DataFrame = result.execute(
+                lambda: (
+                    result.output()
+                    .mapInArrow(decode, PREDICTION_SCHEMA)
+                    .localCheckpoint(eager=True)
+                )
             )
-            out.count()
         finally:
             result.close()
         return out

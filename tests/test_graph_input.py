@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -231,8 +232,11 @@ def test_preparation_is_cached_and_released(spark) -> None:
     assert len(runners) == 2
     lotan.fit(model, graph, epochs=1, engine="spark", num_partitions=2, spark=spark, progress=False)
     assert list(graph._prepared.values()) == runners  # reused, not re-prepared
+    dirs = [d for r in runners for d in (r.store.base, *r.store.extra)]
+    assert all(os.path.isdir(d) for d in dirs)  # the layout files of each
     graph.unpersist()
-    assert not graph._prepared and all(r.layouts is None for r in runners)
+    assert not graph._prepared and all(r.store is None for r in runners)
+    assert not any(os.path.exists(d) for d in dirs)
 
 
 def test_explain_checks_the_partition_count_too() -> None:

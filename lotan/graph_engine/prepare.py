@@ -142,11 +142,11 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
     return values.reshape(rows, -1)
 
 
-def _step1_spark(norms: tuple[NormSpec, ...]) -> Any:
+def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int]) -> Any:
     from lotan.graph_engine.spark_runner import messages_to_table
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
-        p = int(key[0].as_py())
+        p = part_of[int(key[0].as_py())]
         if vertices.num_rows == 0:
             return messages_to_table([])
         vertices = vertices.sort_by("local")
@@ -174,9 +174,11 @@ def prepare_spark(
     edges: DataFrame,
     num_partitions: int,
     norms: tuple[NormSpec, ...],
-) -> DataFrame:
-    """Prepare in Spark; returns a materialized ``(part, layout)`` DataFrame (lineage cut),
-    hash-partitioned by ``part`` into ``num_partitions`` Spark partitions.
+    directory: str,
+) -> list[tuple[int, int, int, int]]:
+    """Prepare in Spark and write each partition's layout to ``directory`` (a
+    :class:`~lotan.graph_engine.store.LayoutStore` base); returns (partition, own vertices,
+    halo rows, edges) of every partition with vertices.
 
     ``vertices`` has ``id``, ``features``, ``label``, ``split``; ``edges`` has ``src``,
     ``dst``, ``weight`` (validated by the caller).
@@ -185,56 +187,58 @@ def prepare_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lotan.graph_engine.spark_runner import MESSAGE_SCHEMA, SparkRunner, materialize
+    from lotan.graph_engine.spark_runner import (
+        MESSAGE_SCHEMA,
+        Router,
+        SparkRunner,
+        write_layouts,
+    )
 
     P = num_partitions
+    router = Router(P)
     v = (
-        vertices.select(
-            F.col("id").cast("long").alias("id"),
-            F.col("features"),
-            F.col("label").cast("long").alias("label"),
-            F.col("split").cast("string").alias("split"),
+        router.route(
+            vertices.select(
+                F.col("id").cast("long").alias("id"),
+                F.col("features"),
+                F.col("label").cast("long").alias("label"),
+                F.col("split").cast("string").alias("split"),
+            ).withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int")),
+            "part",
         )
-        .withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int"))
-        .repartition(P, "part")
-        .withColumn("local", (F.row_number().over(Window.partitionBy("part").orderBy("id")) - 1))
+        .withColumn("local", (F.row_number().over(Window.partitionBy("route").orderBy("id")) - 1))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     vmap = v.select("id", "part", "local")
-    e = (
-        edges.select(
-            F.col("src").cast("long").alias("src"),
-            F.col("dst").cast("long").alias("dst"),
-            F.col("weight").cast("double").alias("weight"),
-        )
-        .join(
-            vmap.select(
-                F.col("id").alias("src"), F.col("part").alias("sp"), F.col("local").alias("sl")
-            ),
-            "src",
-        )
-        .join(
-            vmap.select(
-                F.col("id").alias("dst"), F.col("part").alias("dp"), F.col("local").alias("dl")
-            ),
-            "dst",
-        )
-        .select("dp", "sp", "sl", "dl", "weight")
-        .repartition(P, "dp")
+    e = edges.select(
+        F.col("src").cast("long").alias("src"),
+        F.col("dst").cast("long").alias("dst"),
+        F.col("weight").cast("double").alias("weight"),
     )
+    e = e.join(
+        vmap.select(
+            F.col("id").alias("src"), F.col("part").alias("sp"), F.col("local").alias("sl")
+        ),
+        "src",
+    ).join(
+        vmap.select(
+            F.col("id").alias("dst"), F.col("part").alias("dp"), F.col("local").alias("dl")
+        ),
+        "dst",
+    )
+    e = router.route(e.select("dp", "sp", "sl", "dl", "weight"), "dp")
     step1 = (
-        e.groupBy("dp").cogroup(v.groupBy("part")).applyInArrow(_step1_spark(norms), MESSAGE_SCHEMA)
+        e.groupBy("route")
+        .cogroup(v.groupBy("route"))
+        .applyInArrow(_step1_spark(norms, router.part_of), MESSAGE_SCHEMA)
     )
-    result = SparkRunner(spark, P).run(PREPARE_STAGES, norms, initial=step1)
+    runner = SparkRunner(spark, P)
+    result = runner.run(PREPARE_STAGES, norms, initial=step1, description="lotan prepare")
     try:
-        spark.sparkContext.setJobDescription("lotan prepare")
-        layouts = materialize(
-            result.output()
-            .select(F.col("src").alias("part"), F.col("payload").alias("layout"))
-            .repartition(P, "part")
+        sizes: list[tuple[int, int, int, int]] = result.execute(
+            lambda: write_layouts(result.output(), directory)
         )
+        return sizes
     finally:
-        spark.sparkContext.setJobDescription(None)  # type: ignore[arg-type]
         result.close()
         v.unpersist(blocking=False)
-    return layouts

@@ -12,15 +12,27 @@ Both engines run the same stage functions: :class:`LocalRunner` routes messages 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from lotan.graph_engine.layout import PartitionLayout
 
-__all__ = ["DRIVER", "OUTPUT", "LocalRunner", "Message", "StageFn", "by_source"]
+__all__ = [
+    "DRIVER",
+    "OUTPUT",
+    "PHASES",
+    "LocalRunner",
+    "Message",
+    "StageFn",
+    "by_source",
+    "phase",
+    "timed_stage",
+]
 
 #: Destination stage of messages collected by the driver (gradients, metrics).
 DRIVER = -1
@@ -39,6 +51,37 @@ class Message(NamedTuple):
 
 
 StageFn = Callable[[int, PartitionLayout | None, list[Message], Any], list[Message]]
+
+
+#: Phases a task's time is split into (seconds per task, summed over a run by the driver):
+#: ``load`` layout from the store, ``decode``/``encode`` messages from/to Arrow,
+#: ``exchange`` assembling and splitting rows for the exchange, ``spmm`` sparse products,
+#: ``dense`` the neural engine's work, ``task`` the whole stage function.
+PHASES = ("load", "decode", "exchange", "spmm", "dense", "encode", "task")
+
+_current: dict[str, float] = defaultdict(float)
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Add the time spent in the block to phase ``name`` of the running task."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _current[name] += time.perf_counter() - start
+
+
+@contextmanager
+def timed_stage(k: int, part: int, out: list[Message]) -> Iterator[None]:
+    """Time one task (stage ``k`` at ``part``); append its phase times to ``out`` as a
+    ``timing`` message for the driver."""
+    with phase("task"):
+        yield
+    payload = {name: np.array([_current.get(name, 0.0)]) for name in PHASES}
+    payload["stage"] = np.array([k], dtype=np.int64)
+    out.append(Message(DRIVER, -1, part, "timing", payload))
+    _current.clear()  # phases timed before the task (loading its layout) count with it
 
 
 def by_source(inbox: Iterable[Message], tag: str, key: str = "rows") -> dict[int, np.ndarray]:
@@ -74,5 +117,8 @@ class LocalRunner:
             parts = set(self.layouts) | {d for (s, d) in pending if s == k}
             for p in sorted(parts):
                 inbox = pending.pop((k, p), [])
-                route(stage(p, self.layouts.get(p), inbox, value))
+                out: list[Message] = []
+                with timed_stage(k, p, out):
+                    out += stage(p, self.layouts.get(p), inbox, value)
+                route(out)
         return driver, output

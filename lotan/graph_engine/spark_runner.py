@@ -1,15 +1,15 @@
 """Running a physical plan on Spark.
 
 A run is a *chain* of Spark stages, one per plan stage: stage ``k`` is
-``cogroup(previous output by dest, layouts by part).applyInArrow(...)``, so the messages a
-stage emits are shuffled to their destination partition and meet that partition's persisted
-layout there, without shuffling the layouts again (both sides are hash-partitioned by the
-partition id into ``num_partitions``). Messages addressed to a later stage (activations saved
-for the backward pass, gradients for the driver) are forwarded unchanged, as Arrow rows, by
-every stage in between; so each stage reads only its predecessor, the query plan grows
-linearly with the number of stages, nothing needs to be persisted, and Spark's shuffle files
-hold the intermediate state (on disk, retried from lineage). The whole run is one Spark job,
-triggered by collecting the messages addressed to the driver.
+``route(previous output by dest).groupBy(route).applyInArrow(...)``, so the messages a stage
+emits are shuffled to the task of their destination partition (:class:`Router`), where the
+task memory-maps that partition's layout from the :class:`LayoutStore` (layouts never travel
+through Spark). Messages addressed to a later stage (activations saved for the backward
+pass, gradients for the driver) are forwarded unchanged, as Arrow rows, by every stage in
+between; so each stage reads only its predecessor, the query plan grows linearly with the
+number of stages, nothing needs to be persisted, and Spark's shuffle files hold the
+intermediate state (spilled to disk, retried from lineage). Stage 0 is a map over the
+partition ids. A run is one Spark query, triggered by collecting the driver's messages.
 """
 
 from __future__ import annotations
@@ -21,24 +21,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lotan.graph_engine.hashing import route_keys
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn
+from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
+from lotan.graph_engine.store import (
+    LayoutStore,
+    write_constants,
+    write_layout,
+)
 from lotan.graph_engine.tiles import decode_tile, encode_tile
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "LAYOUT_SCHEMA",
     "MESSAGE_SCHEMA",
+    "Router",
     "SparkRunner",
     "binary_views",
     "messages_to_table",
     "table_to_messages",
+    "write_constants_of",
+    "write_layouts",
 ]
 
 MESSAGE_SCHEMA = "stage int, dest int, src int, tag string, payload binary"
-LAYOUT_SCHEMA = "part int, layout binary"
 
 _ARROW_MESSAGE_SCHEMA = pa.schema(
     [
@@ -114,63 +121,117 @@ def _run_stage(
     """Run stage ``k`` on the messages addressed to it; forward the others untouched."""
     is_mine = pc.equal(inbox.column("stage"), pa.scalar(k, pa.int32()))
     forward = inbox.filter(pc.invert(is_mine))
-    if part < 0:  # the driver's group: nothing to compute here
-        return forward
+    mine = inbox.filter(is_mine)
+    if mine.num_rows == 0 and layout is None:
+        return forward  # the driver's group, or a partition without vertices
     _set_torch_threads()
-    out = fn(part, layout, table_to_messages(inbox.filter(is_mine)), value)
-    return pa.concat_tables([forward.cast(_ARROW_MESSAGE_SCHEMA), messages_to_table(out)])
+    out: list[Message] = []
+    with timed_stage(k, part, out):
+        with phase("decode"):
+            inbox_msgs = table_to_messages(mine)
+        out += fn(part, layout, inbox_msgs, value)
+        with phase("encode"):
+            table = messages_to_table(out)
+    # the timing message (appended on exit) is encoded on its own
+    return pa.concat_tables(
+        [forward.cast(_ARROW_MESSAGE_SCHEMA), table, messages_to_table(out[-1:])]
+    )
 
 
-def _with_layout(
-    fn: StageFn, k: int, value_ref: Any
+def _stage(
+    fn: StageFn, k: int, value_ref: Any, store: LayoutStore | None, part_of: dict[int, int]
 ) -> Callable[[Any, pa.Table, pa.Table], pa.Table]:
-    def run(key: Any, inbox: pa.Table, static: pa.Table) -> pa.Table:
+    def run(key: Any, inbox: pa.Table, _ids: pa.Table) -> pa.Table:
+        part = part_of[int(key[0].as_py())]
         layout = None
-        if static.num_rows:
-            layout = PartitionLayout.from_bytes(binary_views(static.column("layout"))[0])
-        return _run_stage(fn, k, int(key[0].as_py()), layout, inbox, value_ref.value)
+        if store is not None:
+            with phase("load"):
+                layout = store.load(part)
+        return _run_stage(fn, k, part, layout, inbox.drop_columns(["route"]), value_ref.value)
 
     return run
 
 
-def _without_layout(fn: StageFn, k: int, value_ref: Any) -> Callable[[Any, pa.Table], pa.Table]:
-    def run(key: Any, inbox: pa.Table) -> pa.Table:
-        return _run_stage(fn, k, int(key[0].as_py()), None, inbox, value_ref.value)
+def _first_stage(
+    fn: StageFn, value_ref: Any, store: LayoutStore, part_of: dict[int, int]
+) -> Callable[[Any, pa.Table], pa.Table]:
+    """Stage 0 reads only the layouts: one group per partition id, nothing shuffled but the
+    ids (a grouped map: ``mapInArrow`` costs ~0.2 s more per run on Spark 4.3)."""
+
+    def run(key: Any, _ids: pa.Table) -> pa.Table:
+        part = part_of[int(key[0].as_py())]
+        with phase("load"):
+            layout = store.load(part)
+        if layout is None:
+            return messages_to_table([])
+        return _run_stage(fn, 0, part, layout, messages_to_table([]), value_ref.value)
 
     return run
 
 
-def _first_stage(fn: StageFn, value_ref: Any) -> Callable[[Any], Any]:
-    """Stage 0 reads only the layouts: a map over them, without a shuffle."""
+class Router:
+    """Routes rows keyed by a partition id to the Spark task of that id.
 
-    def run(batches: Any) -> Any:
-        empty = messages_to_table([])
-        for batch in batches:
-            parts = batch.column(batch.schema.get_field_index("part")).to_pylist()
-            views = binary_views(batch.column(batch.schema.get_field_index("layout")))
-            for part, view in zip(parts, views, strict=True):
-                layout = PartitionLayout.from_bytes(view)
-                yield from _run_stage(fn, 0, int(part), layout, empty, value_ref.value).to_batches()
+    ``repartition(P, col)`` sends a row to ``pmod(murmur3(col), P)``; routing by the id
+    itself put partitions 0 and 1 of 2 (and 3 of 4) in the same task, so half the cores
+    idled. The router adds a ``route`` column holding :func:`route_keys`' key of the id
+    (ids below 0 — the driver's messages — go with partition 0).
+    """
 
-    return run
+    def __init__(self, num_partitions: int) -> None:
+        self.num_partitions = num_partitions
+        self.keys = route_keys(num_partitions)
+        self.part_of = {int(k): p for p, k in enumerate(self.keys.tolist())}
+        self._columns: dict[str, Any] = {}
+
+    def column(self, col: str) -> Any:
+        from pyspark.sql import functions as F
+
+        if col not in self._columns:  # built once: each literal is a py4j round trip
+            keys = F.array(*[F.lit(int(k)) for k in self.keys.tolist()])
+            self._columns[col] = F.element_at(keys, F.greatest(F.col(col), F.lit(0)) + 1)
+        return self._columns[col]
+
+    def __getstate__(self) -> dict[str, Any]:  # Columns stay on the driver
+        return {**self.__dict__, "_columns": {}}
+
+    def route(self, df: DataFrame, col: str) -> DataFrame:
+        """``df`` with a ``route`` column, shuffled so that id ``p`` lands in task ``p``."""
+        return df.withColumn("route", self.column(col)).repartition(self.num_partitions, "route")
 
 
 class SparkRunner:
-    """Runs stages on Spark, with the layouts as a persisted ``(part, layout)`` DataFrame
-    hash-partitioned by ``part`` into ``num_partitions``."""
+    """Runs stages on Spark: messages travel through Spark's shuffle, each routed to the
+    task of its destination partition; layouts are read from ``store`` by that task."""
 
     def __init__(
-        self, spark: SparkSession, num_partitions: int, layouts: DataFrame | None = None
+        self,
+        spark: SparkSession,
+        num_partitions: int,
+        store: LayoutStore | None = None,
+        sizes: Sequence[tuple[int, int, int, int]] = (),
     ) -> None:
         self.spark = spark
         self.num_partitions = num_partitions
-        self.layouts = layouts
+        self.store = store
+        #: (partition, own vertices, halo rows, edges) of every partition with vertices.
+        self.sizes = list(sizes)
+        self.router = Router(num_partitions)
+        self._parts_df: DataFrame | None = None
 
     def unpersist(self) -> None:
-        """Release the layouts (if persisted; materialized ones go with their references)."""
-        if self.layouts is not None:
-            self.layouts.unpersist(blocking=False)
-        self.layouts = None
+        """Delete the layout files."""
+        if self.store is not None:
+            self.store.remove()
+        self.store = None
+        self._parts_df = None
+
+    def _parts(self) -> DataFrame:
+        if self._parts_df is None:
+            rows = [(int(self.router.keys[p]), int(p)) for p, *_ in self.sizes]
+            df = self.spark.createDataFrame(rows, "route int, part int")
+            self._parts_df = df.repartition(self.num_partitions, "route")
+        return self._parts_df
 
     def run(
         self,
@@ -180,30 +241,40 @@ class SparkRunner:
         *,
         description: str = "lotan",
     ) -> RunResult:
-        """Build the run lazily; :class:`RunResult` triggers it and cleans up."""
+        """Build the run lazily (a new query each time: re-running a DataFrame would reuse
+        its shuffle files, i.e. the previous epoch's messages); :class:`RunResult` executes
+        it and cleans up."""
         bc = self.spark.sparkContext.broadcast(value)
         first = 0
         if initial is not None:
             current = initial
-        elif self.layouts is not None:
-            current = self.layouts.mapInArrow(_first_stage(stages[0], bc), MESSAGE_SCHEMA)
+        elif self.store is not None:
+            current = (
+                self._parts()
+                .groupBy("route")
+                .applyInArrow(
+                    _first_stage(stages[0], bc, self.store, self.router.part_of), MESSAGE_SCHEMA
+                )
+            )
             first = 1
         else:
             current = self.spark.createDataFrame([], MESSAGE_SCHEMA)
         for k in range(first, len(stages)):
-            fn = stages[k]
-            inbox = current.repartition(self.num_partitions, "dest").groupBy("dest")
-            if self.layouts is not None:
-                current = inbox.cogroup(self.layouts.groupBy("part")).applyInArrow(
-                    _with_layout(fn, k, bc), MESSAGE_SCHEMA
+            # Cogrouped with the partition ids, so that every partition runs every stage,
+            # also one that receives no message (it may read only its layout).
+            current = (
+                self.router.route(current, "dest")
+                .groupBy("route")
+                .cogroup(self._parts().groupBy("route"))
+                .applyInArrow(
+                    _stage(stages[k], k, bc, self.store, self.router.part_of), MESSAGE_SCHEMA
                 )
-            else:
-                current = inbox.applyInArrow(_without_layout(fn, k, bc), MESSAGE_SCHEMA)
+            )
         return RunResult(self.spark, current, bc, description)
 
 
 class RunResult:
-    """The final messages of one Spark run (driver's and output's), and its clean-up."""
+    """One Spark run: its final messages (the driver's and the output's), and its clean-up."""
 
     def __init__(
         self, spark: SparkSession, final: DataFrame, broadcast: Any, description: str
@@ -213,17 +284,22 @@ class RunResult:
         self._broadcast = broadcast
         self._description = description
 
+    def execute(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` (a Spark action over this run's DataFrames) under the run's job
+        description."""
+        sc = self._spark.sparkContext
+        sc.setJobDescription(self._description)
+        try:
+            return action()
+        finally:
+            sc.setJobDescription(None)  # type: ignore[arg-type]
+
     def collect_driver(self) -> list[Message]:
         """Run the plan and return the messages addressed to the driver."""
         from pyspark.sql import functions as F
 
-        sc = self._spark.sparkContext
-        sc.setJobDescription(self._description)
-        try:
-            table = self._final.filter(F.col("stage") == DRIVER).toArrow()
-        finally:
-            sc.setJobDescription(None)  # type: ignore[arg-type]
-        return table_to_messages(table)
+        driver = self._final.filter(F.col("stage") == DRIVER)
+        return table_to_messages(self.execute(driver.toArrow))
 
     def output(self) -> DataFrame:
         """The messages addressed to :data:`OUTPUT`, as a (lazy) DataFrame."""
@@ -236,71 +312,45 @@ class RunResult:
         self._broadcast.unpersist(blocking=False)
 
 
-def materialize(df: DataFrame) -> DataFrame:
-    """Compute ``df`` now and return it with its lineage cut (a local checkpoint, stored in
-    the executors' block managers with memory-and-disk, so Spark may spill it).
-
-    Layouts are read by every stage of every epoch; keeping their lineage (preparation's
-    joins and stage chain, the run that computed cached aggregations) made Spark re-plan and
-    match that whole history against its cache for each epoch's query — 15 s instead of
-    5 s per epoch for GCN 3x256 on a 30k-vertex graph. Blocks are released when the
-    DataFrame is no longer referenced (Spark's ContextCleaner).
-    """
-    # Adaptive execution hides the hash partitioning of the plan being checkpointed, and the
-    # checkpoint would forget it: every stage would then shuffle the layouts again.
-    conf = df.sparkSession.conf
-    key = "spark.sql.adaptive.enabled"
-    before = conf.get(key, "true") or "true"
-    conf.set(key, "false")
-    try:
-        return df.localCheckpoint(eager=True)
-    finally:
-        conf.set(key, before)
+_SIZES_SCHEMA = "part int, own long, halo long, edges long, bytes long"
 
 
-def add_constants(output: DataFrame, layouts: DataFrame, num_partitions: int) -> DataFrame:
-    """Layouts with the per-partition constants of ``output`` (messages tagged ``o<node>``)
-    stored under ``constants[<node>]``; materialized, partitioned like ``layouts``."""
+def write_layouts(output: DataFrame, directory: str) -> list[tuple[int, int, int, int]]:
+    """Write the layouts in ``output`` (messages whose payload is a layout's arrays) to
+    ``directory``; return (partition, own, halo, edges) of each, computed where written."""
 
-    def merge(key: Any, msgs: pa.Table, static: pa.Table) -> pa.Table:
-        layout = PartitionLayout.from_bytes(binary_views(static.column("layout"))[0])
-        consts = dict(layout.constants)
-        for m in table_to_messages(msgs):
-            consts[m.tag[1:]] = np.asarray(m.payload["rows"])
-        from dataclasses import replace
-
-        new = replace(layout, constants=consts)
-        return pa.table(
-            {
-                "part": pa.array([layout.part], pa.int32()),
-                "layout": pa.array([new.to_bytes()], pa.binary()),
-            }
-        )
-
-    out = (
-        output.repartition(num_partitions, "dest")
-        .groupBy("dest")
-        .cogroup(layouts.groupBy("part"))
-        .applyInArrow(merge, LAYOUT_SCHEMA)
-        .repartition(num_partitions, "part")
-    )
-    return materialize(out)
-
-
-def layout_sizes(layouts: DataFrame) -> list[tuple[int, int, int]]:
-    """(own vertices, halo rows, edges) of every partition, computed in Spark."""
-
-    def sizes(batches: Any) -> Any:
+    def write(batches: Any) -> Any:
         for batch in batches:
-            col = batch.column(batch.schema.get_field_index("layout"))
-            rows = [PartitionLayout.from_bytes(v) for v in binary_views(col)]
-            yield pa.RecordBatch.from_pydict(
-                {
-                    "own": [r.num_own for r in rows],
-                    "halo": [r.num_halo for r in rows],
-                    "edges": [r.num_edges for r in rows],
-                }
-            )
+            for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
+                layout = PartitionLayout.from_arrays(decode_tile(view))
+                size = write_layout(directory, layout)
+                yield pa.RecordBatch.from_pydict(
+                    {
+                        "part": pa.array([layout.part], pa.int32()),
+                        "own": [layout.num_own],
+                        "halo": [layout.num_halo],
+                        "edges": [layout.num_edges],
+                        "bytes": [size],
+                    }
+                )
 
-    rows = layouts.mapInArrow(sizes, "own long, halo long, edges long").collect()
-    return [(r["own"], r["halo"], r["edges"]) for r in rows]
+    rows = output.mapInArrow(write, _SIZES_SCHEMA).collect()
+    return sorted((r["part"], r["own"], r["halo"], r["edges"]) for r in rows)
+
+
+def write_constants_of(output: DataFrame, directory: str, router: Router) -> None:
+    """Write the per-partition constants in ``output`` (messages tagged ``o<node>``, rows
+    under ``payload["rows"]``) to ``directory``, one tile per partition."""
+
+    def write(key: Any, msgs: pa.Table) -> pa.Table:
+        part = router.part_of[int(key[0].as_py())]
+        arrays = {
+            m.tag[1:]: np.asarray(m.payload["rows"])
+            for m in table_to_messages(msgs.drop_columns(["route"]))
+        }
+        size = write_constants(directory, part, arrays)
+        return pa.table({"part": pa.array([part], pa.int32()), "bytes": [size]})
+
+    router.route(output, "dest").groupBy("route").applyInArrow(
+        write, "part int, bytes long"
+    ).collect()

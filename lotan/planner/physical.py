@@ -36,7 +36,7 @@ from lotan.graph_engine.exchange import (
 )
 from lotan.graph_engine.kernels import spmm
 from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
-from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source
+from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source, phase
 from lotan.nn_engine.dense import DenseGraph, mix_seed
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.logical import LogicalPlan
@@ -273,8 +273,10 @@ class _Forward:
             for s in streams:
                 if s and u not in stoch:
                     continue  # its evaluation value is its training value
-                full = assemble(layout, by_source(inbox, f"f{u}{s}"))
-                vals[s][i] = _aggregate(plan, layout, i, full)
+                with phase("exchange"):
+                    full = assemble(layout, by_source(inbox, f"f{u}{s}"))
+                with phase("spmm"):
+                    vals[s][i] = _aggregate(plan, layout, i, full)
             if self.train:
                 save[f"s{i}"] = vals[""][i].numpy()
         for k in plan.stage_inputs(j):
@@ -290,11 +292,13 @@ class _Forward:
                 vals[EVAL][k] = _t(by_source(inbox, f"v{k}{EVAL}")[part])
 
         dense = plan.dense_graph(j)
-        vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
+        with phase("dense"):
+            vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
         if self.evals:
             # Only values downstream of a dropout differ with dropout off; share the rest.
             merged = {**vals[""], **vals[EVAL]}
-            vals[EVAL] = dense.forward(params, merged, train=False, seed=seed, only=stoch)
+            with phase("dense"):
+                vals[EVAL] = dense.forward(params, merged, train=False, seed=seed, only=stoch)
 
         # Values for later stages.
         for i in plan.nodes_at(j):
@@ -309,21 +313,18 @@ class _Forward:
                     if rows is None:
                         rows = vals[s][i].numpy()
                     if logical.node(c).op == "aggregate":
-                        out += [
-                            Message(cj, q, part, f"f{i}{s}", {"rows": r})
-                            for q, r in forward_messages(layout, rows)
-                        ]
+                        with phase("exchange"):
+                            sends = forward_messages(layout, rows)
+                        out += [Message(cj, q, part, f"f{i}{s}", {"rows": r}) for q, r in sends]
                     else:
                         out.append(Message(cj, part, part, f"v{i}{s}", {"rows": rows}))
         # Layout values that aggregations of a later stage read: exchange from here.
         for lv in plan.layout_values:
             for c in plan.consumers(lv):
                 if logical.node(c).op == "aggregate" and plan.stage_of[c] == j + 1:
-                    rows = _layout_value(layout, lv)
-                    out += [
-                        Message(j + 1, q, part, f"f{lv}", {"rows": r})
-                        for q, r in forward_messages(layout, rows)
-                    ]
+                    with phase("exchange"):
+                        sends = forward_messages(layout, _layout_value(layout, lv))
+                    out += [Message(j + 1, q, part, f"f{lv}", {"rows": r}) for q, r in sends]
 
         o = logical.output
         if j == plan.last and o in plan.outputs:
@@ -398,9 +399,10 @@ def _backprop(
         or (logical.node(k).op == "aggregate" and logical.node(k).inputs[0] in plan.requires_grad)
     ]
     dense = plan.dense_graph(j)
-    grads, pgrads = dense.backward(
-        params, inputs, grad_out, train=True, seed=seed, input_grads=want
-    )
+    with phase("dense"):
+        grads, pgrads = dense.backward(
+            params, inputs, grad_out, train=True, seed=seed, input_grads=want
+        )
     out: list[Message] = []
     if pgrads:
         out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
@@ -411,12 +413,12 @@ def _backprop(
             if u not in plan.requires_grad:
                 continue
             w = layout.t_weights[plan.norm_index[node.norm]]
-            partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
+            with phase("spmm"):
+                partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
             target = plan.backward_index(plan.stage_of[u])
-            out += [
-                Message(target, q, part, f"g{u}", {"rows": r})
-                for q, r in backward_messages(layout, partial.numpy())
-            ]
+            with phase("exchange"):
+                sends = backward_messages(layout, partial.numpy())
+            out += [Message(target, q, part, f"g{u}", {"rows": r}) for q, r in sends]
         elif k in plan.requires_grad and k in plan.stage_of:
             target = plan.backward_index(plan.stage_of[k])
             out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
@@ -447,7 +449,8 @@ class _Backward:
             total: np.ndarray | None = None
             partials = by_source(inbox, f"g{i}")
             if partials:
-                total = reduce_partials(layout, partials)
+                with phase("exchange"):
+                    total = reduce_partials(layout, partials)
             direct = by_source(inbox, f"d{i}")
             for rows in direct.values():
                 total = np.array(rows, copy=True) if total is None else total + rows

@@ -9,6 +9,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from lotan.graph_engine.layout import NormSpec, PartitionLayout
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
+from lotan.graph_engine.store import LayoutStore
 from tests.graph_cases import CASES
 
 
@@ -90,15 +91,18 @@ def test_local_preparation_matches_pyg(name: str, parts: int, norm: NormSpec) ->
 
 
 @pytest.mark.parametrize("parts", [1, 4])
-def test_spark_preparation_equals_local(spark, parts: int) -> None:
+def test_spark_preparation_equals_local(spark, tmp_path, parts: int) -> None:
     graph = CASES["weighted"]()
     a = graph.arrays()
     norms = (NormSpec(), NormSpec(kind="mean"))
     local = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, parts, norms)
     vertices, edges = graph.dataframes(spark)
-    df = prepare_spark(spark, vertices, edges, parts, norms)
-    remote = {r["part"]: PartitionLayout.from_bytes(r["layout"]) for r in df.collect()}
+    directory = str(tmp_path / "layouts")
+    sizes = prepare_spark(spark, vertices, edges, parts, norms, directory)
+    store = LayoutStore(directory)
+    remote = {p: store.load(p) for p, *_ in sizes}
     assert sorted(remote) == sorted(local)
+    assert store.load(parts + 5) is None
     for p, lay in local.items():
         for field, value in lay.to_arrays().items():
             np.testing.assert_allclose(
