@@ -13,6 +13,7 @@ from lotan.config import FitConfig
 from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
+from lotan.graph_engine.partition import check_partitioner
 from lotan.graph_engine.runner import PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.explain import render
@@ -94,12 +95,17 @@ def _engine(
 
 
 def _prepared(
-    eng: Engine, graph: Graph, parts: int, model: torch.nn.Module, plan: LogicalPlan
+    eng: Engine,
+    graph: Graph,
+    parts: int,
+    model: torch.nn.Module,
+    plan: LogicalPlan,
+    partitioner: str,
 ) -> tuple[Any, PhysicalPlan]:
     """The graph prepared for ``plan`` (cached aggregations computed once) and the plan's
     physical form."""
     norms = plan.norms
-    prepared = eng.prepare(graph, parts, norms)
+    prepared = eng.prepare(graph, parts, norms, partitioner)
     physical = PhysicalPlan.build(plan)
     cached = tuple(sorted(physical.layout_values - {0}))
     if cached:
@@ -161,6 +167,7 @@ def fit(
     momentum: float = FitConfig.momentum,
     engine: str = FitConfig.engine,
     num_partitions: int | None = None,
+    partitioner: str = FitConfig.partitioner,
     seed: int = FitConfig.seed,
     progress: bool = FitConfig.progress,
     spark: SparkSession | None = None,
@@ -179,6 +186,8 @@ def fit(
     engine : ``"spark"`` (default; the active SparkSession, ``spark=``, or a new local one)
         or ``"local"`` (in-process, same plan and kernels).
     num_partitions : graph partitions (default: the engine's).
+    partitioner : ``"hash"`` (default) or ``"label_propagation"`` (see
+        :mod:`lotan.graph_engine.partition`); the result does not depend on it.
     spark : the SparkSession to use with ``engine="spark"``.
     planner : which rewrite rules run (all by default); the result does not depend on it.
 
@@ -195,13 +204,14 @@ def fit(
         momentum=momentum,
         engine=engine,
         num_partitions=num_partitions,
+        partitioner=partitioner,
         seed=seed,
         progress=progress,
     )
     _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
     eng, parts = _engine(config.engine, spark, config.num_partitions, graph)
-    prepared, physical = _prepared(eng, graph, parts, model, plan)
+    prepared, physical = _prepared(eng, graph, parts, model, plan, config.partitioner)
     opt = build_optimizer(
         config.optimizer,
         model.parameters(),
@@ -253,6 +263,7 @@ def predict(
     *,
     engine: str = "spark",
     num_partitions: int | None = None,
+    partitioner: str = FitConfig.partitioner,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> Any:
@@ -262,12 +273,12 @@ def predict(
     -------
     With ``engine="spark"`` a Spark DataFrame ``(id long, prediction long,
     probability array<float>, logits array<float>)`` keyed by the graph's original vertex ids
-    (persisted; call ``unpersist()`` when done); with ``engine="local"`` a pandas DataFrame
-    with the same columns, sorted by id.
+    (checkpointed in Spark's block managers: computed once, no lineage); with
+    ``engine="local"`` a pandas DataFrame with the same columns, sorted by id.
     """
     _, plan, _ = _plan_for(model, graph, planner)
     eng, parts = _engine(engine, spark, num_partitions, graph)
-    prepared, physical = _prepared(eng, graph, parts, model, plan)
+    prepared, physical = _prepared(eng, graph, parts, model, plan, check_partitioner(partitioner))
     return eng.predictions(prepared, physical.inference_stages(emit_outputs=True), _value(model, 0))
 
 
@@ -277,6 +288,7 @@ def explain(
     *,
     engine: str = "local",
     num_partitions: int | None = None,
+    partitioner: str = FitConfig.partitioner,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
     print_: bool = True,
@@ -289,8 +301,9 @@ def explain(
     """
     logical, plan, fired = _plan_for(model, graph, planner)
     eng, parts = _engine(engine, spark, num_partitions, graph)
-    prepared = eng.prepare(graph, parts, plan.norms)
-    text = render(logical, plan, fired, PhysicalPlan.build(plan), eng.stats(prepared))
+    prepared = eng.prepare(graph, parts, plan.norms, check_partitioner(partitioner))
+    stats = eng.stats(prepared)
+    text = render(logical, plan, fired, PhysicalPlan.build(plan), stats, partitioner)
     if print_:
         print(text)
     return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lotan.errors import LotanError
+from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "FitConfig"]
@@ -26,6 +27,7 @@ class FitConfig:
     engine : ``spark`` (default) or ``local``.
     num_partitions : graph partitions; ``None`` means the engine's default (Spark: the
         session's default parallelism; local: 1).
+    partitioner : ``hash`` or ``label_propagation`` (which partition owns each vertex).
     seed : seeds dropout masks (per epoch, layer and partition).
     progress : print one line per epoch.
     """
@@ -37,6 +39,7 @@ class FitConfig:
     momentum: float = 0.0
     engine: str = "spark"
     num_partitions: int | None = None
+    partitioner: str = "hash"
     seed: int = 0
     progress: bool = True
 
@@ -56,6 +59,7 @@ class FitConfig:
             )
         if self.engine not in ("spark", "local"):
             raise LotanError(f"engine={self.engine!r} is not one of ['spark', 'local']")
+        check_partitioner(self.partitioner)
         if self.num_partitions is not None and (
             not isinstance(self.num_partitions, int) or self.num_partitions < 1
         ):

@@ -14,6 +14,7 @@ import numpy as np
 
 from lotan.graph import Graph
 from lotan.graph_engine.layout import NormSpec
+from lotan.graph_engine.partition import LabelPropagation
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
 from lotan.graph_engine.runner import LocalRunner, Message, StageFn
 
@@ -25,13 +26,22 @@ __all__ = ["ENGINES", "Engine", "LocalEngine", "SparkEngine", "make_engine"]
 
 ENGINES = ("spark", "local")
 
+#: The normalization of the structural layout label propagation runs on (edge counts).
+STRUCTURE = NormSpec(kind="sum")
+
 
 class Engine(Protocol):
     name: str
 
     def default_partitions(self) -> int: ...
 
-    def prepare(self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]) -> Any: ...
+    def prepare(
+        self,
+        graph: Graph,
+        num_partitions: int,
+        norms: tuple[NormSpec, ...],
+        partitioner: str = "hash",
+    ) -> Any: ...
 
     def with_constants(
         self, graph: Graph, prepared: Any, key: Any, stages: Sequence[StageFn], value: Any
@@ -94,17 +104,39 @@ class LocalEngine:
         return 1
 
     def prepare(
-        self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]
+        self,
+        graph: Graph,
+        num_partitions: int,
+        norms: tuple[NormSpec, ...],
+        partitioner: str = "hash",
     ) -> LocalRunner:
-        key = ("local", num_partitions, norms)
+        key = ("local", num_partitions, norms, partitioner)
         if key not in graph._prepared:
             a = graph.arrays()
+            owner = None
+            if partitioner == "label_propagation" and num_partitions > 1:
+                owner = self._label_propagation(graph, num_partitions)
             layouts = prepare_local(
-                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norms
+                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norms, owner
             )
             graph._prepared[key] = LocalRunner(layouts)
         runner: LocalRunner = graph._prepared[key]
         return runner
+
+    @staticmethod
+    def _label_propagation(graph: Graph, num_partitions: int) -> np.ndarray:
+        """Each vertex's partition, in the order of ``graph.arrays().ids``."""
+        a = graph.arrays()
+        n = a.ids.shape[0]
+        structure = prepare_local(
+            a.ids, np.zeros((n, 0), np.float32), a.y, a.split, a.src, a.dst, None,
+            num_partitions, (STRUCTURE,),
+        )  # fmt: skip
+        _, out = LocalRunner(structure).run(LabelPropagation(num_partitions, n).stages(), None)
+        ids = np.concatenate([m.payload["ids"] for m in out])
+        parts = np.concatenate([m.payload["rows"] for m in out])
+        order = np.argsort(ids)
+        return parts[order][np.searchsorted(ids[order], a.ids)]
 
     def with_constants(
         self, graph: Graph, prepared: LocalRunner, key: Any, stages: Sequence[StageFn], value: Any
@@ -155,19 +187,70 @@ class SparkEngine:
     def default_partitions(self) -> int:
         return max(1, int(self.spark.sparkContext.defaultParallelism))
 
-    def prepare(self, graph: Graph, num_partitions: int, norms: tuple[NormSpec, ...]) -> Any:
+    def prepare(
+        self,
+        graph: Graph,
+        num_partitions: int,
+        norms: tuple[NormSpec, ...],
+        partitioner: str = "hash",
+    ) -> Any:
         from lotan.graph_engine.spark_runner import SparkRunner
         from lotan.graph_engine.store import LayoutStore, cache_root
 
-        key = ("spark", id(self.spark), num_partitions, norms)
+        key = ("spark", id(self.spark), num_partitions, norms, partitioner)
         if key not in graph._prepared:
             vertices, edges = graph.dataframes(self.spark)
+            owner = None
+            if partitioner == "label_propagation" and num_partitions > 1:
+                owner = self._label_propagation(graph, num_partitions)
             directory = LayoutStore.new_dir(cache_root(self.spark))
-            sizes = prepare_spark(self.spark, vertices, edges, num_partitions, norms, directory)
+            sizes = prepare_spark(
+                self.spark, vertices, edges, num_partitions, norms, directory, owner
+            )
             graph._prepared[key] = SparkRunner(
                 self.spark, num_partitions, LayoutStore(directory), sizes
             )
         return graph._prepared[key]
+
+    def _label_propagation(self, graph: Graph, num_partitions: int) -> DataFrame:
+        """``(id, part)`` of every vertex, computed in Spark and checkpointed."""
+        import pyarrow as pa
+        from pyspark.sql import functions as F
+
+        from lotan.graph_engine.spark_runner import SparkRunner, binary_views
+        from lotan.graph_engine.store import LayoutStore, cache_root
+        from lotan.graph_engine.tiles import decode_tile
+
+        def decode(batches: Any) -> Any:
+            for batch in batches:
+                for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
+                    tile = decode_tile(view)
+                    yield pa.RecordBatch.from_pydict(
+                        {
+                            "id": pa.array(tile["ids"], pa.int64()),
+                            "part": pa.array(tile["rows"], pa.int32()),
+                        }
+                    )
+
+        vertices, edges = graph.dataframes(self.spark)
+        vertices = vertices.withColumn("features", F.array().cast("array<float>"))
+        directory = LayoutStore.new_dir(cache_root(self.spark))
+        sizes = prepare_spark(self.spark, vertices, edges, num_partitions, (STRUCTURE,), directory)
+        runner = SparkRunner(self.spark, num_partitions, LayoutStore(directory), sizes)
+        stages = LabelPropagation(num_partitions, graph.num_vertices).stages()
+        result = runner.run(stages, None, description="lotan partition (label propagation)")
+        try:
+            owner: DataFrame = result.execute(
+                lambda: (
+                    result.output()
+                    .mapInArrow(decode, "id long, part int")
+                    .localCheckpoint(eager=True)
+                )
+            )
+        finally:
+            result.close()
+            runner.unpersist()
+        return owner
 
     def with_constants(
         self, graph: Graph, prepared: Any, key: Any, stages: Sequence[StageFn], value: Any

@@ -54,10 +54,17 @@ RTOL = 1e-4
 
 
 def lotan_logits(
-    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
+    model: torch.nn.Module,
+    graph: lotan.Graph,
+    engine: str,
+    parts: int,
+    spark: object,
+    partitioner: str = "hash",
 ) -> torch.Tensor:
     """Lotan's logits, vertices in ascending id order."""
-    preds = lotan.predict(model, graph, engine=engine, num_partitions=parts, spark=spark)
+    preds = lotan.predict(
+        model, graph, engine=engine, num_partitions=parts, spark=spark, partitioner=partitioner
+    )
     if engine == "spark":
         pdf = preds.toPandas().sort_values("id")
         preds.unpersist()
@@ -67,14 +74,18 @@ def lotan_logits(
 
 
 def assert_one_epoch_matches(
-    model: torch.nn.Module, graph: lotan.Graph, engine: str, parts: int, spark: object
+    model: torch.nn.Module,
+    graph: lotan.Graph,
+    engine: str,
+    parts: int,
+    spark: object,
+    partitioner: str = "hash",
 ) -> None:
     """Same logits, loss and every parameter gradient as PyG after one epoch."""
     ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
     ours = copy.deepcopy(model)
-    torch.testing.assert_close(
-        lotan_logits(ours, graph, engine, parts, spark), ref.logits, atol=ATOL, rtol=RTOL
-    )
+    logits = lotan_logits(ours, graph, engine, parts, spark, partitioner)
+    torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=RTOL)
     result = lotan.fit(
         ours,
         graph,
@@ -83,6 +94,7 @@ def assert_one_epoch_matches(
         lr=0.1,
         engine=engine,
         num_partitions=parts,
+        partitioner=partitioner,
         spark=spark,
         progress=False,
     )
@@ -101,6 +113,7 @@ def assert_training_matches(
     spark: object,
     optimizer: str,
     epochs: int = 5,
+    partitioner: str = "hash",
     **opt: float,
 ) -> None:
     """Same parameters as PyG after ``epochs`` epochs of ``optimizer``."""
@@ -113,6 +126,7 @@ def assert_training_matches(
         optimizer=optimizer,
         engine=engine,
         num_partitions=parts,
+        partitioner=partitioner,
         spark=spark,
         progress=False,
         **opt,

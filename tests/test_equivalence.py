@@ -51,6 +51,31 @@ def test_gcn_matches_pyg(engine: str, parts: int, spark: object) -> None:
     _check_training(graph, engine, parts, spark, "adam", lr=0.01, weight_decay=5e-4)
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_label_propagation_partitioner_matches_pyg(engine: str, parts: int, spark: object) -> None:
+    graph = CASES["directed_multi"]()
+    assert_one_epoch_matches(_model(graph), graph, engine, parts, spark, "label_propagation")
+    assert_training_matches(
+        _model(graph, seed=1),
+        graph,
+        engine,
+        parts,
+        spark,
+        "adam",
+        partitioner="label_propagation",
+        lr=0.01,
+        weight_decay=5e-4,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_graph_cases_with_label_propagation(name: str, spark: object) -> None:
+    assert_one_epoch_matches(
+        _model(CASES[name]()), CASES[name](), "local", 4, spark, "label_propagation"
+    )
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("parts", [1, 4])
 def test_graph_cases_local(name: str, parts: int, spark: object) -> None:

@@ -90,12 +90,14 @@ def prepare_local(
     weight: np.ndarray | None,
     num_partitions: int,
     norms: tuple[NormSpec, ...],
+    owner: np.ndarray | None = None,
 ) -> dict[int, PartitionLayout]:
     """Prepare in-process. ``split`` holds int8 codes; ``src``/``dst`` name vertex ids that
-    exist in ``ids`` (validated by the caller)."""
+    exist in ``ids`` (validated by the caller); ``owner`` is each vertex's partition (default:
+    the hash partitioner)."""
     ids = np.asarray(ids, dtype=np.int64)
     n = ids.shape[0]
-    part = owner_of(ids, num_partitions).astype(np.int64)
+    part = (owner_of(ids, num_partitions) if owner is None else np.asarray(owner)).astype(np.int64)
     order = np.lexsort((ids, part))  # by owner, then by id
     counts = np.bincount(part, minlength=num_partitions)
     starts = np.zeros(num_partitions + 1, dtype=np.int64)
@@ -139,7 +141,7 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
     if rows == 0:
         return np.zeros((0, 0), dtype=np.float32)
     values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(rows, -1)
+    return values.reshape(rows, values.shape[0] // rows)
 
 
 def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int]) -> Any:
@@ -175,13 +177,15 @@ def prepare_spark(
     num_partitions: int,
     norms: tuple[NormSpec, ...],
     directory: str,
+    owner: DataFrame | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Prepare in Spark and write each partition's layout to ``directory`` (a
     :class:`~lotan.graph_engine.store.LayoutStore` base); returns (partition, own vertices,
     halo rows, edges) of every partition with vertices.
 
     ``vertices`` has ``id``, ``features``, ``label``, ``split``; ``edges`` has ``src``,
-    ``dst``, ``weight`` (validated by the caller).
+    ``dst``, ``weight`` (validated by the caller); ``owner`` has ``id``, ``part`` for every
+    vertex (default: the hash partitioner).
     """
     from pyspark import StorageLevel
     from pyspark.sql import Window
@@ -196,16 +200,18 @@ def prepare_spark(
 
     P = num_partitions
     router = Router(P)
+    v = vertices.select(
+        F.col("id").cast("long").alias("id"),
+        F.col("features"),
+        F.col("label").cast("long").alias("label"),
+        F.col("split").cast("string").alias("split"),
+    )
+    if owner is None:
+        v = v.withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int"))
+    else:
+        v = v.join(owner.select(F.col("id").cast("long"), F.col("part").cast("int")), "id")
     v = (
-        router.route(
-            vertices.select(
-                F.col("id").cast("long").alias("id"),
-                F.col("features"),
-                F.col("label").cast("long").alias("label"),
-                F.col("split").cast("string").alias("split"),
-            ).withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int")),
-            "part",
-        )
+        router.route(v, "part")
         .withColumn("local", (F.row_number().over(Window.partitionBy("route").orderBy("id")) - 1))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )

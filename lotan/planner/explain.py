@@ -23,6 +23,7 @@ def render(
     fired: list[tuple[str, list[str]]],
     physical: PhysicalPlan,
     stats: Mapping[str, int],
+    partitioner: str = "hash",
 ) -> str:
     """Text of the three plan levels; ``stats`` has ``parts``, ``own``, ``halo``, ``edges``
     (totals over partitions) and ``max_own`` / ``max_edges``."""
@@ -34,8 +35,9 @@ def render(
     lines += ["", "== Physical plan =="]
     halo, own = stats["halo"], stats["own"]
     lines.append(
-        f"partitions {stats['parts']}: {own:,} vertices, {stats['edges']:,} edges, halo "
-        f"{halo:,} rows, replication factor {halo / max(own, 1):.3f}, vertex skew "
+        f"partitions {stats['parts']} ({partitioner}): {own:,} vertices, "
+        f"{stats['edges']:,} edges, halo {halo:,} rows, "
+        f"replication factor {halo / max(own, 1):.3f}, vertex skew "
         f"{stats['max_own'] * stats['parts'] / max(own, 1):.2f}, edge skew "
         f"{stats['max_edges'] * stats['parts'] / max(stats['edges'], 1):.2f}"
     )
