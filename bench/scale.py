@@ -67,8 +67,8 @@ def _peak_rss() -> dict[str, float]:
             kind = "driver"
         elif "java" in cmd:
             kind = "jvm"
-        elif "pyspark.daemon" in cmd or "pyspark/daemon" in cmd:
-            kind = "py-daemon"
+        elif "pyspark.daemon" in cmd or "pyspark/daemon" in cmd:  # forked workers too
+            kind = "py-workers"
         else:
             kind = "py-worker"
         out[kind] = max(out.get(kind, 0.0), gib)
@@ -123,7 +123,7 @@ def _pyg(graph_name: str, epochs: int, best: bool) -> dict[str, Any]:
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - start)
-    return {"times": times, "loss": float(loss)}
+    return {"times": times, "loss": loss.item()}
 
 
 def _lotan(graph_name: str, epochs: int, engine: str, parts: int, partitioner: str) -> Any:
@@ -224,8 +224,9 @@ def _report(system: str, res: dict[str, Any], base: float | None) -> None:
     )
     if "phases" in res:
         ph = res["phases"]
-        cores = min(os.cpu_count() or 1, int(system.split("[")[1].split(",")[0]))
-        cores = cores if system.startswith("lotan-spark") else 1
+        cores = 1
+        if system.startswith("lotan-spark"):
+            cores = min(os.cpu_count() or 1, int(system.split("[")[1].split(",")[0]))
         other = med - ph["task"] / cores
         parts = "  ".join(f"{k} {ph[k]:.3f}" for k in ("load", "decode", "exchange"))
         parts += "  " + "  ".join(f"{k} {ph[k]:.3f}" for k in ("spmm", "dense", "encode"))

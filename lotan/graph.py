@@ -282,7 +282,7 @@ class Graph:
             )
         ids = vertices.select("id")
         for col in EDGE_COLUMNS:
-            unknown = edges.join(ids.withColumnRenamed("id", col), col, "left_anti")
+            unknown = edges.join(ids.withColumnRenamed("id", col).hint("merge"), col, "left_anti")
             examples = [r[col] for r in unknown.select(col).distinct().limit(5).collect()]
             if examples:
                 raise GraphInputError(

@@ -209,13 +209,16 @@ def prepare_spark(
     if owner is None:
         v = v.withColumn("part", F.pmod(F.xxhash64("id"), F.lit(P)).cast("int"))
     else:
-        v = v.join(owner.select(F.col("id").cast("long"), F.col("part").cast("int")), "id")
+        owner = owner.select(F.col("id").cast("long"), F.col("part").cast("int"))
+        v = v.join(owner.hint("merge"), "id")
     v = (
         router.route(v, "part")
         .withColumn("local", (F.row_number().over(Window.partitionBy("route").orderBy("id")) - 1))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    vmap = v.select("id", "part", "local")
+    # Vertex tables are never small enough to broadcast safely (Spark's size estimate of a
+    # generated or persisted table can be far too low): sort-merge joins, which spill.
+    vmap = v.select("id", "part", "local").hint("merge")
     e = edges.select(
         F.col("src").cast("long").alias("src"),
         F.col("dst").cast("long").alias("dst"),

@@ -1,0 +1,46 @@
+"""The layout store: files written atomically, memory-mapped back, constants merged."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from lotan.errors import EngineError
+from lotan.graph_engine.layout import NormSpec
+from lotan.graph_engine.prepare import prepare_local
+from lotan.graph_engine.store import LayoutStore, write_constants, write_layout
+from tests.graph_cases import CASES
+
+
+def test_layouts_round_trip_through_files_with_constants(tmp_path) -> None:
+    a = CASES["weighted"]().arrays()
+    layouts = prepare_local(a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, 3, (NormSpec(),))
+    base, extra = str(tmp_path / "base"), str(tmp_path / "consts")
+    for lay in layouts.values():
+        write_layout(base, lay)
+        write_constants(extra, lay.part, {"7": np.full((lay.num_own, 2), lay.part, np.float32)})
+    assert sorted(os.listdir(base)) == [f"part-{p:05d}.ltn" for p in sorted(layouts)]
+    store = LayoutStore(base).with_constants(extra)
+    for p, lay in layouts.items():
+        got = store.load(p)
+        assert got is not None
+        for name, value in lay.to_arrays().items():
+            np.testing.assert_array_equal(got.to_arrays()[name], value, err_msg=name)
+        np.testing.assert_array_equal(got.constants["7"], np.full((lay.num_own, 2), p))
+        assert not got.x.flags.writeable  # a view of the mapped file, not a copy
+    assert store.load(99) is None  # a partition without vertices has no file
+    store.remove()
+    assert not os.path.exists(base) and not os.path.exists(extra)
+
+
+def test_missing_constants_are_a_clear_error(tmp_path) -> None:
+    a = CASES["weighted"]().arrays()
+    (lay,) = prepare_local(
+        a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, 1, (NormSpec(),)
+    ).values()
+    write_layout(str(tmp_path / "base"), lay)
+    store = LayoutStore(str(tmp_path / "base")).with_constants(str(tmp_path / "gone"))
+    with pytest.raises(EngineError, match="cached aggregations of partition 0 are missing"):
+        store.load(0)
