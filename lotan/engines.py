@@ -177,7 +177,7 @@ class LocalEngine:
 
 
 class SparkEngine:
-    """Spark engine: stages run as Spark stages over the persisted partition layouts."""
+    """Spark engine: stages run as Spark stages over partition layouts kept in files."""
 
     name = "spark"
 
@@ -311,7 +311,7 @@ class SparkEngine:
         result = prepared.run(stages, value, description="lotan predict")
         try:
             # Checkpointed (kept in the block managers, memory and disk, lineage cut): the
-            # run that computed it cannot be re-run once its value file is gone.
+            # predictions must not be recomputed from layouts that graph.unpersist() deletes.
             out: DataFrame = result.execute(
                 lambda: (
                     result.output()
