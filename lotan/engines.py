@@ -217,20 +217,16 @@ class SparkEngine:
         import pyarrow as pa
         from pyspark.sql import functions as F
 
-        from lotan.graph_engine.spark_runner import SparkRunner, binary_views
+        from lotan.graph_engine.spark_runner import SparkRunner, map_messages
         from lotan.graph_engine.store import LayoutStore, cache_root
-        from lotan.graph_engine.tiles import decode_tile
 
-        def decode(batches: Any) -> Any:
-            for batch in batches:
-                for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
-                    tile = decode_tile(view)
-                    yield pa.RecordBatch.from_pydict(
-                        {
-                            "id": pa.array(tile["ids"], pa.int64()),
-                            "part": pa.array(tile["rows"], pa.int32()),
-                        }
-                    )
+        def decode(m: Message) -> pa.Table:
+            return pa.table(
+                {
+                    "id": pa.array(m.payload["ids"], pa.int64()),
+                    "part": pa.array(m.payload["rows"], pa.int32()),
+                }
+            )
 
         vertices, edges = graph.dataframes(self.spark)
         vertices = vertices.withColumn("features", F.array().cast("array<float>"))
@@ -241,11 +237,9 @@ class SparkEngine:
         result = runner.run(stages, None, description="lotan partition (label propagation)")
         try:
             owner: DataFrame = result.execute(
-                lambda: (
-                    result.output()
-                    .mapInArrow(decode, "id long, part int")
-                    .localCheckpoint(eager=True)
-                )
+                lambda: map_messages(
+                    result.output(), runner.router, decode, "id long, part int"
+                ).localCheckpoint(eager=True)
             )
         finally:
             result.close()
@@ -291,33 +285,27 @@ class SparkEngine:
     def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> DataFrame:
         import pyarrow as pa
 
-        from lotan.graph_engine.spark_runner import binary_views
-        from lotan.graph_engine.tiles import decode_tile
+        from lotan.graph_engine.spark_runner import map_messages
 
-        def decode(batches: Any) -> Any:
-            for batch in batches:
-                for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
-                    tile = decode_tile(view)
-                    frame = _predictions_frame(tile["ids"], tile["rows"])
-                    yield pa.RecordBatch.from_pydict(
-                        {
-                            "id": frame["id"],
-                            "prediction": frame["prediction"],
-                            "probability": _list_column(frame["probability"]),
-                            "logits": _list_column(frame["logits"]),
-                        }
-                    )
+        def decode(m: Message) -> pa.Table:
+            frame = _predictions_frame(m.payload["ids"], m.payload["rows"])
+            return pa.table(
+                {
+                    "id": pa.array(frame["id"], pa.int64()),
+                    "prediction": pa.array(frame["prediction"], pa.int64()),
+                    "probability": _list_column(frame["probability"]),
+                    "logits": _list_column(frame["logits"]),
+                }
+            )
 
         result = prepared.run(stages, value, description="lotan predict")
         try:
             # Checkpointed (kept in the block managers, memory and disk, lineage cut): the
             # predictions must not be recomputed from layouts that graph.unpersist() deletes.
             out: DataFrame = result.execute(
-                lambda: (
-                    result.output()
-                    .mapInArrow(decode, PREDICTION_SCHEMA)
-                    .localCheckpoint(eager=True)
-                )
+                lambda: map_messages(
+                    result.output(), prepared.router, decode, PREDICTION_SCHEMA
+                ).localCheckpoint(eager=True)
             )
         finally:
             result.close()

@@ -245,7 +245,7 @@ def prepare_spark(
     result = runner.run(PREPARE_STAGES, norms, initial=step1, description="lotan prepare")
     try:
         sizes: list[tuple[int, int, int, int]] = result.execute(
-            lambda: write_layouts(result.output(), directory)
+            lambda: write_layouts(result.output(), directory, router)
         )
         return sizes
     finally:

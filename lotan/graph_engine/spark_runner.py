@@ -14,6 +14,8 @@ partition ids. A run is one Spark query, triggered by collecting the driver's me
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lotan.errors import EngineError
 from lotan.graph_engine.hashing import route_keys
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
@@ -39,6 +42,7 @@ __all__ = [
     "Router",
     "SparkRunner",
     "binary_views",
+    "map_messages",
     "messages_to_table",
     "table_to_messages",
     "write_constants_of",
@@ -75,22 +79,45 @@ def binary_views(column: pa.ChunkedArray | pa.Array) -> list[memoryview]:
     return out
 
 
-def messages_to_table(msgs: Sequence[Message]) -> pa.Table:
-    """Encode messages as an Arrow table of :data:`MESSAGE_SCHEMA`."""
+#: Largest payload one Spark row carries; bigger tiles travel as several rows (chunks), so
+#: the JVM never holds one huge value (a 300 MB layout as one value exhausted a 4 GB heap).
+CHUNK_BYTES = 8 << 20
+_CHUNK_MAGIC = b"LTNC"
+_CHUNK_HEADER = struct.Struct("<4sQII")  # magic, message id, chunk index, chunk count
+
+
+def _chunks(tile: bytes, limit: int) -> list[bytes]:
+    if len(tile) <= limit:
+        return [tile]
+    mid = int.from_bytes(os.urandom(8), "little")
+    pieces = [tile[i : i + limit] for i in range(0, len(tile), limit)]
+    return [
+        _CHUNK_HEADER.pack(_CHUNK_MAGIC, mid, i, len(pieces)) + piece
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def messages_to_table(msgs: Sequence[Message], chunk_bytes: int = CHUNK_BYTES) -> pa.Table:
+    """Encode messages as an Arrow table of :data:`MESSAGE_SCHEMA`, one row per message, or
+    several for a payload over ``chunk_bytes`` (rows with the same stage, dest, src, tag)."""
+    rows: list[tuple[Message, bytes]] = []
+    for m in msgs:
+        rows += [(m, piece) for piece in _chunks(encode_tile(m.payload), chunk_bytes)]
     return pa.Table.from_arrays(
         [
-            pa.array([m.stage for m in msgs], pa.int32()),
-            pa.array([m.dest for m in msgs], pa.int32()),
-            pa.array([m.src for m in msgs], pa.int32()),
-            pa.array([m.tag for m in msgs], pa.string()),
-            pa.array([encode_tile(m.payload) for m in msgs], pa.binary()),
+            pa.array([m.stage for m, _ in rows], pa.int32()),
+            pa.array([m.dest for m, _ in rows], pa.int32()),
+            pa.array([m.src for m, _ in rows], pa.int32()),
+            pa.array([m.tag for m, _ in rows], pa.string()),
+            pa.array([piece for _, piece in rows], pa.binary()),
         ],
         schema=_ARROW_MESSAGE_SCHEMA,
     )
 
 
 def table_to_messages(table: pa.Table) -> list[Message]:
-    """Decode an Arrow table of :data:`MESSAGE_SCHEMA` (payloads are zero-copy views)."""
+    """Decode an Arrow table of :data:`MESSAGE_SCHEMA` (payloads are zero-copy views, except
+    for chunked ones, joined once); every chunk of a message must be in ``table``."""
     if table.num_rows == 0:
         return []
     stage = table.column("stage").to_numpy()
@@ -98,10 +125,34 @@ def table_to_messages(table: pa.Table) -> list[Message]:
     src = table.column("src").to_numpy()
     tag = table.column("tag").to_pylist()
     payloads = binary_views(table.column("payload"))
-    return [
-        Message(int(s), int(d), int(r), str(t), decode_tile(p))
-        for s, d, r, t, p in zip(stage, dest, src, tag, payloads, strict=True)
-    ]
+    out: list[Message | int] = []
+    pending: dict[int, dict[int, memoryview]] = {}
+    heads: dict[int, tuple[int, int, int, str, int]] = {}
+    for s, d, r, t, p in zip(stage, dest, src, tag, payloads, strict=True):
+        if bytes(p[:4]) != _CHUNK_MAGIC:
+            out.append(Message(int(s), int(d), int(r), str(t), decode_tile(p)))
+            continue
+        _, mid, idx, count = _CHUNK_HEADER.unpack(bytes(p[: _CHUNK_HEADER.size]))
+        if mid not in pending:
+            pending[mid] = {}
+            heads[mid] = (int(s), int(d), int(r), str(t), count)
+            out.append(mid)  # a placeholder keeps the message's position
+        pending[mid][idx] = p[_CHUNK_HEADER.size :]
+    result: list[Message] = []
+    for item in out:
+        if isinstance(item, Message):
+            result.append(item)
+            continue
+        s_, d_, r_, t_, count = heads[item]
+        parts = pending[item]
+        if len(parts) != count:
+            raise EngineError(
+                f"message {t_!r} from partition {r_} to {d_} arrived in {len(parts)} of "
+                f"{count} chunks; the shuffle lost rows"
+            )
+        joined = b"".join(parts[i] for i in range(count))
+        result.append(Message(s_, d_, r_, t_, decode_tile(joined)))
+    return result
 
 
 def _set_torch_threads() -> None:
@@ -315,26 +366,39 @@ class RunResult:
 _SIZES_SCHEMA = "part int, own long, halo long, edges long, bytes long"
 
 
-def write_layouts(output: DataFrame, directory: str) -> list[tuple[int, int, int, int]]:
+def map_messages(
+    output: DataFrame, router: Router, fn: Callable[[Message], pa.Table], schema: str
+) -> DataFrame:
+    """``fn`` applied to every message of ``output``, grouped by destination partition (so
+    that the chunks of a message meet); the tables it returns, concatenated."""
+
+    def run(_key: Any, msgs: pa.Table) -> pa.Table:
+        tables = [fn(m) for m in table_to_messages(msgs.drop_columns(["route"]))]
+        return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
+
+    return router.route(output, "dest").groupBy("route").applyInArrow(run, schema)
+
+
+def write_layouts(
+    output: DataFrame, directory: str, router: Router
+) -> list[tuple[int, int, int, int]]:
     """Write the layouts in ``output`` (messages whose payload is a layout's arrays) to
     ``directory``; return (partition, own, halo, edges) of each, computed where written."""
 
-    def write(batches: Any) -> Any:
-        for batch in batches:
-            for view in binary_views(batch.column(batch.schema.get_field_index("payload"))):
-                layout = PartitionLayout.from_arrays(decode_tile(view))
-                size = write_layout(directory, layout)
-                yield pa.RecordBatch.from_pydict(
-                    {
-                        "part": pa.array([layout.part], pa.int32()),
-                        "own": [layout.num_own],
-                        "halo": [layout.num_halo],
-                        "edges": [layout.num_edges],
-                        "bytes": [size],
-                    }
-                )
+    def write(m: Message) -> pa.Table:
+        layout = PartitionLayout.from_arrays(m.payload)
+        size = write_layout(directory, layout)
+        return pa.table(
+            {
+                "part": pa.array([layout.part], pa.int32()),
+                "own": pa.array([layout.num_own], pa.int64()),
+                "halo": pa.array([layout.num_halo], pa.int64()),
+                "edges": pa.array([layout.num_edges], pa.int64()),
+                "bytes": pa.array([size], pa.int64()),
+            }
+        )
 
-    rows = output.mapInArrow(write, _SIZES_SCHEMA).collect()
+    rows = map_messages(output, router, write, _SIZES_SCHEMA).collect()
     return sorted((r["part"], r["own"], r["halo"], r["edges"]) for r in rows)
 
 

@@ -44,3 +44,33 @@ def test_missing_constants_are_a_clear_error(tmp_path) -> None:
     store = LayoutStore(str(tmp_path / "base")).with_constants(str(tmp_path / "gone"))
     with pytest.raises(EngineError, match="cached aggregations of partition 0 are missing"):
         store.load(0)
+
+
+def test_spark_preparation_with_layouts_over_the_chunk_size(spark) -> None:
+    """Layout messages above CHUNK_BYTES cross Spark in chunks and train like the local
+    engine."""
+    import copy
+
+    import torch
+    from torch_geometric.nn.models import GCN
+
+    import lotan
+    from lotan.graph_engine.spark_runner import CHUNK_BYTES
+
+    graph = lotan.datasets.sbm(30_000, num_classes=4, num_features=256, avg_degree=3, seed=1)
+    assert graph.num_vertices // 2 * 256 * 4 > CHUNK_BYTES  # each layout is chunked
+    torch.manual_seed(0)
+    model = GCN(256, 8, 2, 4)
+    losses = []
+    for engine in ("local", "spark"):
+        res = lotan.fit(
+            copy.deepcopy(model),
+            graph,
+            epochs=2,
+            engine=engine,
+            num_partitions=2,
+            spark=spark,
+            progress=False,
+        )
+        losses.append([r.loss for r in res.history])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lotan.errors import EngineError
 from lotan.graph_engine.tiles import decode_tile, encode_tile
 
 
@@ -26,3 +27,26 @@ def test_rejects_foreign_bytes_and_object_arrays() -> None:
         decode_tile(b"\x80\x04pickle")
     with pytest.raises(TypeError, match="dtype object"):
         encode_tile({"bad": np.array([object()], dtype=object)})
+
+
+def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
+    from lotan.graph_engine.runner import Message
+    from lotan.graph_engine.spark_runner import messages_to_table, table_to_messages
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((300, 50)).astype(np.float32)  # ~60 kB
+    msgs = [
+        Message(1, 0, 2, "f3", {"rows": big}),
+        Message(1, 0, 1, "small", {"rows": np.arange(3)}),
+        Message(-1, -1, 2, "f3", {"rows": big[:7]}),
+    ]
+    table = messages_to_table(msgs, chunk_bytes=4096)
+    assert table.num_rows > 10  # the big payload is split
+    shuffled = table.take(np.random.default_rng(1).permutation(table.num_rows))
+    back = {(m.stage, m.src, m.tag): m for m in table_to_messages(shuffled)}
+    assert len(back) == 3
+    np.testing.assert_array_equal(back[(1, 2, "f3")].payload["rows"], big)
+    np.testing.assert_array_equal(back[(1, 1, "small")].payload["rows"], np.arange(3))
+    np.testing.assert_array_equal(back[(-1, 2, "f3")].payload["rows"], big[:7])
+    with pytest.raises(EngineError, match=r"arrived in .* chunks"):
+        table_to_messages(table.slice(0, 3))
