@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lotan.errors import LotanError
+from lotan.graph_engine.exchange import assemble
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import OUTPUT, Message, StageFn, by_source
 
@@ -127,8 +128,6 @@ class _Count:
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
     ) -> list[Message]:
         assert layout is not None
-        from lotan.graph_engine.exchange import assemble
-
         labels = _own_labels(part, layout, inbox)
         full = assemble(layout, by_source(inbox, "lf"))[:, 0].astype(np.int64)
         w = np.asarray(layout.weights[0], dtype=np.float64)
