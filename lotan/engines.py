@@ -220,11 +220,11 @@ class SparkEngine:
         from lotan.graph_engine.spark_runner import SparkRunner, map_messages
         from lotan.graph_engine.store import LayoutStore, cache_root
 
-        def decode(m: Message) -> pa.Table:
+        def decode(_part: int, msgs: list[Message]) -> pa.Table:
             return pa.table(
                 {
-                    "id": pa.array(m.payload["ids"], pa.int64()),
-                    "part": pa.array(m.payload["rows"], pa.int32()),
+                    "id": pa.array(np.concatenate([m.payload["ids"] for m in msgs]), pa.int64()),
+                    "part": pa.array(np.concatenate([m.payload["rows"] for m in msgs]), pa.int32()),
                 }
             )
 
@@ -287,8 +287,9 @@ class SparkEngine:
 
         from lotan.graph_engine.spark_runner import map_messages
 
-        def decode(m: Message) -> pa.Table:
-            frame = _predictions_frame(m.payload["ids"], m.payload["rows"])
+        def decode(_part: int, msgs: list[Message]) -> pa.Table:
+            ids = np.concatenate([m.payload["ids"] for m in msgs])
+            frame = _predictions_frame(ids, np.concatenate([m.payload["rows"] for m in msgs]))
             return pa.table(
                 {
                     "id": pa.array(frame["id"], pa.int64()),

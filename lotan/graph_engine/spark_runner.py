@@ -363,18 +363,18 @@ class RunResult:
         self._broadcast.unpersist(blocking=False)
 
 
-_SIZES_SCHEMA = "part int, own long, halo long, edges long, bytes long"
+_SIZES_SCHEMA = "part int, own long, halo long, edges long"
 
 
 def map_messages(
-    output: DataFrame, router: Router, fn: Callable[[Message], pa.Table], schema: str
+    output: DataFrame, router: Router, fn: Callable[[int, list[Message]], pa.Table], schema: str
 ) -> DataFrame:
-    """``fn`` applied to every message of ``output``, grouped by destination partition (so
-    that the chunks of a message meet); the tables it returns, concatenated."""
+    """``fn(partition, messages)`` for the messages of ``output`` addressed to each partition
+    (grouped by destination, so that the chunks of a message meet)."""
 
-    def run(_key: Any, msgs: pa.Table) -> pa.Table:
-        tables = [fn(m) for m in table_to_messages(msgs.drop_columns(["route"]))]
-        return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
+    def run(key: Any, msgs: pa.Table) -> pa.Table:
+        part = router.part_of[int(key[0].as_py())]
+        return fn(part, table_to_messages(msgs.drop_columns(["route"])))
 
     return router.route(output, "dest").groupBy("route").applyInArrow(run, schema)
 
@@ -385,16 +385,16 @@ def write_layouts(
     """Write the layouts in ``output`` (messages whose payload is a layout's arrays) to
     ``directory``; return (partition, own, halo, edges) of each, computed where written."""
 
-    def write(m: Message) -> pa.Table:
-        layout = PartitionLayout.from_arrays(m.payload)
-        size = write_layout(directory, layout)
+    def write(_part: int, msgs: list[Message]) -> pa.Table:
+        layouts = [PartitionLayout.from_arrays(m.payload) for m in msgs]
+        for layout in layouts:
+            write_layout(directory, layout)
         return pa.table(
             {
-                "part": pa.array([layout.part], pa.int32()),
-                "own": pa.array([layout.num_own], pa.int64()),
-                "halo": pa.array([layout.num_halo], pa.int64()),
-                "edges": pa.array([layout.num_edges], pa.int64()),
-                "bytes": pa.array([size], pa.int64()),
+                "part": pa.array([lay.part for lay in layouts], pa.int32()),
+                "own": pa.array([lay.num_own for lay in layouts], pa.int64()),
+                "halo": pa.array([lay.num_halo for lay in layouts], pa.int64()),
+                "edges": pa.array([lay.num_edges for lay in layouts], pa.int64()),
             }
         )
 
@@ -406,15 +406,8 @@ def write_constants_of(output: DataFrame, directory: str, router: Router) -> Non
     """Write the per-partition constants in ``output`` (messages tagged ``o<node>``, rows
     under ``payload["rows"]``) to ``directory``, one tile per partition."""
 
-    def write(key: Any, msgs: pa.Table) -> pa.Table:
-        part = router.part_of[int(key[0].as_py())]
-        arrays = {
-            m.tag[1:]: np.asarray(m.payload["rows"])
-            for m in table_to_messages(msgs.drop_columns(["route"]))
-        }
-        size = write_constants(directory, part, arrays)
-        return pa.table({"part": pa.array([part], pa.int32()), "bytes": [size]})
+    def write(part: int, msgs: list[Message]) -> pa.Table:
+        write_constants(directory, part, {m.tag[1:]: np.asarray(m.payload["rows"]) for m in msgs})
+        return pa.table({"part": pa.array([part], pa.int32())})
 
-    router.route(output, "dest").groupBy("route").applyInArrow(
-        write, "part int, bytes long"
-    ).collect()
+    map_messages(output, router, write, "part int").collect()
