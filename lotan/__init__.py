@@ -3,7 +3,7 @@ neural engine."""
 
 from lotan import datasets
 from lotan.api import EpochRecord, FitResult, explain, fit, predict
-from lotan.config import FitConfig
+from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import (
     DatasetNotFoundError,
     EngineError,
@@ -12,6 +12,7 @@ from lotan.errors import (
     UnsupportedModelError,
 )
 from lotan.graph import Graph
+from lotan.grid import GridResult, Trial, fit_many, grid
 from lotan.planner.flags import PlannerFlags
 
 __all__ = [
@@ -22,12 +23,17 @@ __all__ = [
     "FitResult",
     "Graph",
     "GraphInputError",
+    "GridResult",
     "LotanError",
+    "OptimizerConfig",
     "PlannerFlags",
+    "Trial",
     "UnsupportedModelError",
     "datasets",
     "explain",
     "fit",
+    "fit_many",
+    "grid",
     "predict",
 ]
 

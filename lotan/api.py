@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from lotan.config import FitConfig
@@ -14,49 +12,19 @@ from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.graph_engine.partition import check_partitioner
-from lotan.graph_engine.runner import PHASES, Message
-from lotan.nn_engine.optim import build_optimizer
+from lotan.planner.batching import merge
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
-from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
+from lotan.planner.physical import EpochValue, PhysicalPlan
+from lotan.training import EpochRecord, FitResult, Trainer, run_batch
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["EpochRecord", "FitResult", "explain", "fit", "predict"]
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One epoch: the training loss (weights before the step) and accuracies with dropout off
-    after the step, as PyG's example loop reports them."""
-
-    epoch: int
-    loss: float
-    train_acc: float
-    val_acc: float
-    test_acc: float
-    seconds: float
-    #: Task seconds of the epoch's training run by phase (see
-    #: :data:`lotan.graph_engine.runner.PHASES`), summed over partitions and stages.
-    phases: dict[str, float] = field(default_factory=dict, compare=False)
-
-
-@dataclass
-class FitResult:
-    """What ``fit`` returns: the trained model (the same module object) and its history."""
-
-    model: torch.nn.Module
-    history: list[EpochRecord] = field(default_factory=list)
-    config: FitConfig | None = None
-    num_partitions: int = 0
-
-    @property
-    def final(self) -> EpochRecord:
-        return self.history[-1]
 
 
 def _plan_for(
@@ -80,6 +48,17 @@ def _check_labels(plan: LogicalPlan, graph: Graph) -> None:
         )
 
 
+def _check_monitor(config: FitConfig, graph: Graph) -> None:
+    if config.patience is None:
+        return
+    split = config.monitor.split("_")[0]
+    if split in ("val", "test") and graph.split_counts().get(split, 0) == 0:
+        raise GraphInputError(
+            f"early stopping watches {config.monitor} but the graph has no {split!r} "
+            f"vertices; mark some vertices split={split!r} or use monitor='train_acc'/'loss'"
+        )
+
+
 def _engine(
     engine: str, spark: SparkSession | None, num_partitions: int | None, graph: Graph
 ) -> tuple[Engine, int]:
@@ -98,7 +77,6 @@ def _prepared(
     eng: Engine,
     graph: Graph,
     parts: int,
-    model: torch.nn.Module,
     plan: LogicalPlan,
     partitioner: str,
 ) -> tuple[Any, PhysicalPlan]:
@@ -116,7 +94,8 @@ def _prepared(
             prepared,
             (norms, key),
             const_plan.inference_stages(emit_outputs=True),
-            _value(model, 0),
+            # Constants depend on no parameter.
+            EpochValue(params={}, epoch=0),
         )
     return prepared, physical
 
@@ -124,36 +103,6 @@ def _prepared(
 def _value(model: torch.nn.Module, epoch: int) -> EpochValue:
     params = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
     return EpochValue(params=params, epoch=epoch)
-
-
-def _reduce(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Sum gradient partials and metrics in a fixed order (by partition), so that a run is
-    deterministic whatever order Spark returns them in."""
-    grads: dict[str, np.ndarray] = {}
-    metrics = np.zeros(len(METRIC_FIELDS))
-    for m in sorted(msgs, key=lambda m: (m.tag, m.src)):
-        if m.tag == "grad":
-            for k, v in m.payload.items():
-                grads[k] = grads[k] + v if k in grads else np.array(v, copy=True)
-        elif m.tag == "metrics":
-            metrics += m.payload["metrics"]
-    return grads, metrics
-
-
-def _phases(msgs: list[Message]) -> dict[str, float]:
-    """Task seconds by phase, summed over the run's tasks."""
-    out = dict.fromkeys(PHASES, 0.0)
-    for m in msgs:
-        if m.tag == "timing":
-            for name in PHASES:
-                out[name] += float(m.payload[name][0])
-    return out
-
-
-def _acc(metrics: np.ndarray, split: str) -> float:
-    i = METRIC_FIELDS.index(f"{split}_correct")
-    count = metrics[i + 1]
-    return float(metrics[i] / count) if count else float("nan")
 
 
 def fit(
@@ -169,6 +118,8 @@ def fit(
     num_partitions: int | None = None,
     partitioner: str = FitConfig.partitioner,
     seed: int = FitConfig.seed,
+    patience: int | None = FitConfig.patience,
+    monitor: str = FitConfig.monitor,
     progress: bool = FitConfig.progress,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
@@ -190,6 +141,9 @@ def fit(
         :mod:`lotan.graph_engine.partition`); the result does not depend on it.
     spark : the SparkSession to use with ``engine="spark"``.
     planner : which rewrite rules run (all by default); the result does not depend on it.
+    patience : stop when ``monitor`` (``"val_acc"`` by default, see
+        :data:`lotan.config.MONITORS`) has not improved for this many epochs and restore the
+        weights of the best epoch; ``None`` (default) trains every epoch.
 
     Raises
     ------
@@ -207,53 +161,30 @@ def fit(
         partitioner=partitioner,
         seed=seed,
         progress=progress,
+        patience=patience,
+        monitor=monitor,
     )
     _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
+    _check_monitor(config, graph)
     eng, parts = _engine(config.engine, spark, config.num_partitions, graph)
-    prepared, physical = _prepared(eng, graph, parts, model, plan, config.partitioner)
-    opt = build_optimizer(
-        config.optimizer,
-        model.parameters(),
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        momentum=config.momentum,
+    prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
+    merged = merge([plan])
+    result = FitResult(
+        model=model, config=config, num_partitions=parts, optimizer=config.optimizer_config()
     )
-    train = physical.training_stages(seed=config.seed, num_train=graph.num_train)
-    evaluate = physical.inference_stages(emit_outputs=False)
-    named = dict(model.named_parameters())
-    result = FitResult(model=model, config=config, num_partitions=parts)
-    # epoch, loss, seconds, phases of the epoch whose accuracies the next run measures
-    pending: tuple[int, float, float, dict[str, float]] | None = None
-
-    def record(metrics: np.ndarray) -> None:
-        assert pending is not None
-        e, loss, secs, phases = pending
-        accs = (_acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"))
-        rec = EpochRecord(e, loss, *accs, secs, phases)
-        result.history.append(rec)
-        if config.progress:
-            print(
-                f"epoch {rec.epoch:4d}/{config.epochs}  loss {rec.loss:.4f}  "
-                f"train {rec.train_acc:.4f}  val {rec.val_acc:.4f}  test {rec.test_acc:.4f}  "
-                f"{rec.seconds:.2f}s",
-                flush=True,
-            )
-
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        msgs = eng.run(prepared, train, _value(model, epoch), f"lotan epoch {epoch}")
-        grads, metrics = _reduce(msgs)
-        if pending is not None:
-            # This forward pass evaluated the weights that the previous epoch's step made.
-            record(metrics)
-        opt.zero_grad(set_to_none=True)
-        for name, grad in grads.items():
-            named[name].grad = torch.from_numpy(grad).to(named[name].dtype)
-        opt.step()
-        pending = (epoch, float(metrics[0]), time.perf_counter() - start, _phases(msgs))
-    _, metrics = _reduce(eng.run(prepared, evaluate, _value(model, 0), "lotan evaluate"))
-    record(metrics)
+    trainer = Trainer(model, dict(merged.names[0]), config, config.optimizer_config(), result)
+    run_batch(
+        eng,
+        prepared,
+        merged,
+        [trainer],
+        epochs=config.epochs,
+        seed=config.seed,
+        num_train=graph.num_train,
+        norms=plan.norms,
+        progress=config.progress,
+    )
     return result
 
 
@@ -278,12 +209,12 @@ def predict(
     """
     _, plan, _ = _plan_for(model, graph, planner)
     eng, parts = _engine(engine, spark, num_partitions, graph)
-    prepared, physical = _prepared(eng, graph, parts, model, plan, check_partitioner(partitioner))
+    prepared, physical = _prepared(eng, graph, parts, plan, check_partitioner(partitioner))
     return eng.predictions(prepared, physical.inference_stages(emit_outputs=True), _value(model, 0))
 
 
 def explain(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[Any],
     graph: Graph,
     *,
     engine: str = "local",
@@ -291,19 +222,39 @@ def explain(
     partitioner: str = FitConfig.partitioner,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
+    memory_budget: int | str | None = "4g",
     print_: bool = True,
 ) -> str:
     """The logical plan, the optimized plan (which rules fired) and the physical plan with
     the bytes exchanged per epoch and the partitioning's halo replication factor.
 
+    Given a list of models (or ``lotan.grid`` trials), how ``fit_many`` runs them: the
+    batches, the sub-batches that ``memory_budget`` makes (with the estimated working set
+    per partition), each batch's merged plan and its physical plans.
+
     Prepares the graph (cached, as for ``fit``) to measure the halo; printed unless
     ``print_=False``, and returned.
     """
-    logical, plan, fired = _plan_for(model, graph, planner)
-    eng, parts = _engine(engine, spark, num_partitions, graph)
-    prepared = eng.prepare(graph, parts, plan.norms, check_partitioner(partitioner))
-    stats = eng.stats(prepared)
-    text = render(logical, plan, fired, PhysicalPlan.build(plan), stats, partitioner)
+    check_partitioner(partitioner)
+    if not isinstance(model, torch.nn.Module):
+        from lotan.grid import explain_many
+
+        text = explain_many(
+            model,
+            graph,
+            engine=engine,
+            num_partitions=num_partitions,
+            partitioner=partitioner,
+            spark=spark,
+            planner=planner,
+            memory_budget=memory_budget,
+        )
+    else:
+        logical, plan, fired = _plan_for(model, graph, planner)
+        eng, parts = _engine(engine, spark, num_partitions, graph)
+        prepared = eng.prepare(graph, parts, plan.norms, partitioner)
+        stats = eng.stats(prepared)
+        text = render(logical, plan, fired, PhysicalPlan.build(plan), stats, partitioner)
     if print_:
         print(text)
     return text

@@ -2,17 +2,77 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from lotan.errors import LotanError
 from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "FitConfig"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "MONITORS", "FitConfig", "OptimizerConfig"]
 
 #: Kipf & Welling's GCN protocol: 200 epochs of Adam at lr 0.01.
 DEFAULT_EPOCHS = 200
 DEFAULT_LR = 0.01
+
+#: Metrics early stopping and ``best`` can watch: accuracies (higher is better) and the
+#: training loss (lower is better).
+MONITORS = ("val_acc", "train_acc", "test_acc", "loss")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """One model's optimizer: ``name`` (``adam``, ``adamw``, ``sgd``), ``lr``,
+    ``weight_decay`` and ``momentum`` (SGD)."""
+
+    name: str = "adam"
+    lr: float = DEFAULT_LR
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or self.name.lower() not in OPTIMIZERS:
+            raise LotanError(
+                f"optimizer={self.name!r} is not supported; expected one of {list(OPTIMIZERS)}"
+            )
+        for key in ("lr", "weight_decay", "momentum"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise LotanError(f"{key} must be a number, found {v!r}")
+        if not self.lr > 0:
+            raise LotanError(f"lr must be > 0, found {self.lr!r}")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise LotanError(
+                f"weight_decay and momentum must be >= 0, found {self.weight_decay!r}, "
+                f"{self.momentum!r}"
+            )
+
+    @classmethod
+    def of(cls, spec: OptimizerConfig | Mapping[str, Any] | str) -> OptimizerConfig:
+        """From a config, a name, or a dict such as ``{"name": "adam", "lr": 0.05}``
+        (``"optimizer"`` is accepted for ``"name"``); unknown keys are an error."""
+        if isinstance(spec, OptimizerConfig):
+            return spec
+        if isinstance(spec, str):
+            return cls(name=spec)
+        if not isinstance(spec, Mapping):
+            raise LotanError(
+                f"an optimizer is a dict like {{'name': 'adam', 'lr': 0.01}}, found {spec!r}"
+            )
+        d = dict(spec)
+        if "optimizer" in d:
+            if "name" in d:
+                raise LotanError("give the optimizer's 'name' or 'optimizer', not both")
+            d["name"] = d.pop("optimizer")
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            raise LotanError(f"unknown optimizer setting(s) {unknown}; expected some of {allowed}")
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -30,6 +90,9 @@ class FitConfig:
     partitioner : ``hash`` or ``label_propagation`` (which partition owns each vertex).
     seed : seeds dropout masks (per epoch, layer and partition).
     progress : print one line per epoch.
+    patience : stop when ``monitor`` has not improved for this many epochs, and restore the
+        weights of its best epoch (``None``: train every epoch, keep the last weights).
+    monitor : the metric ``patience`` watches (:data:`MONITORS`).
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -42,21 +105,23 @@ class FitConfig:
     partitioner: str = "hash"
     seed: int = 0
     progress: bool = True
+    patience: int | None = None
+    monitor: str = "val_acc"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise LotanError(f"epochs must be a positive integer, found {self.epochs!r}")
-        if self.optimizer.lower() not in OPTIMIZERS:
+        self.optimizer_config()  # validates
+        if self.patience is not None and (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, int)
+            or self.patience < 1
+        ):
             raise LotanError(
-                f"optimizer={self.optimizer!r} is not supported; expected one of {list(OPTIMIZERS)}"
+                f"patience must be a positive integer or None, found {self.patience!r}"
             )
-        if not self.lr > 0:
-            raise LotanError(f"lr must be > 0, found {self.lr!r}")
-        if self.weight_decay < 0 or self.momentum < 0:
-            raise LotanError(
-                f"weight_decay and momentum must be >= 0, found {self.weight_decay!r}, "
-                f"{self.momentum!r}"
-            )
+        if self.monitor not in MONITORS:
+            raise LotanError(f"monitor={self.monitor!r} is not one of {list(MONITORS)}")
         if self.engine not in ("spark", "local"):
             raise LotanError(f"engine={self.engine!r} is not one of ['spark', 'local']")
         check_partitioner(self.partitioner)
@@ -66,3 +131,15 @@ class FitConfig:
             raise LotanError(
                 f"num_partitions must be a positive integer or None, found {self.num_partitions!r}"
             )
+
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.momentum)
+
+    def with_optimizer(self, opt: OptimizerConfig) -> FitConfig:
+        return replace(
+            self,
+            optimizer=opt.name,
+            lr=opt.lr,
+            weight_decay=opt.weight_decay,
+            momentum=opt.momentum,
+        )

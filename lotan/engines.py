@@ -77,6 +77,8 @@ def _stats(sizes: list[tuple[int, int, int]]) -> dict[str, int]:
         "edges": sum(s[2] for s in sizes),
         "max_own": max((s[0] for s in sizes), default=0),
         "max_edges": max((s[2] for s in sizes), default=0),
+        "max_halo": max((s[1] for s in sizes), default=0),
+        "max_rows": max((s[0] + s[1] for s in sizes), default=0),
     }
 
 

@@ -47,6 +47,8 @@ class GraphStats:
     num_classes: int
     num_train: int
     has_weight: bool
+    num_val: int = 0
+    num_test: int = 0
 
 
 class Graph:
@@ -165,6 +167,8 @@ class Graph:
             num_classes=int(y.max(initial=-1)) + 1,
             num_train=int((codes == SPLIT_CODES["train"]).sum()),
             has_weight=weight is not None,
+            num_val=int((codes == SPLIT_CODES["val"]).sum()),
+            num_test=int((codes == SPLIT_CODES["test"]).sum()),
         )
         _check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
         return cls(arrays=arrays, stats=stats, name=name)
@@ -244,6 +248,8 @@ class Graph:
             F.min("label").alias("ymin"),
             F.max("label").alias("ymax"),
             F.sum((F.col("split") == "train").cast("long")).alias("train"),
+            F.sum((F.col("split") == "val").cast("long")).alias("val"),
+            F.sum((F.col("split") == "test").cast("long")).alias("test"),
             F.sum(((F.col("split") == "train") & F.col("label").isNull()).cast("long")).alias(
                 "train_unlabeled"
             ),
@@ -309,6 +315,8 @@ class Graph:
             num_classes=int(row["ymax"]) + 1 if row["ymax"] is not None else 0,
             num_train=int(row["train"] or 0),
             has_weight=has_weight,
+            num_val=int(row["val"] or 0),
+            num_test=int(row["test"] or 0),
         )
         _check_train_labels(stats, int(row["train_unlabeled"] or 0))
         return cls(vertices=vertices, edges=edges, stats=stats, name=name)
@@ -355,6 +363,11 @@ class Graph:
     @property
     def num_train(self) -> int:
         return self._stats.num_train
+
+    def split_counts(self) -> dict[str, int]:
+        """Vertices in each split: ``{"train": ..., "val": ..., "test": ...}``."""
+        st = self._stats
+        return {"train": st.num_train, "val": st.num_val, "test": st.num_test}
 
     @property
     def has_edge_weight(self) -> bool:

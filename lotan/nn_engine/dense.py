@@ -51,6 +51,7 @@ class DenseNode:
     act, negative_slope : for ``act``.
     p : dropout probability.
     eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
+    key : seeds this node's dropout mask with the stage seed (default: ``id``).
     """
 
     id: int
@@ -61,6 +62,7 @@ class DenseNode:
     negative_slope: float = 0.01
     p: float = 0.0
     eps: float = 0.0
+    key: int | None = None
 
 
 def _eval(
@@ -83,7 +85,7 @@ def _eval(
             return x
         # NumPy's PCG64 draws float32 uniforms 2x faster than torch's CPU generator; the
         # uniforms become the scaled mask in place (elementwise passes are what cost here).
-        rng = np.random.default_rng(mix_seed(seed, node.id))
+        rng = np.random.default_rng(mix_seed(seed, node.id if node.key is None else node.key))
         scale = torch.from_numpy(rng.random(tuple(x.shape), dtype=np.float32))
         scale.ge_(node.p).mul_(1.0 / (1.0 - node.p))
         return x * scale.to(x.dtype)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.physical import PhysicalPlan
 
-__all__ = ["render"]
+__all__ = ["render", "render_physical"]
 
 FLOAT_BYTES = 4
 
@@ -33,6 +33,19 @@ def render(
     for name, what in fired:
         lines.append(f"  {name}: " + ("; ".join(what) if what else "did not fire"))
     lines += ["", "== Physical plan =="]
+    lines += render_physical(optimized, physical, stats, partitioner)
+    return "\n".join(lines)
+
+
+def render_physical(
+    optimized: LogicalPlan,
+    physical: PhysicalPlan,
+    stats: Mapping[str, int],
+    partitioner: str = "hash",
+) -> list[str]:
+    """The physical plan's lines: partitioning, stages with their exchanges (bytes per
+    epoch), totals."""
+    lines: list[str] = []
     halo, own = stats["halo"], stats["own"]
     lines.append(
         f"partitions {stats['parts']} ({partitioner}): {own:,} vertices, "
@@ -41,25 +54,21 @@ def render(
         f"{stats['max_own'] * stats['parts'] / max(own, 1):.2f}, edge skew "
         f"{stats['max_edges'] * stats['parts'] / max(stats['edges'], 1):.2f}"
     )
-    stoch = physical.stochastic if optimized.has_dropout else frozenset()
     fwd = bwd = 0
     for j in range(physical.num_stages):
         ops = []
+        for x in physical.exchanges_into(j):
+            width = x.width(x.inputs) + (x.width(x.stochastic) if optimized.has_dropout else 0)
+            f = halo * width * FLOAT_BYTES
+            b = halo * x.width(x.grad_inputs) * FLOAT_BYTES
+            fwd += f
+            bwd += b
+            ins = ", ".join(f"%{u}" for u in x.inputs)
+            aggs = ", ".join(f"%{a}" for a in x.aggs)
+            ops.append(f"exchange {ins} ({width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
         for i in physical.nodes_at(j):
             n = optimized.node(i)
-            if n.op == "aggregate":
-                (u,) = n.inputs
-                width = optimized.node(u).width * (2 if u in stoch else 1)
-                f = halo * width * FLOAT_BYTES
-                b = (
-                    halo * optimized.node(u).width * FLOAT_BYTES
-                    if u in physical.requires_grad
-                    else 0
-                )
-                fwd += f
-                bwd += b
-                ops.append(f"exchange %{u} ({width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> %{i}")
-            else:
+            if n.op != "aggregate":
                 ops.append(f"%{i} {n.op}")
         cached = sorted(physical.layout_values - {0})
         head = f"stage {j}"
@@ -70,4 +79,4 @@ def render(
         f"per epoch: {physical.num_stages} forward + {physical.num_stages - 1} backward stages; "
         f"exchanged forward {_mb(fwd)}, backward {_mb(bwd)}"
     )
-    return "\n".join(lines)
+    return lines

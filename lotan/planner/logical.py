@@ -3,7 +3,8 @@
 Ops: ``input`` (the vertex features ``X``), ``aggregate`` (``Â ·`` with a :class:`NormSpec`:
 gcn / mean / sum / weighted_sum), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
 (``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
-(masked cross-entropy) applies to ``output``. Nodes are kept in topological order.
+(masked cross-entropy) applies to each of ``outputs``: one for a model, one per model for a
+batch of models (:mod:`lotan.planner.batching`). Nodes are kept in topological order.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Node:
     norm: NormSpec | None = None
     cached: bool = False  # an aggregation of a constant, computed once per run
     origin: str = ""  # the module it was lowered from
+    #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
+    #: keeps each model's own ids here, so every model draws the masks it draws alone.
+    key: int | None = None
 
     def dense(self) -> DenseNode:
         if self.op not in DENSE_OPS:
@@ -49,6 +53,7 @@ class Node:
             negative_slope=self.negative_slope,
             p=self.p,
             eps=self.eps,
+            key=self.id if self.key is None else self.key,
         )
 
     def describe(self) -> str:
@@ -69,10 +74,11 @@ class Node:
 
 @dataclass(frozen=True)
 class LogicalPlan:
-    """A DAG of :class:`Node` in topological order, with one output (the logits)."""
+    """A DAG of :class:`Node` in topological order; ``outputs`` are the logits of each model
+    (one for a single model)."""
 
     nodes: tuple[Node, ...]
-    output: int
+    outputs: tuple[int, ...]
     fused: bool = False
     prune_constant_grads: bool = False
 
@@ -100,12 +106,28 @@ class LogicalPlan:
                 const.add(n.id)
         return frozenset(const)
 
+    @cached_property
+    def stochastic(self) -> frozenset[int]:
+        """Nodes downstream of a dropout: they differ with dropout off."""
+        s: set[int] = set()
+        for n in self.nodes:
+            if (n.op == "dropout" and n.p > 0) or any(i in s for i in n.inputs):
+                s.add(n.id)
+        return frozenset(s)
+
     @staticmethod
     def _deterministic(n: Node) -> bool:
         """Parameter-free and not random."""
         return n.op in ("aggregate", "act", "add", "concat") or (
             n.op == "scale_eps" and n.param is None
         )
+
+    @property
+    def output(self) -> int:
+        """The output of a single-model plan."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"a plan of {len(self.outputs)} models has no single output")
+        return self.outputs[0]
 
     @property
     def out_width(self) -> int:
@@ -127,7 +149,6 @@ class LogicalPlan:
     def with_nodes(self, nodes: list[Node]) -> LogicalPlan:
         """A new plan from ``nodes`` (re-sorted topologically, unused nodes dropped)."""
         by_id = {n.id: n for n in nodes}
-        out = self.output
         order: list[Node] = []
         seen: set[int] = set()
 
@@ -139,7 +160,8 @@ class LogicalPlan:
                 visit(j)
             order.append(by_id[i])
 
-        visit(out)
+        for out in self.outputs:
+            visit(out)
         inputs = [n for n in nodes if n.op == "input" and n.id not in seen]
         return replace(self, nodes=tuple(inputs + order))
 
@@ -152,4 +174,5 @@ class LogicalPlan:
             )
 
     def describe(self) -> str:
-        return "\n".join(n.describe() for n in self.nodes) + f"\nreturn %{self.output}"
+        outs = ", ".join(f"%{o}" for o in self.outputs)
+        return "\n".join(n.describe() for n in self.nodes) + f"\nreturn {outs}"

@@ -218,7 +218,7 @@ class _Builder:
         return self.act_module(x, mod, where)
 
     def plan(self, out: int) -> LogicalPlan:
-        return LogicalPlan(tuple(self.nodes), out)
+        return LogicalPlan(tuple(self.nodes), (out,))
 
 
 def _basic_gnn(b: _Builder, model: Any) -> int:

@@ -7,6 +7,11 @@ used in a later stage travels as a message: the rows other partitions need (exch
 an aggregation consumes it, its own rows (to itself) when dense work does. ``X`` and cached
 aggregations are read from the partition layout wherever they are needed.
 
+Aggregations of one stage with the same weighting whose inputs come from the same stage form
+one :class:`Exchange`: their inputs travel side by side (columns of one tile per pair of
+partitions) and one sparse product serves them all, forward and backward. This is how a
+batch of models (:mod:`lotan.planner.batching`) shares one exchange per layer.
+
 Backward, stage ``j`` of ``S`` runs at index ``2S - j`` (the last forward stage also runs its
 own backward): it sums the gradients of the values it produced (partials from the
 transposed aggregations of later stages, gradients of carried values), recomputes its dense
@@ -35,13 +40,13 @@ from lotan.graph_engine.exchange import (
     reduce_partials,
 )
 from lotan.graph_engine.kernels import spmm
-from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
+from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source, phase
 from lotan.nn_engine.dense import DenseGraph, mix_seed
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.logical import LogicalPlan
 
-__all__ = ["METRIC_FIELDS", "EpochValue", "PhysicalPlan"]
+__all__ = ["METRIC_FIELDS", "EpochValue", "Exchange", "PhysicalPlan"]
 
 # Tiles decode to read-only views of Arrow buffers; the stages never write into them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -75,6 +80,55 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """Aggregations of stage ``stage`` with weighting ``norm`` whose inputs are sent by stage
+    ``source``: the inputs travel as the columns of one tile per (source, destination) pair
+    and one sparse product computes all the aggregations (and, backward, one transposed
+    product all the gradients).
+
+    Attributes
+    ----------
+    index : number of the exchange in the plan (names its messages).
+    inputs : the distinct values aggregated, in column order, with their ``widths``.
+    aggs : the aggregation nodes; ``agg_input[a]`` is the value ``a`` aggregates.
+    stochastic : inputs that differ with dropout off (also sent in the evaluation stream).
+    grad_inputs : inputs whose gradient flows back.
+    """
+
+    index: int
+    stage: int
+    source: int
+    norm: NormSpec
+    inputs: tuple[int, ...]
+    widths: tuple[int, ...]
+    aggs: tuple[int, ...]
+    agg_input: Mapping[int, int]
+    stochastic: tuple[int, ...]
+    grad_inputs: tuple[int, ...]
+
+    def columns(self, of: tuple[int, ...]) -> dict[int, slice]:
+        """Column range of each value of ``of`` (a subsequence of ``inputs``) when those
+        values are stacked side by side."""
+        width = dict(zip(self.inputs, self.widths, strict=True))
+        out: dict[int, slice] = {}
+        lo = 0
+        for u in of:
+            out[u] = slice(lo, lo + width[u])
+            lo += width[u]
+        return out
+
+    def width(self, of: tuple[int, ...]) -> int:
+        width = dict(zip(self.inputs, self.widths, strict=True))
+        return sum(width[u] for u in of)
+
+
+def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
+    if len(blocks) == 1:
+        return np.ascontiguousarray(blocks[0])
+    return np.concatenate(blocks, axis=1)
+
+
+@dataclass(frozen=True)
 class PhysicalPlan:
     """Stages of a logical plan; build with :meth:`build`.
 
@@ -83,6 +137,10 @@ class PhysicalPlan:
     stage_of : forward stage of every computed node.
     layout_values : nodes read from the layout (``X`` and cached aggregations).
     requires_grad : nodes whose gradient is propagated.
+    outputs : values the plan computes (the logits by default; emitted by inference stages
+        with ``emit_outputs``).
+    heads : outputs that are logits of a model (the loss applies to them), in the last stage.
+    exchanges : the exchanges, by consumer stage.
     """
 
     logical: LogicalPlan
@@ -91,6 +149,8 @@ class PhysicalPlan:
     layout_values: frozenset[int]
     requires_grad: frozenset[int]
     outputs: tuple[int, ...]
+    heads: tuple[int, ...] = ()
+    exchanges: tuple[Exchange, ...] = ()
     norm_index: Mapping[Any, int] = field(default_factory=dict)
 
     @classmethod
@@ -100,13 +160,15 @@ class PhysicalPlan:
         *,
         outputs: tuple[int, ...] | None = None,
         use_cache: bool = True,
+        norms: tuple[NormSpec, ...] | None = None,
     ) -> PhysicalPlan:
-        """Stage assignment for ``logical``; ``outputs`` defaults to the plan's output.
+        """Stage assignment for ``logical``; ``outputs`` defaults to the plan's outputs.
 
         ``use_cache=False`` computes cached aggregations like any other (used to compute
-        them once, and when the rule is off).
+        them once, and when the rule is off). ``norms`` are the weightings in the order the
+        graph was prepared with (default: the plan's own).
         """
-        outs = outputs if outputs is not None else (logical.output,)
+        outs = outputs if outputs is not None else logical.outputs
         needed: set[int] = set()
 
         def need(i: int) -> None:
@@ -140,7 +202,11 @@ class PhysicalPlan:
             grad = {i for i in stage_of if i not in logical.constant}
         else:
             grad = set(stage_of)
-        norms = {norm: k for k, norm in enumerate(logical.norms)}
+        norm_index = {norm: k for k, norm in enumerate(norms or logical.norms)}
+        heads = tuple(o for o in logical.outputs if o in outs)
+        if any(stage_of.get(h, 0) != num_stages - 1 for h in heads):
+            raise ValueError("every model's output must be computed in the last stage")
+        exchanges = _exchanges(logical, stage_of, layout_values, grad)
         return cls(
             logical,
             stage_of,
@@ -148,7 +214,9 @@ class PhysicalPlan:
             frozenset(layout_values),
             frozenset(grad),
             tuple(outs),
-            norms,
+            heads,
+            exchanges,
+            norm_index,
         )
 
     # ------------------------------------------------------------------ structure
@@ -189,15 +257,13 @@ class PhysicalPlan:
 
     @property
     def stochastic(self) -> frozenset[int]:
-        s: set[int] = set()
-        for n in self.logical.nodes:
-            if (n.op == "dropout" and n.p > 0) or any(i in s for i in n.inputs):
-                s.add(n.id)
-        return frozenset(s)
+        return self.logical.stochastic
 
-    def exchanged(self) -> list[tuple[int, int]]:
-        """(aggregation, stage) of every aggregation computed per run."""
-        return [(i, j) for i, j in self.stage_of.items() if self.logical.node(i).op == "aggregate"]
+    def exchanges_into(self, j: int) -> list[Exchange]:
+        return [x for x in self.exchanges if x.stage == j]
+
+    def exchanges_from(self, j: int) -> list[Exchange]:
+        return [x for x in self.exchanges if x.source == j]
 
     # ------------------------------------------------------------------ stages
     def training_stages(self, *, seed: int, num_train: int) -> list[StageFn]:
@@ -218,26 +284,67 @@ class PhysicalPlan:
         ]
 
 
+def _exchanges(
+    logical: LogicalPlan,
+    stage_of: Mapping[int, int],
+    layout_values: set[int],
+    requires_grad: set[int],
+) -> tuple[Exchange, ...]:
+    """Group the aggregations computed per run by (stage, source stage, weighting).
+
+    A layout value is sent by the stage before its consumer (it is available everywhere);
+    a computed value by the stage that computes it.
+    """
+    stochastic = logical.stochastic
+    groups: dict[tuple[int, int, NormSpec], list[int]] = {}
+    for n in logical.nodes:
+        if n.op != "aggregate" or n.id not in stage_of or n.norm is None:
+            continue
+        (u,) = n.inputs
+        j = stage_of[n.id]
+        source = j - 1 if u in layout_values else stage_of[u]
+        groups.setdefault((j, source, n.norm), []).append(n.id)
+    out = []
+    for index, ((j, source, norm), aggs) in enumerate(sorted(groups.items(), key=_group_order)):
+        inputs = tuple(dict.fromkeys(logical.node(a).inputs[0] for a in aggs))
+        out.append(
+            Exchange(
+                index=index,
+                stage=j,
+                source=source,
+                norm=norm,
+                inputs=inputs,
+                widths=tuple(logical.node(u).width for u in inputs),
+                aggs=tuple(aggs),
+                agg_input={a: logical.node(a).inputs[0] for a in aggs},
+                stochastic=tuple(u for u in inputs if u in stochastic),
+                grad_inputs=tuple(u for u in inputs if u in requires_grad),
+            )
+        )
+    return tuple(out)
+
+
+def _group_order(item: tuple[tuple[int, int, NormSpec], list[int]]) -> tuple[int, int, int]:
+    (j, source, _), aggs = item
+    return (j, source, aggs[0])
+
+
 def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
     return layout.x if node == 0 else layout.constants[str(node)]
 
 
-def _aggregate(
-    plan: PhysicalPlan, layout: PartitionLayout, a: int, full: np.ndarray
-) -> torch.Tensor:
-    norm = plan.logical.node(a).norm
-    w = layout.weights[plan.norm_index[norm]]
-    return spmm(layout.indptr, layout.indices, w, _t(full))
-
-
-def _metrics(layout: PartitionLayout, logits: torch.Tensor, loss: float) -> Message:
-    pred = logits.argmax(dim=1).numpy()
-    correct = pred == layout.y
-    vec = [loss]
-    for name in ("train", "val", "test"):
-        mask = layout.split == SPLIT_CODES[name]
-        vec += [float(correct[mask].sum()), float(mask.sum())]
-    return Message(DRIVER, -1, layout.part, "metrics", {"metrics": np.array(vec)})
+def _metrics(layout: PartitionLayout, logits: list[torch.Tensor], losses: list[float]) -> Message:
+    """One row of :data:`METRIC_FIELDS` per model."""
+    rows = []
+    for out, loss in zip(logits, losses, strict=True):
+        correct = out.argmax(dim=1).numpy() == layout.y
+        vec = [loss]
+        for name in ("train", "val", "test"):
+            mask = layout.split == SPLIT_CODES[name]
+            vec += [float(correct[mask].sum()), float(mask.sum())]
+        rows.append(vec)
+    metrics = np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_FIELDS))
+    return Message(DRIVER, -1, layout.part, "metrics", {"metrics": metrics})
 
 
 @dataclass(frozen=True)
@@ -265,20 +372,18 @@ class _Forward:
         save: dict[str, np.ndarray] = {}
 
         # Inputs: aggregations (from exchanged rows), carried values, layout values.
-        for i in plan.nodes_at(j):
-            node = logical.node(i)
-            if node.op != "aggregate":
-                continue
-            (u,) = node.inputs
-            for s in streams:
-                if s and u not in stoch:
-                    continue  # its evaluation value is its training value
-                with phase("exchange"):
-                    full = assemble(layout, by_source(inbox, f"f{u}{s}"))
-                with phase("spmm"):
-                    vals[s][i] = _aggregate(plan, layout, i, full)
+        for x in plan.exchanges_into(j):
+            z = self._aggregate(layout, inbox, x, x.inputs, "")
             if self.train:
-                save[f"s{i}"] = vals[""][i].numpy()
+                save[f"z{x.index}"] = z.numpy()
+            _split(vals[""], x, x.inputs, z)
+            if self.evals and x.stochastic:
+                _split(
+                    vals[EVAL],
+                    x,
+                    x.stochastic,
+                    self._aggregate(layout, inbox, x, x.stochastic, EVAL),
+                )
         for k in plan.stage_inputs(j):
             if k in vals[""]:
                 continue
@@ -300,40 +405,39 @@ class _Forward:
             with phase("dense"):
                 vals[EVAL] = dense.forward(params, merged, train=False, seed=seed, only=stoch)
 
-        # Values for later stages.
+        # Values that dense work of later stages reads: its own rows, to itself.
         for i in plan.nodes_at(j):
             for s in streams:
                 if s and i not in stoch:
                     continue
-                rows = None
-                for c in plan.consumers(i):
-                    cj = plan.stage_of[c]
-                    if cj == j:
-                        continue
-                    if rows is None:
-                        rows = vals[s][i].numpy()
-                    if logical.node(c).op == "aggregate":
-                        with phase("exchange"):
-                            sends = forward_messages(layout, rows)
-                        out += [Message(cj, q, part, f"f{i}{s}", {"rows": r}) for q, r in sends]
-                    else:
-                        out.append(Message(cj, part, part, f"v{i}{s}", {"rows": rows}))
-        # Layout values that aggregations of a later stage read: exchange from here.
-        for lv in plan.layout_values:
-            for c in plan.consumers(lv):
-                if logical.node(c).op == "aggregate" and plan.stage_of[c] == j + 1:
-                    with phase("exchange"):
-                        sends = forward_messages(layout, _layout_value(layout, lv))
-                    out += [Message(j + 1, q, part, f"f{lv}", {"rows": r}) for q, r in sends]
+                later = {
+                    plan.stage_of[c]
+                    for c in plan.consumers(i)
+                    if plan.stage_of[c] != j and logical.node(c).op != "aggregate"
+                }
+                for cj in sorted(later):
+                    out.append(Message(cj, part, part, f"v{i}{s}", {"rows": vals[s][i].numpy()}))
+        # Values that aggregations of later stages read: side by side, to who needs them.
+        for x in plan.exchanges_from(j):
+            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
+                if (s and not self.evals) or not of:
+                    continue
+                blocks = [
+                    _layout_value(layout, u) if u in plan.layout_values else vals[s][u].numpy()
+                    for u in of
+                ]
+                with phase("exchange"):
+                    sends = forward_messages(layout, _side_by_side(blocks))
+                out += [Message(x.stage, q, part, f"x{x.index}{s}", {"rows": r}) for q, r in sends]
 
-        o = logical.output
-        if j == plan.last and o in plan.outputs:
-            loss = 0.0
+        if j == plan.last and plan.heads:
+            losses = [0.0] * len(plan.heads)
             if self.train:
-                loss, msgs = self._head_backward(part, layout, params, seed, vals, save)
+                losses, msgs = self._head_backward(part, layout, params, seed, vals, save)
                 out += msgs
-            eval_logits = vals[EVAL].get(o, vals[""][o]) if self.evals else vals[""][o]
-            out.append(_metrics(layout, eval_logits, loss))
+            final = vals[EVAL] if self.evals else vals[""]
+            logits = [final.get(h, vals[""][h]) for h in plan.heads]
+            out.append(_metrics(layout, logits, losses))
         elif self.train and save:
             out.append(Message(plan.backward_index(j), part, part, "saved", save))
         if self.emit_outputs:
@@ -350,6 +454,21 @@ class _Forward:
                     )
         return out
 
+    def _aggregate(
+        self,
+        layout: PartitionLayout,
+        inbox: list[Message],
+        x: Exchange,
+        of: tuple[int, ...],
+        stream: str,
+    ) -> torch.Tensor:
+        """``Â`` of the values ``of`` of exchange ``x``, side by side."""
+        with phase("exchange"):
+            full = assemble(layout, by_source(inbox, f"x{x.index}{stream}"))
+        with phase("spmm"):
+            w = layout.weights[self.plan.norm_index[x.norm]]
+            return spmm(layout.indptr, layout.indices, w, _t(full))
+
     def _head_backward(
         self,
         part: int,
@@ -358,25 +477,46 @@ class _Forward:
         seed: int,
         vals: dict[str, dict[int, torch.Tensor]],
         save: dict[str, np.ndarray],
-    ) -> tuple[float, list[Message]]:
-        """The loss of this partition, and the backward pass of the last stage."""
+    ) -> tuple[list[float], list[Message]]:
+        """The loss of each model on this partition, and the backward pass of the last
+        stage."""
         plan = self.plan
-        o = plan.logical.output
         mask = _t(layout.split == SPLIT_CODES["train"])
-        loss, grad = masked_cross_entropy(vals[""][o], _t(layout.y), mask, self.num_train)
+        y = _t(layout.y)
+        losses: list[float] = []
+        grad_out: dict[int, torch.Tensor] = {}
+        for h in plan.heads:
+            loss, grad = masked_cross_entropy(vals[""][h], y, mask, self.num_train)
+            losses.append(loss)
+            grad_out[h] = grad
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, self.j, layout, save).items()}
-        return loss, _backprop(plan, self.j, part, layout, params, seed, inputs, {o: grad})
+        return losses, _backprop(plan, self.j, part, layout, params, seed, inputs, grad_out)
+
+
+def _split(
+    into: dict[int, torch.Tensor], x: Exchange, of: tuple[int, ...], z: torch.Tensor
+) -> None:
+    """The aggregations of ``x`` over the values ``of`` from their side-by-side product."""
+    cols = x.columns(of)
+    for a in x.aggs:
+        u = x.agg_input[a]
+        if u in cols:
+            into[a] = z if len(of) == 1 else z[:, cols[u]]
 
 
 def _saved_inputs(
     plan: PhysicalPlan, j: int, layout: PartitionLayout, saved: Mapping[str, np.ndarray]
 ) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
+    for x in plan.exchanges_into(j):
+        z = saved[f"z{x.index}"]
+        cols = x.columns(x.inputs)
+        for a in x.aggs:
+            out[a] = z[:, cols[x.agg_input[a]]]
     for k in plan.stage_inputs(j):
+        if k in out:
+            continue
         out[k] = _layout_value(layout, k) if k in plan.layout_values else saved[f"s{k}"]
-    for i in plan.nodes_at(j):
-        if plan.logical.node(i).op == "aggregate":
-            out[i] = saved[f"s{i}"]
     return out
 
 
@@ -391,12 +531,11 @@ def _backprop(
     grad_out: dict[int, torch.Tensor],
 ) -> list[Message]:
     """Back-propagate stage ``j`` and route the gradients of its inputs."""
-    logical = plan.logical
+    here = {a: x for x in plan.exchanges_into(j) for a in x.aggs}
     want = [
         k
         for k in inputs
-        if k in plan.requires_grad
-        or (logical.node(k).op == "aggregate" and logical.node(k).inputs[0] in plan.requires_grad)
+        if k in plan.requires_grad or (k in here and here[k].agg_input[k] in plan.requires_grad)
     ]
     dense = plan.dense_graph(j)
     with phase("dense"):
@@ -406,22 +545,30 @@ def _backprop(
     out: list[Message] = []
     if pgrads:
         out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
+    # Aggregations of this stage: Âᵀ of their gradients, side by side, back to the owners.
+    for x in plan.exchanges_into(j):
+        if not x.grad_inputs:
+            continue
+        g_of: dict[int, torch.Tensor] = {}
+        for a in x.aggs:
+            u = x.agg_input[a]
+            if u in x.grad_inputs:
+                g_of[u] = grads[a] if u not in g_of else g_of[u] + grads[a]
+        blocks = [g_of[u] for u in x.grad_inputs]
+        g = blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        w = layout.t_weights[plan.norm_index[x.norm]]
+        with phase("spmm"):
+            partial = spmm(layout.t_indptr, layout.t_indices, w, g)
+        target = plan.backward_index(x.source)
+        with phase("exchange"):
+            sends = backward_messages(layout, partial.numpy())
+        out += [Message(target, q, part, f"g{x.index}", {"rows": r}) for q, r in sends]
+    # Values carried from earlier stages: their gradients go straight to their producer.
     for k, g in grads.items():
-        node = logical.node(k)
-        if node.op == "aggregate" and plan.stage_of.get(k) == j:
-            (u,) = node.inputs
-            if u not in plan.requires_grad:
-                continue
-            w = layout.t_weights[plan.norm_index[node.norm]]
-            with phase("spmm"):
-                partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
-            target = plan.backward_index(plan.stage_of[u])
-            with phase("exchange"):
-                sends = backward_messages(layout, partial.numpy())
-            out += [Message(target, q, part, f"g{u}", {"rows": r}) for q, r in sends]
-        elif k in plan.requires_grad and k in plan.stage_of:
-            target = plan.backward_index(plan.stage_of[k])
-            out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
+        if k in here or k not in plan.requires_grad or k not in plan.stage_of:
+            continue
+        target = plan.backward_index(plan.stage_of[k])
+        out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
     return out
 
 
@@ -442,20 +589,27 @@ class _Backward:
         for m in inbox:
             if m.tag == "saved":
                 saved.update(m.payload)
-        grad_out: dict[int, torch.Tensor] = {}
-        for i in plan.nodes_at(j):
-            if i not in plan.requires_grad:
+        totals: dict[int, np.ndarray] = {}
+        for x in plan.exchanges_from(j):
+            partials = by_source(inbox, f"g{x.index}")
+            if not x.grad_inputs or not partials:
                 continue
-            total: np.ndarray | None = None
-            partials = by_source(inbox, f"g{i}")
-            if partials:
-                with phase("exchange"):
-                    total = reduce_partials(layout, partials)
-            direct = by_source(inbox, f"d{i}")
-            for rows in direct.values():
-                total = np.array(rows, copy=True) if total is None else total + rows
-            if total is not None:
-                grad_out[i] = _t(total)
+            with phase("exchange"):
+                total = reduce_partials(layout, partials)
+            for u, cols in x.columns(x.grad_inputs).items():
+                block = total[:, cols]
+                totals[u] = np.array(block, copy=True) if u not in totals else totals[u] + block
+        for m in inbox:
+            if m.tag[0] == "d" and m.tag[1:].isdigit():
+                i = int(m.tag[1:])
+                totals[i] = (
+                    np.array(m.payload["rows"], copy=True)
+                    if i not in totals
+                    else totals[i] + m.payload["rows"]
+                )
+        grad_out = {
+            i: _t(totals[i]) for i in plan.nodes_at(j) if i in plan.requires_grad and i in totals
+        }
         if not grad_out:
             return []
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, j, layout, saved).items()}

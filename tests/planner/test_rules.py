@@ -25,7 +25,7 @@ GCN_NORM = NormSpec()
 
 
 def _plan(*nodes: Node) -> LogicalPlan:
-    return LogicalPlan((Node(0, "input", (), 100), *nodes), nodes[-1].id)
+    return LogicalPlan((Node(0, "input", (), 100), *nodes), (nodes[-1].id,))
 
 
 def lin_then_agg(width_in: int, width_out: int, source: int = 0) -> LogicalPlan:
@@ -46,7 +46,7 @@ def test_reorder_fires_when_it_shrinks_the_exchange() -> None:
             Node(3, "aggregate", (2,), 64, norm=GCN_NORM),
             Node(4, "linear", (3,), 8, param="w1"),
         ),
-        4,
+        (4,),
     )
     new, fired = ReorderLinearAggregate(cache_constants=True).apply(plan)
     assert fired and "exchanged width 64 -> 8" in fired[0]
@@ -72,7 +72,7 @@ def test_reorder_must_not_fire() -> None:
             Node(2, "aggregate", (1,), 16, norm=GCN_NORM),
             Node(3, "add", (2, 1), 16),
         ),
-        3,
+        (3,),
     )
     assert ReorderLinearAggregate(cache_constants=True).apply(shared)[1] == []
 
@@ -86,7 +86,7 @@ def test_cache_constant_aggregates() -> None:
     new, fired = CacheConstantAggregates().apply(sgc)
     assert len(fired) == 2 and new.node(1).cached and new.node(2).cached
     physical = PhysicalPlan.build(FuseLocalOps().apply(new)[0])
-    assert physical.num_stages == 1 and physical.exchanged() == []  # no exchange per epoch
+    assert physical.num_stages == 1 and physical.exchanges == ()  # no exchange per epoch
     # Must not fire: the aggregation's input depends on a parameter.
     new, fired = CacheConstantAggregates().apply(lin_then_agg(100, 16))
     assert fired == [] and not new.node(2).cached

@@ -1,0 +1,461 @@
+"""Model batching for model selection: ``fit_many`` trains a grid of models in one pass over
+the graph per epoch, ``grid`` builds the grid, :class:`GridResult` compares the models.
+
+The models are planned one by one, grouped by structure (:mod:`lotan.planner.batching`),
+each group is merged into one plan and cut into sub-batches that fit the memory budget; every
+sub-batch trains as one plan — one exchange per layer and direction for all its models —
+with each model's own optimizer, learning rate, weight decay and dropout. Each model ends
+with exactly the parameters and history a separate ``lotan.fit`` with the same seed gives.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lotan.config import MONITORS, FitConfig, OptimizerConfig
+from lotan.errors import LotanError
+from lotan.graph import Graph
+from lotan.planner.batching import (
+    MergedPlan,
+    batches,
+    describe_structure,
+    merge,
+    split_by_budget,
+)
+from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
+from lotan.planner.logical import LogicalPlan
+from lotan.training import FitResult, Trainer, _better, run_batch
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import SparkSession
+
+    from lotan.engines import Engine
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "BatchPlan",
+    "GridResult",
+    "Trial",
+    "fit_many",
+    "grid",
+    "parse_bytes",
+]
+
+#: Default working-set budget per partition for a batch of models (see
+#: :func:`lotan.planner.batching.working_set_bytes`).
+DEFAULT_MEMORY_BUDGET = "4g"
+
+#: Grid keys that configure the optimizer rather than the model.
+OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
+
+
+@dataclass
+class Trial:
+    """One model of a grid: the module, its optimizer, and the grid values it came from."""
+
+    model: torch.nn.Module
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def grid(
+    build: Callable[..., torch.nn.Module],
+    space: Mapping[str, Sequence[Any]],
+    *,
+    seed: int = 0,
+) -> list[Trial]:
+    """Every combination of ``space``'s values, as :class:`Trial` s for :func:`fit_many`.
+
+    Keys ``optimizer``, ``lr``, ``weight_decay`` and ``momentum`` set the optimizer; every
+    other key is passed to ``build`` by name. Each model is built after
+    ``torch.manual_seed(seed)``, so models of the same shape start from the same weights.
+
+    >>> trials = lotan.grid(
+    ...     lambda hidden, dropout: GCN(f, hidden, 2, c, dropout=dropout),
+    ...     {"hidden": [16, 64], "dropout": [0.0, 0.5], "lr": [0.01, 0.05]},
+    ... )   # 8 trials
+    """
+    if not isinstance(space, Mapping) or not space:
+        raise LotanError("grid() needs a non-empty dict of {name: list of values}")
+    for key, options in space.items():
+        if isinstance(options, str | bytes) or not isinstance(options, Sequence) or not options:
+            raise LotanError(
+                f"grid value {key!r} must be a non-empty list of values, found {options!r}"
+            )
+    keys = list(space)
+    out = []
+    for combo in itertools.product(*(space[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        opt = {k: v for k, v in values.items() if k in OPTIMIZER_KEYS}
+        kwargs = {k: v for k, v in values.items() if k not in OPTIMIZER_KEYS}
+        torch.manual_seed(seed)
+        try:
+            model = build(**kwargs)
+        except TypeError as e:
+            raise LotanError(
+                f"grid: build(**{kwargs}) failed ({e}); its parameters must be the grid's "
+                f"model keys {[k for k in keys if k not in OPTIMIZER_KEYS]}"
+            ) from e
+        out.append(Trial(model, OptimizerConfig.of(opt), values))
+    return out
+
+
+def parse_bytes(value: int | str | None) -> int | None:
+    """``4g``, ``512m``, ``1.5GiB``, an integer number of bytes, or ``None`` (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+    if not m or isinstance(value, bool):
+        raise LotanError(
+            f"memory_budget must be bytes or a size like '4g' or '512m', found {value!r}"
+        )
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
+    out = int(float(m.group(1)) * scale)
+    if out <= 0:
+        raise LotanError(f"memory_budget must be positive, found {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How ``fit_many`` runs a list of models: batches of the same structure, each cut into
+    sub-batches that fit the memory budget."""
+
+    structure: str
+    merged: MergedPlan
+    sub_batches: tuple[tuple[tuple[int, ...], int], ...]  # (model indices, est. bytes)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.merged.members
+
+
+def _trials(
+    models: Sequence[torch.nn.Module | Trial],
+    optimizers: OptimizerConfig | Mapping[str, Any] | Sequence[Any] | None,
+    pairing: str,
+) -> list[Trial]:
+    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence) or not models:
+        raise LotanError("fit_many needs a non-empty list of models (or lotan.grid trials)")
+    if pairing not in ("product", "zip"):
+        raise LotanError(f"pairing={pairing!r} is not one of ['product', 'zip']")
+    trials = []
+    for m in models:
+        if isinstance(m, Trial):
+            if optimizers is not None:
+                raise LotanError(
+                    "these models are trials that carry their own optimizer; "
+                    "do not pass optimizers= as well"
+                )
+            trials.append(m)
+        elif isinstance(m, torch.nn.Module):
+            trials.append(Trial(m))
+        else:
+            raise LotanError(f"fit_many expects torch.nn.Module or lotan.Trial items, found {m!r}")
+    if optimizers is None:
+        return trials
+    if isinstance(optimizers, OptimizerConfig | Mapping | str):
+        opts = [OptimizerConfig.of(optimizers)]
+    else:
+        opts = [OptimizerConfig.of(o) for o in optimizers]
+        if not opts:
+            raise LotanError("optimizers= is an empty list")
+    if pairing == "zip" or len(opts) == 1:
+        if len(opts) == 1:
+            opts = opts * len(trials)
+        if len(opts) != len(trials):
+            raise LotanError(
+                f"pairing='zip' needs one optimizer per model: {len(trials)} models, "
+                f"{len(opts)} optimizers"
+            )
+        return [Trial(t.model, o, t.params) for t, o in zip(trials, opts, strict=True)]
+    out = []
+    for t in trials:
+        for k, o in enumerate(opts):
+            # Every optimizer trains its own copy of the model, from the same weights.
+            model = t.model if k == 0 else copy.deepcopy(t.model)
+            out.append(Trial(model, o, dict(t.params)))
+    return out
+
+
+class GridResult:
+    """What :func:`fit_many` returns: one :class:`~lotan.FitResult` per model, in the order
+    of the models (``results[i]``, iteration, ``len``), and how they were batched."""
+
+    def __init__(self, results: list[FitResult], plan: list[BatchPlan]) -> None:
+        self.results = results
+        self.batches = plan
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> FitResult:
+        return self.results[i]
+
+    def __iter__(self) -> Iterator[FitResult]:
+        return iter(self.results)
+
+    def best(self, metric: str = "val_acc") -> FitResult:
+        """The model whose best epoch is best on ``metric`` (``val_acc``, ``train_acc``,
+        ``test_acc``: highest; ``loss``: lowest); its ``.model`` is the trained module."""
+        if metric not in MONITORS:
+            raise LotanError(f"metric={metric!r} is not one of {list(MONITORS)}")
+        best = self.results[0]
+        for r in self.results[1:]:
+            if _better(metric, getattr(r.best(metric), metric), getattr(best.best(metric), metric)):
+                best = r
+        return best
+
+    def table(self, metric: str = "val_acc") -> pd.DataFrame:
+        """One row per model: its grid values (or a description), optimizer settings, the
+        epoch with the best ``metric`` and its val/test accuracy, epochs run, whether it
+        stopped early, and its batch."""
+        import pandas as pd
+
+        where = {}
+        for b, bp in enumerate(self.batches):
+            for s, (members, _) in enumerate(bp.sub_batches):
+                for i in members:
+                    where[i] = f"{b}.{s}" if len(bp.sub_batches) > 1 else str(b)
+        rows = []
+        for i, r in enumerate(self.results):
+            best = r.best(metric)
+            row: dict[str, Any] = {"model": _describe(r.model)}
+            row.update({k: v for k, v in r.params.items() if k not in OPTIMIZER_KEYS})
+            if r.optimizer is not None:
+                row.update(
+                    optimizer=r.optimizer.name,
+                    lr=r.optimizer.lr,
+                    weight_decay=r.optimizer.weight_decay,
+                )
+                if r.optimizer.momentum:
+                    row["momentum"] = r.optimizer.momentum
+            row.update(
+                best_epoch=best.epoch,
+                val_acc=best.val_acc,
+                test_acc=best.test_acc,
+                epochs_run=r.epochs_run,
+                stopped_early=r.stopped_early,
+                batch=where.get(i, ""),
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return f"GridResult({len(self.results)} models)\n{self.table().to_string()}"
+
+
+def _describe(model: torch.nn.Module) -> str:
+    name = type(model).__name__
+    hidden = getattr(model, "hidden_channels", None)
+    layers = getattr(model, "num_layers", None)
+    if hidden is not None and layers is not None:
+        return f"{name}(hidden={hidden}, layers={layers})"
+    return name
+
+
+def schedule(
+    eng: Engine,
+    graph: Graph,
+    parts: int,
+    plans: Sequence[LogicalPlan],
+    partitioner: str,
+    budget: int | None,
+) -> Iterator[tuple[BatchPlan, Any, dict[str, int]]]:
+    """Group ``plans`` by structure, merge each group, prepare the graph for it (its
+    weightings and cached constants, shared by its sub-batches) and cut it to fit
+    ``budget``: ``(batch, prepared graph, partition stats)`` per batch."""
+    from lotan.api import _prepared
+
+    for key, members in batches(plans):
+        merged = merge([plans[i] for i in members], members)
+        prepared, _ = _prepared(eng, graph, parts, merged.plan, partitioner)
+        stats = eng.stats(prepared)
+        subs = split_by_budget(merged, stats["max_own"], stats["max_rows"], budget)
+        bp = BatchPlan(
+            describe_structure(key),
+            merged,
+            tuple((tuple(merged.members[k] for k in keep), cost) for keep, cost in subs),
+        )
+        yield bp, prepared, stats
+
+
+def fit_many(
+    models: Sequence[torch.nn.Module | Trial],
+    graph: Graph,
+    *,
+    optimizers: OptimizerConfig | Mapping[str, Any] | Sequence[Any] | None = None,
+    pairing: str = "product",
+    epochs: int = FitConfig.epochs,
+    engine: str = FitConfig.engine,
+    num_partitions: int | None = None,
+    partitioner: str = FitConfig.partitioner,
+    seed: int = FitConfig.seed,
+    patience: int | None = FitConfig.patience,
+    monitor: str = FitConfig.monitor,
+    memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET,
+    progress: bool = FitConfig.progress,
+    spark: SparkSession | None = None,
+    planner: PlannerFlags = DEFAULT_FLAGS,
+) -> GridResult:
+    """Train many models on ``graph`` together: one pass over the graph per epoch for a
+    batch of models, each with its own optimizer, learning rate, weight decay and dropout.
+
+    Parameters
+    ----------
+    models : PyG models (as for :func:`lotan.fit`) or :class:`Trial` s from :func:`grid`.
+        Models may differ in hidden sizes and dropout; models whose layers differ (depth,
+        convolution type) train in separate batches.
+    optimizers : one optimizer for all (``{"name": "adam", "lr": 0.01, "weight_decay": 0,
+        "momentum": 0}``), or a list: with ``pairing="product"`` (default) every model is
+        trained with every optimizer (copies of the model, same initial weights), with
+        ``pairing="zip"`` model ``i`` with optimizer ``i``. Default: each trial's own, else
+        Adam at lr 0.01.
+    memory_budget : estimated working set allowed per partition (bytes, or ``"4g"``,
+        ``"512m"``; ``None``: no limit); a batch that would exceed it is split into
+        sub-batches that run one after the other.
+    patience, monitor : early stopping per model (see :func:`lotan.fit`); a model that
+        stops leaves the batch and the others go on.
+
+    The other parameters are those of :func:`lotan.fit` and apply to every model. Model
+    ``i`` ends with the parameters and history of ``lotan.fit(models[i], graph, ...)`` with
+    the same seed and settings.
+    """
+    from lotan.api import _check_labels, _check_monitor, _engine, _plan_for
+
+    trials = _trials(models, optimizers, pairing)
+    seen: dict[int, int] = {}
+    for i, t in enumerate(trials):
+        if id(t.model) in seen:
+            raise LotanError(
+                f"models {seen[id(t.model)]} and {i} are the same module object; each model "
+                "trains in place, so pass separate modules (copy.deepcopy)"
+            )
+        seen[id(t.model)] = i
+    base = FitConfig(
+        epochs=epochs,
+        engine=engine,
+        num_partitions=num_partitions,
+        partitioner=partitioner,
+        seed=seed,
+        progress=progress,
+        patience=patience,
+        monitor=monitor,
+    )
+    budget = parse_bytes(memory_budget)
+    plans = []
+    for t in trials:
+        _, plan, _ = _plan_for(t.model, graph, planner)
+        _check_labels(plan, graph)
+        plans.append(plan)
+    _check_monitor(base, graph)
+    eng, parts = _engine(base.engine, spark, base.num_partitions, graph)
+    results = [
+        FitResult(
+            model=t.model,
+            config=base.with_optimizer(t.optimizer),
+            num_partitions=parts,
+            optimizer=t.optimizer,
+            params=dict(t.params),
+        )
+        for t in trials
+    ]
+    done: list[BatchPlan] = []
+    for bp, prepared, _ in schedule(eng, graph, parts, plans, base.partitioner, budget):
+        done.append(bp)
+        position = {i: k for k, i in enumerate(bp.merged.members)}
+        for members, _ in bp.sub_batches:
+            sub = bp.merged.subset([position[i] for i in members])
+            trainers = [
+                Trainer(
+                    trials[i].model,
+                    dict(sub.names[k]),
+                    base.with_optimizer(trials[i].optimizer),
+                    trials[i].optimizer,
+                    results[i],
+                )
+                for k, i in enumerate(sub.members)
+            ]
+            run_batch(
+                eng,
+                prepared,
+                sub,
+                trainers,
+                epochs=base.epochs,
+                seed=base.seed,
+                num_train=graph.num_train,
+                norms=bp.merged.plan.norms,
+                progress=base.progress,
+                label=f"lotan batch {len(done) - 1}",
+            )
+    return GridResult(results, done)
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def _ids(members: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in members)
+
+
+def explain_many(
+    models: Sequence[torch.nn.Module | Trial],
+    graph: Graph,
+    *,
+    engine: str,
+    num_partitions: int | None,
+    partitioner: str,
+    spark: SparkSession | None,
+    planner: PlannerFlags,
+    memory_budget: int | str | None,
+) -> str:
+    """How :func:`fit_many` would run ``models``: the batches (and why models are apart),
+    the sub-batches the memory budget makes with their estimates, each batch's merged plan
+    and the physical plan of each sub-batch."""
+    from lotan.api import _engine, _plan_for
+    from lotan.planner.explain import render_physical
+    from lotan.planner.physical import PhysicalPlan
+
+    trials = _trials(models, None, "product")
+    budget = parse_bytes(memory_budget)
+    plans = [_plan_for(t.model, graph, planner)[1] for t in trials]
+    eng, parts = _engine(engine, spark, num_partitions, graph)
+    scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget))
+    limit = "no memory budget" if budget is None else f"memory budget {_gib(budget)}"
+    lines = [
+        "== Model batches ==",
+        f"{len(trials)} models in {len(scheduled)} batch(es); models share a batch when "
+        "their plans have the same stages and exchanges",
+    ]
+    for b, (bp, _, _) in enumerate(scheduled):
+        lines.append(f"batch {b}: models {_ids(bp.members)} ({bp.structure})")
+        subs = bp.sub_batches
+        what = "1 sub-batch" if len(subs) == 1 else f"{len(subs)} sub-batches, run in turn"
+        lines.append(f"  {limit} per partition: {what}")
+        for s, (members, cost) in enumerate(subs):
+            over = " (over the budget: one model alone)" if budget and cost > budget else ""
+            lines.append(
+                f"    sub-batch {s}: models {_ids(members)}, est. working set {_gib(cost)} "
+                f"per partition{over}"
+            )
+    for b, (bp, _, stats) in enumerate(scheduled):
+        lines += ["", f"== Batch {b}: merged plan ==", bp.merged.plan.describe()]
+        position = {i: k for k, i in enumerate(bp.members)}
+        for s, (members, _) in enumerate(bp.sub_batches):
+            sub = bp.merged.subset([position[i] for i in members])
+            physical = PhysicalPlan.build(sub.plan, norms=bp.merged.plan.norms)
+            head = "physical plan" if len(bp.sub_batches) == 1 else f"sub-batch {s} physical plan"
+            lines += ["", f"== Batch {b}: {head} =="]
+            lines += render_physical(sub.plan, physical, stats, partitioner)
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Model batching: K models that read the graph the same way train as one plan.
+
+Each model is lowered and optimized on its own (so it keeps the plan it has when trained
+alone); then the plans are **merged** into one :class:`~lotan.planner.logical.LogicalPlan`
+with one output per model:
+
+- one input ``X``; constants are shared — the layer-0 aggregation ``ÂX`` of every GCN/SGC
+  model is one cached value, computed once;
+- every other node is renumbered; model ``k``'s parameters are named ``m{k}.<name>``; each
+  node keeps the id it has in its own plan as the key of its dropout mask, so every model
+  draws exactly the masks it draws when trained alone (same seed).
+
+In the merged plan the aggregations of all models' ``l``-th layers fall in the same stage
+with the same weighting, so the physical plan groups them into one
+:class:`~lotan.planner.physical.Exchange`: their hidden states travel side by side as the
+columns of one tile per pair of partitions, one sparse product aggregates them, and one
+transposed product sends their gradients back. Dense work and losses stay per model.
+
+Models batch together only when their plans have the same **structure** — the same number of
+stages and the same exchanges (stage, source stage, weighting); hidden sizes and dropout may
+differ. :func:`batches` groups the rest into separate batches.
+
+**Memory.** A batch widens every tile and every stage's dense values by the sum of the
+models' widths. :func:`working_set_bytes` estimates the largest stage's working set on the
+largest partition; :func:`split_by_budget` cuts a batch into sub-batches that each fit a
+budget (a model that alone exceeds it runs alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lotan.planner.logical import LogicalPlan, Node
+from lotan.planner.physical import PhysicalPlan
+
+__all__ = [
+    "FLOAT_BYTES",
+    "MergedPlan",
+    "batches",
+    "merge",
+    "split_by_budget",
+    "structure",
+    "working_set_bytes",
+]
+
+FLOAT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class MergedPlan:
+    """A batch of models as one plan.
+
+    Attributes
+    ----------
+    plan : the merged logical plan; ``plan.outputs[i]`` is the logits of member ``i``.
+    members : indices of the batch's models (in the caller's list).
+    names : per member, ``{parameter name in the plan: parameter name in the module}``.
+    """
+
+    plan: LogicalPlan
+    members: tuple[int, ...]
+    names: tuple[Mapping[str, str], ...]
+
+    def subset(self, keep: Sequence[int]) -> MergedPlan:
+        """The plan of the members at positions ``keep`` (node ids unchanged, so values
+        cached for the whole batch serve every subset)."""
+        plan = replace(self.plan, outputs=tuple(self.plan.outputs[i] for i in keep))
+        plan = plan.with_nodes(list(self.plan.nodes))
+        return MergedPlan(
+            plan, tuple(self.members[i] for i in keep), tuple(self.names[i] for i in keep)
+        )
+
+
+def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:
+    return (n.op, inputs, n.width, n.norm, n.cached, n.act, n.negative_slope, n.eps, n.p)
+
+
+def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) -> MergedPlan:
+    """One plan computing every plan of ``plans`` (already optimized, same planner flags).
+
+    A single plan is returned unchanged (parameter names as in its module).
+    """
+    members = tuple(members if members is not None else range(len(plans)))
+    if len(plans) == 1:
+        (single,) = plans
+        same = {n.param: n.param for n in single.nodes if n.param is not None}
+        return MergedPlan(single, members, (same,))
+    nodes: list[Node] = [Node(0, "input", (), plans[0].node(0).width, origin="x")]
+    shared: dict[tuple[Any, ...], int] = {}
+    outputs: list[int] = []
+    all_names: list[dict[str, str]] = []
+    for k, plan in enumerate(plans):
+        ids: dict[int, int] = {}
+        names: dict[str, str] = {}
+        for n in plan.nodes:
+            if n.op == "input":
+                ids[n.id] = 0
+                continue
+            inputs = tuple(ids[i] for i in n.inputs)
+            if n.id in plan.constant:
+                sig = _signature(n, inputs)
+                if sig in shared:
+                    ids[n.id] = shared[sig]
+                    continue
+            new_id = len(nodes)
+            param = None
+            if n.param is not None:
+                param = f"m{k}.{n.param}"
+                names[param] = n.param
+            nodes.append(
+                replace(
+                    n,
+                    id=new_id,
+                    inputs=inputs,
+                    param=param,
+                    key=n.id if n.key is None else n.key,
+                    origin=f"model {k}: {n.origin}" if n.origin else f"model {k}",
+                )
+            )
+            ids[n.id] = new_id
+            if n.id in plan.constant:
+                shared[_signature(n, inputs)] = new_id
+        outputs.append(ids[plan.output])
+        all_names.append(names)
+    merged = replace(plans[0], nodes=tuple(nodes), outputs=tuple(outputs))
+    return MergedPlan(merged, members, tuple(all_names))
+
+
+def structure(plan: LogicalPlan) -> tuple[Any, ...]:
+    """What must be equal for plans to share one physical plan: the number of stages and
+    the exchanges (consumer stage, source stage, weighting)."""
+    physical = PhysicalPlan.build(plan)
+    exchanges = sorted({(x.stage, x.source, x.norm) for x in physical.exchanges}, key=repr)
+    return (physical.num_stages, tuple(exchanges))
+
+
+def describe_structure(key: tuple[Any, ...]) -> str:
+    stages, exchanges = key
+    if not exchanges:
+        return f"{stages} stage(s), no exchange"
+    ex = ", ".join(
+        f"stage {source}->{stage} {norm.describe()}" for stage, source, norm in exchanges
+    )
+    return f"{stages} stages, exchanges {ex}"
+
+
+def batches(plans: Sequence[LogicalPlan]) -> list[tuple[tuple[Any, ...], list[int]]]:
+    """Indices of ``plans`` grouped by :func:`structure`, in order of first appearance."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, plan in enumerate(plans):
+        groups.setdefault(structure(plan), []).append(i)
+    return list(groups.items())
+
+
+def working_set_bytes(physical: PhysicalPlan, max_own: int, max_rows: int) -> int:
+    """Estimated peak bytes of one training task on the largest partition.
+
+    Per stage: the assembled exchange tiles (``max_rows`` = own + halo rows, both streams
+    when there is dropout) and their aggregations, plus the stage's dense values; the
+    backward pass recomputes the dense values with their gradients, so they count three
+    times. The largest stage is the estimate. (Messages in flight are Spark's, on disk.)
+    """
+    logical = physical.logical
+    evals = logical.has_dropout
+    worst = 0
+    for j in range(physical.num_stages):
+        cols_full = 0
+        for x in physical.exchanges_into(j):
+            cols_full += x.width(x.inputs) + (x.width(x.stochastic) if evals else 0)
+        dense = 0
+        for i in physical.nodes_at(j):
+            width = logical.node(i).width
+            dense += width * (2 if evals and i in logical.stochastic else 1)
+        for k in physical.stage_inputs(j):
+            if k not in physical.stage_of or physical.stage_of[k] != j:
+                dense += logical.node(k).width
+        total = cols_full * max_rows + (cols_full + 3 * dense) * max_own
+        worst = max(worst, total * FLOAT_BYTES)
+    return worst
+
+
+def split_by_budget(
+    merged: MergedPlan, max_own: int, max_rows: int, budget: int | None
+) -> list[tuple[list[int], int]]:
+    """Positions of ``merged``'s members cut into consecutive sub-batches whose estimated
+    working set (:func:`working_set_bytes`) fits ``budget`` bytes, each with its estimate.
+    ``budget=None`` keeps the batch whole."""
+    count = len(merged.members)
+
+    def cost(keep: list[int]) -> int:
+        return working_set_bytes(PhysicalPlan.build(merged.subset(keep).plan), max_own, max_rows)
+
+    everything = list(range(count))
+    if budget is None:
+        return [(everything, cost(everything))]
+    out: list[tuple[list[int], int]] = []
+    current: list[int] = []
+    current_cost = 0
+    for i in everything:
+        trial = [*current, i]
+        c = cost(trial)
+        if current and c > budget:
+            out.append((current, current_cost))
+            current, current_cost = [i], cost([i])
+        else:
+            current, current_cost = trial, c
+    out.append((current, current_cost))
+    return out

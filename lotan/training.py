@@ -1,0 +1,290 @@
+"""The epoch loop shared by ``fit`` (one model) and ``fit_many`` (a batch of models).
+
+Every epoch is one run of the training stages of the batch's plan: it returns each model's
+loss, its accuracies for the weights of the previous step (the evaluation stream) and the
+weight gradients; then each model's optimizer steps on its own parameters. A model whose
+monitored metric has not improved for ``patience`` epochs stops (its weights go back to its
+best epoch) and leaves the batch; the others go on with a plan without it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lotan.config import FitConfig, OptimizerConfig
+from lotan.graph_engine.runner import PHASES, Message
+from lotan.nn_engine.optim import build_optimizer
+from lotan.planner.batching import MergedPlan
+from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
+
+if TYPE_CHECKING:
+    from lotan.engines import Engine
+    from lotan.graph_engine.layout import NormSpec
+
+__all__ = ["EpochRecord", "FitResult", "Trainer", "run_batch"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: the training loss (weights before the step) and accuracies with dropout off
+    after the step, as PyG's example loop reports them."""
+
+    epoch: int
+    loss: float
+    train_acc: float
+    val_acc: float
+    test_acc: float
+    seconds: float
+    #: Task seconds of the epoch's training run by phase (see
+    #: :data:`lotan.graph_engine.runner.PHASES`), summed over partitions and stages. In a
+    #: batch of models, the whole batch's run.
+    phases: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    """``a`` improves on ``b`` for ``metric`` (NaN never improves)."""
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return a < b if metric == "loss" else a > b
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns (and ``fit_many``, per model): the trained model (the same
+    module object) and its history.
+
+    Attributes
+    ----------
+    model : the trained module (with ``patience``, the weights of its best epoch).
+    history : one :class:`EpochRecord` per epoch run.
+    config : the settings it was trained with.
+    optimizer : this model's optimizer settings.
+    params : the grid values this model was built with (``lotan.grid``), else empty.
+    stopped_early : early stopping ended its training before ``config.epochs``.
+    """
+
+    model: torch.nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    config: FitConfig | None = None
+    num_partitions: int = 0
+    optimizer: OptimizerConfig | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+    def best(self, metric: str | None = None) -> EpochRecord:
+        """The epoch with the best ``metric`` (default: the monitored one; the first such
+        epoch on ties)."""
+        metric = metric or (self.config.monitor if self.config else "val_acc")
+        best = self.history[0]
+        for rec in self.history[1:]:
+            if _better(metric, getattr(rec, metric), getattr(best, metric)):
+                best = rec
+        return best
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def reduce_messages(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Sum gradient partials and metrics in a fixed order (by partition), so that a run is
+    deterministic whatever order Spark returns them in. Metrics: one row per model."""
+    grads: dict[str, np.ndarray] = {}
+    metrics: np.ndarray | None = None
+    for m in sorted(msgs, key=lambda m: (m.tag, m.src)):
+        if m.tag == "grad":
+            for k, v in m.payload.items():
+                grads[k] = grads[k] + v if k in grads else np.array(v, copy=True)
+        elif m.tag == "metrics":
+            rows = np.asarray(m.payload["metrics"])
+            metrics = np.array(rows, copy=True) if metrics is None else metrics + rows
+    return grads, metrics if metrics is not None else np.zeros((0, len(METRIC_FIELDS)))
+
+
+def phase_seconds(msgs: list[Message]) -> dict[str, float]:
+    """Task seconds by phase, summed over the run's tasks."""
+    out = dict.fromkeys(PHASES, 0.0)
+    for m in msgs:
+        if m.tag == "timing":
+            for name in PHASES:
+                out[name] += float(m.payload[name][0])
+    return out
+
+
+def _acc(metrics: np.ndarray, split: str) -> float:
+    """Accuracy on ``split`` from one model's row of :data:`METRIC_FIELDS`."""
+    i = METRIC_FIELDS.index(f"{split}_correct")
+    count = metrics[i + 1]
+    return float(metrics[i] / count) if count else float("nan")
+
+
+class Trainer:
+    """One model in training: its optimizer, its parameters under their names in the plan,
+    its history, and early stopping."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        names: dict[str, str],
+        config: FitConfig,
+        optimizer: OptimizerConfig,
+        result: FitResult,
+    ) -> None:
+        self.model = model
+        by_name = dict(model.named_parameters())
+        self.params = {plan_name: by_name[name] for plan_name, name in names.items()}
+        self.config = config
+        self.result = result
+        self.opt = build_optimizer(
+            optimizer.name,
+            model.parameters(),
+            lr=optimizer.lr,
+            weight_decay=optimizer.weight_decay,
+            momentum=optimizer.momentum,
+        )
+        # (epoch, loss, seconds, phases) of the step whose accuracies the next run measures
+        self.pending: tuple[int, float, float, dict[str, float]] | None = None
+        self.best_value = float("nan")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped = False
+
+    def values(self) -> dict[str, np.ndarray]:
+        return {k: p.detach().cpu().numpy().copy() for k, p in self.params.items()}
+
+    def record(self, metrics: np.ndarray) -> None:
+        """Append the pending epoch with its accuracies; track the best; maybe stop."""
+        assert self.pending is not None
+        e, loss, secs, phases = self.pending
+        self.pending = None
+        accs = (_acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"))
+        rec = EpochRecord(e, loss, *accs, secs, phases)
+        self.result.history.append(rec)
+        cfg = self.config
+        value = getattr(rec, cfg.monitor)
+        if self.best_epoch == 0 or _better(cfg.monitor, value, self.best_value):
+            self.best_value, self.best_epoch = value, e
+            if cfg.patience is not None:
+                self.best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
+        elif cfg.patience is not None and e - self.best_epoch >= cfg.patience:
+            self.stopped = True
+            self.result.stopped_early = e < cfg.epochs
+
+    def step(self, grads: dict[str, np.ndarray], epoch: int, loss: float) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        for name, p in self.params.items():
+            if name in grads:
+                p.grad = torch.from_numpy(grads[name]).to(p.dtype)
+        self.opt.step()
+        self.pending = (epoch, loss, 0.0, {})
+
+    def finish(self) -> None:
+        """With early stopping, go back to the best epoch's weights."""
+        if self.config.patience is not None and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _value(trainers: Sequence[Trainer], epoch: int) -> EpochValue:
+    params: dict[str, np.ndarray] = {}
+    for t in trainers:
+        params.update(t.values())
+    return EpochValue(params=params, epoch=epoch)
+
+
+def run_batch(
+    engine: Engine,
+    prepared: Any,
+    merged: MergedPlan,
+    trainers: Sequence[Trainer],
+    *,
+    epochs: int,
+    seed: int,
+    num_train: int,
+    norms: tuple[NormSpec, ...],
+    progress: bool,
+    label: str = "lotan",
+) -> None:
+    """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``."""
+    active = list(range(len(trainers)))
+    plans: dict[tuple[int, ...], PhysicalPlan] = {}
+
+    def physical(keep: list[int]) -> PhysicalPlan:
+        key = tuple(keep)
+        if key not in plans:
+            plans[key] = PhysicalPlan.build(merged.subset(keep).plan, norms=norms)
+        return plans[key]
+
+    for epoch in range(1, epochs + 1):
+        if not active:
+            break
+        start = time.perf_counter()
+        train = physical(active).training_stages(seed=seed, num_train=num_train)
+        batch = [trainers[i] for i in active]
+        msgs = engine.run(prepared, train, _value(batch, epoch), f"{label} epoch {epoch}")
+        grads, metrics = reduce_messages(msgs)
+        still = []
+        for i, t, row in zip(active, batch, metrics, strict=True):
+            if t.pending is not None:
+                # This forward pass evaluated the weights that the previous step made.
+                t.record(row)
+            if not t.stopped:
+                t.step(grads, epoch, float(row[0]))
+                still.append(i)
+        seconds = time.perf_counter() - start
+        phases = phase_seconds(msgs)
+        for i in still:
+            e, loss, _, _ = trainers[i].pending  # type: ignore[misc]
+            trainers[i].pending = (e, loss, seconds, phases)
+        if progress:
+            _print_progress([trainers[i] for i in active], epoch - 1, epochs)
+        active = still
+    if active:
+        keep = active
+        evaluate = physical(keep).inference_stages(emit_outputs=False)
+        msgs = engine.run(prepared, evaluate, _value([trainers[i] for i in keep], 0), label)
+        _, metrics = reduce_messages(msgs)
+        for i, row in zip(keep, metrics, strict=True):
+            trainers[i].record(row)
+        if progress:
+            _print_progress([trainers[i] for i in keep], epochs, epochs)
+    for t in trainers:
+        t.finish()
+
+
+def _print_progress(trainers: list[Trainer], epoch: int, epochs: int) -> None:
+    """One line for the epoch just recorded."""
+    recs = [t.result.history[-1] for t in trainers if t.result.history]
+    recs = [r for r in recs if r.epoch == epoch]
+    if not recs:
+        return
+    if len(trainers) == 1:
+        rec = recs[0]
+        print(
+            f"epoch {rec.epoch:4d}/{epochs}  loss {rec.loss:.4f}  "
+            f"train {rec.train_acc:.4f}  val {rec.val_acc:.4f}  test {rec.test_acc:.4f}  "
+            f"{rec.seconds:.2f}s",
+            flush=True,
+        )
+        return
+    best = max(range(len(recs)), key=lambda k: (not math.isnan(recs[k].val_acc), recs[k].val_acc))
+    losses = [r.loss for r in recs]
+    print(
+        f"epoch {epoch:4d}/{epochs}  {len(recs)} models  loss {min(losses):.4f}..{max(losses):.4f}"
+        f"  best val {recs[best].val_acc:.4f}  {recs[0].seconds:.2f}s",
+        flush=True,
+    )
