@@ -1,11 +1,12 @@
 """What a Spark stage costs when it does nothing: runs of 1-4 no-op stages through Lotan's
 Spark runner (routing, cogroup with the partition ids, Arrow in and out, one message per
-partition), on a small prepared graph.
+partition), on a small prepared graph; then what moving data costs: three stages whose
+tasks each send ``M`` MB (float32, half to each partition of 2) to the next.
 
-    python -m bench.spark_floor [--partitions 2] [--repeats 7]
+    python -m bench.spark_floor [--partitions 2] [--repeats 7] [--megabytes 0,32,128]
 
 The floor bounds the Spark engine's epoch from below: a 2-layer GCN epoch with ``ÂX`` cached
-is three stages.
+is three stages. The cost per MB is what every exchanged byte adds.
 """
 
 from __future__ import annotations
@@ -32,24 +33,50 @@ def _noop(k: int, last: bool) -> StageFn:
     return stage
 
 
+def _send(k: int, last: bool, megabytes: float, parts: int) -> StageFn:
+    floats = int(megabytes * 2**20 / 4 / parts)
+
+    def stage(part: int, layout: Any, inbox: list[Message], value: Any) -> list[Message]:
+        if last:
+            return [Message(DRIVER, part, part, "x", {"rows": np.zeros(3)})]
+        rows = np.ones(floats, np.float32)
+        return [Message(k + 1, q, part, "x", {"rows": rows}) for q in range(parts)]
+
+    return stage
+
+
+def _time(runner: Any, stages: list[StageFn], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = runner.run(stages, None)
+        result.collect_driver()
+        result.close()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--megabytes", default="0,32,128")
     args = ap.parse_args()
     spark = get_spark()
     graph = lotan.datasets.sbm(20_000, num_classes=16, num_features=16, avg_degree=5, seed=0)
     runner = SparkEngine(spark).prepare(graph, args.partitions, (NormSpec(),))
     for n in (1, 2, 3, 4):
         stages = [_noop(k, k == n - 1) for k in range(n)]
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = runner.run(stages, None)
-            result.collect_driver()
-            result.close()
-            times.append(time.perf_counter() - start)
-        print(f"{n} no-op stages: median {statistics.median(times[1:]):.3f} s per run")
+        print(f"{n} no-op stages: median {_time(runner, stages, args.repeats):.3f} s per run")
+    base = None
+    for mb in (float(m) for m in args.megabytes.split(",")):
+        stages = [_send(k, k == 2, mb, args.partitions) for k in range(3)]
+        t = _time(runner, stages, args.repeats)
+        base = t if base is None else base
+        extra = (
+            "" if mb == 0 else f", {(t - base) / (2 * mb * args.partitions) * 1e3:.1f} ms per MB"
+        )
+        print(f"3 stages, each task sending {mb:g} MB twice: {t:.3f} s per run{extra}")
 
 
 if __name__ == "__main__":

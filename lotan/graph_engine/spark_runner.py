@@ -32,7 +32,7 @@ from lotan.graph_engine.store import (
     write_constants,
     write_layout,
 )
-from lotan.graph_engine.tiles import decode_tile, encode_tile
+from lotan.graph_engine.tiles import TilePlan, decode_tile, plan_tile, write_tile
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -86,30 +86,77 @@ _CHUNK_MAGIC = b"LTNC"
 _CHUNK_HEADER = struct.Struct("<4sQII")  # magic, message id, chunk index, chunk count
 
 
-def _chunks(tile: bytes, limit: int) -> list[bytes]:
-    if len(tile) <= limit:
-        return [tile]
-    mid = int.from_bytes(os.urandom(8), "little")
-    pieces = [tile[i : i + limit] for i in range(0, len(tile), limit)]
-    return [
-        _CHUNK_HEADER.pack(_CHUNK_MAGIC, mid, i, len(pieces)) + piece
-        for i, piece in enumerate(pieces)
-    ]
+#: Largest Arrow data buffer one encoded column holds (binary offsets are int32).
+_BATCH_BYTES = 1 << 30
+
+
+def _pieces(size: int, limit: int) -> list[int]:
+    """Row sizes of a tile of ``size`` bytes: itself, or chunks with their headers."""
+    if size <= limit:
+        return [size]
+    count = -(-size // limit)
+    return [_CHUNK_HEADER.size + min(limit, size - k * limit) for k in range(count)]
+
+
+def _encode_rows(plans: list[TilePlan], limit: int) -> tuple[list[int], list[pa.Array]]:
+    """Encode tiles straight into Arrow binary arrays (each array's bytes copied once):
+    the message index of every row, and the payload arrays (one per ~1 GB)."""
+    owner: list[int] = []
+    sizes: list[int] = []
+    for i, plan in enumerate(plans):
+        pieces = _pieces(plan.size, limit)
+        owner += [i] * len(pieces)
+        sizes += pieces
+    arrays: list[pa.Array] = []
+    row = 0
+    while row < len(sizes) or not arrays:
+        end, total = row, 0
+        while end < len(sizes) and (end == row or total + sizes[end] <= _BATCH_BYTES):
+            total += sizes[end]
+            end += 1
+        offsets = np.zeros(end - row + 1, np.int32)
+        np.cumsum(sizes[row:end], out=offsets[1:])
+        data = np.empty(total, np.uint8)
+        r = row
+        while r < end:
+            plan = plans[owner[r]]
+            lo = int(offsets[r - row])
+            if sizes[r] == plan.size and _pieces(plan.size, limit) == [plan.size]:
+                write_tile(plan, data[lo : lo + plan.size])
+                r += 1
+                continue
+            # A chunked tile: each chunk's header, then its range of the tile.
+            count = len(_pieces(plan.size, limit))
+            mid = int.from_bytes(os.urandom(8), "little")
+            for k in range(count):
+                lo = int(offsets[r - row])
+                head = _CHUNK_HEADER.pack(_CHUNK_MAGIC, mid, k, count)
+                data[lo : lo + len(head)] = np.frombuffer(head, np.uint8)
+                t_lo, t_hi = k * limit, min((k + 1) * limit, plan.size)
+                write_tile(plan, data[lo + len(head) : lo + len(head) + t_hi - t_lo], t_lo, t_hi)
+                r += 1
+        arrays.append(
+            pa.Array.from_buffers(
+                pa.binary(), end - row, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+            )
+        )
+        row = end
+    return owner, arrays
 
 
 def messages_to_table(msgs: Sequence[Message], chunk_bytes: int = CHUNK_BYTES) -> pa.Table:
     """Encode messages as an Arrow table of :data:`MESSAGE_SCHEMA`, one row per message, or
-    several for a payload over ``chunk_bytes`` (rows with the same stage, dest, src, tag)."""
-    rows: list[tuple[Message, bytes]] = []
-    for m in msgs:
-        rows += [(m, piece) for piece in _chunks(encode_tile(m.payload), chunk_bytes)]
+    several for a payload over ``chunk_bytes`` (rows with the same stage, dest, src, tag).
+    Each array's bytes are copied once, straight into the Arrow buffer."""
+    owner, payloads = _encode_rows([plan_tile(m.payload) for m in msgs], chunk_bytes)
+    rows = [msgs[i] for i in owner]
     return pa.Table.from_arrays(
         [
-            pa.array([m.stage for m, _ in rows], pa.int32()),
-            pa.array([m.dest for m, _ in rows], pa.int32()),
-            pa.array([m.src for m, _ in rows], pa.int32()),
-            pa.array([m.tag for m, _ in rows], pa.string()),
-            pa.array([piece for _, piece in rows], pa.binary()),
+            pa.array([m.stage for m in rows], pa.int32()),
+            pa.array([m.dest for m in rows], pa.int32()),
+            pa.array([m.src for m in rows], pa.int32()),
+            pa.array([m.tag for m in rows], pa.string()),
+            pa.chunked_array(payloads, pa.binary()),
         ],
         schema=_ARROW_MESSAGE_SCHEMA,
     )

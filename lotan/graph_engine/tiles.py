@@ -18,18 +18,30 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["decode_tile", "encode_tile"]
+__all__ = ["TilePlan", "decode_tile", "encode_tile", "plan_tile", "write_tile"]
 
 _MAGIC = b"LTN1"
 _ALIGN = 64
 _ALLOWED_DTYPES = frozenset({"float32", "float64", "int64", "int32", "int8", "uint8", "bool"})
 
 
-def encode_tile(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Pack named arrays into one ``bytes`` value (C order, native little endian)."""
+@dataclass(frozen=True)
+class TilePlan:
+    """Where every byte of a tile goes: ``prefix`` (magic, header length, header), the
+    arrays at ``start + offset``, ``size`` bytes in all."""
+
+    prefix: bytes
+    start: int
+    blobs: tuple[tuple[int, np.ndarray], ...]
+    size: int
+
+
+def plan_tile(arrays: Mapping[str, np.ndarray]) -> TilePlan:
+    """The layout of the tile of ``arrays`` (C order, native little endian)."""
     entries = []
     blobs = []
     offset = 0
@@ -45,14 +57,45 @@ def encode_tile(arrays: Mapping[str, np.ndarray]) -> bytes:
         blobs.append((offset, a))
         offset += a.nbytes
     header = json.dumps(entries, separators=(",", ":")).encode()
-    start = -(-(8 + len(header)) // _ALIGN) * _ALIGN
-    out = bytearray(start + offset)
-    out[0:4] = _MAGIC
-    out[4:8] = struct.pack("<I", len(header))
-    out[8 : 8 + len(header)] = header
-    for off, a in blobs:
-        out[start + off : start + off + a.nbytes] = a.tobytes()
-    return bytes(out)
+    prefix = _MAGIC + struct.pack("<I", len(header)) + header
+    start = -(-len(prefix) // _ALIGN) * _ALIGN
+    return TilePlan(prefix, start, tuple(blobs), start + offset)
+
+
+def write_tile(plan: TilePlan, out: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+    """Write bytes ``[lo, hi)`` of the tile (all of it by default) into ``out`` (``uint8``,
+    ``hi - lo`` long): array bytes are copied once, padding is zeroed. Writing a range lets a
+    chunked tile go straight into its chunks."""
+    hi = plan.size if hi is None else hi
+    segments: list[tuple[int, np.ndarray | None]] = [(0, np.frombuffer(plan.prefix, np.uint8))]
+    for off, a in plan.blobs:
+        segments.append((plan.start + off, a.reshape(-1).view(np.uint8)))
+    pos = lo
+    for seg_start, data in segments:
+        seg_end = seg_start + (data.shape[0] if data is not None else 0)
+        if seg_end <= pos:
+            continue
+        if seg_start >= hi:
+            break
+        if seg_start > pos:  # padding before this segment
+            gap_end = min(seg_start, hi)
+            out[pos - lo : gap_end - lo] = 0
+            pos = gap_end
+            if pos >= hi:
+                break
+        end = min(seg_end, hi)
+        assert data is not None
+        out[pos - lo : end - lo] = data[pos - seg_start : end - seg_start]
+        pos = end
+    out[pos - lo : hi - lo] = 0
+
+
+def encode_tile(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Pack named arrays into one ``bytes`` value (C order, native little endian)."""
+    plan = plan_tile(arrays)
+    out = np.empty(plan.size, np.uint8)
+    write_tile(plan, out)
+    return out.tobytes()
 
 
 def decode_tile(buf: bytes | memoryview) -> dict[str, np.ndarray]:

@@ -8,9 +8,9 @@ an aggregation consumes it, its own rows (to itself) when dense work does. ``X``
 aggregations are read from the partition layout wherever they are needed.
 
 Aggregations of one stage with the same weighting whose inputs come from the same stage form
-one :class:`Exchange`: their inputs travel side by side (columns of one tile per pair of
-partitions) and one sparse product serves them all, forward and backward. This is how a
-batch of models (:mod:`lotan.planner.batching`) shares one exchange per layer.
+one :class:`Exchange`: their inputs travel side by side, as the arrays of one tile per pair
+of partitions (forward, and their gradients backward). This is how a batch of models
+(:mod:`lotan.planner.batching`) shares one exchange per layer.
 
 Backward, stage ``j`` of ``S`` runs at index ``2S - j`` (the last forward stage also runs its
 own backward): it sums the gradients of the values it produced (partials from the
@@ -82,9 +82,11 @@ def _t(a: np.ndarray) -> torch.Tensor:
 @dataclass(frozen=True)
 class Exchange:
     """Aggregations of stage ``stage`` with weighting ``norm`` whose inputs are sent by stage
-    ``source``: the inputs travel as the columns of one tile per (source, destination) pair
-    and one sparse product computes all the aggregations (and, backward, one transposed
-    product all the gradients).
+    ``source``: the inputs travel side by side, as the arrays of one tile per (source,
+    destination) pair; backward, their gradients do the same. Each input keeps its own
+    contiguous array (no copies into one wide matrix and out again), and is aggregated by
+    its own sparse product (wide ones in column blocks, see
+    :data:`lotan.graph_engine.kernels.COLUMN_BLOCK`).
 
     Attributes
     ----------
@@ -106,26 +108,9 @@ class Exchange:
     stochastic: tuple[int, ...]
     grad_inputs: tuple[int, ...]
 
-    def columns(self, of: tuple[int, ...]) -> dict[int, slice]:
-        """Column range of each value of ``of`` (a subsequence of ``inputs``) when those
-        values are stacked side by side."""
-        width = dict(zip(self.inputs, self.widths, strict=True))
-        out: dict[int, slice] = {}
-        lo = 0
-        for u in of:
-            out[u] = slice(lo, lo + width[u])
-            lo += width[u]
-        return out
-
     def width(self, of: tuple[int, ...]) -> int:
         width = dict(zip(self.inputs, self.widths, strict=True))
         return sum(width[u] for u in of)
-
-
-def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
-    if len(blocks) == 1:
-        return np.ascontiguousarray(blocks[0])
-    return np.concatenate(blocks, axis=1)
 
 
 @dataclass(frozen=True)
@@ -373,17 +358,16 @@ class _Forward:
 
         # Inputs: aggregations (from exchanged rows), carried values, layout values.
         for x in plan.exchanges_into(j):
-            z = self._aggregate(layout, inbox, x, x.inputs, "")
-            if self.train:
-                save[f"z{x.index}"] = z.numpy()
-            _split(vals[""], x, x.inputs, z)
-            if self.evals and x.stochastic:
-                _split(
-                    vals[EVAL],
-                    x,
-                    x.stochastic,
-                    self._aggregate(layout, inbox, x, x.stochastic, EVAL),
-                )
+            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
+                if s and not self.evals:
+                    continue
+                for u in of:
+                    z = self._aggregate(layout, inbox, x, u, s)
+                    for a in x.aggs:
+                        if x.agg_input[a] == u:
+                            vals[s][a] = z
+                            if self.train and not s:
+                                save[f"s{a}"] = z.numpy()
         for k in plan.stage_inputs(j):
             if k in vals[""]:
                 continue
@@ -422,13 +406,17 @@ class _Forward:
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
                 if (s and not self.evals) or not of:
                     continue
-                blocks = [
-                    _layout_value(layout, u) if u in plan.layout_values else vals[s][u].numpy()
-                    for u in of
-                ]
+                sends: dict[int, dict[str, np.ndarray]] = {}
                 with phase("exchange"):
-                    sends = forward_messages(layout, _side_by_side(blocks))
-                out += [Message(x.stage, q, part, f"x{x.index}{s}", {"rows": r}) for q, r in sends]
+                    for u in of:
+                        rows = (
+                            _layout_value(layout, u)
+                            if u in plan.layout_values
+                            else vals[s][u].numpy()
+                        )
+                        for q, r in forward_messages(layout, rows):
+                            sends.setdefault(q, {})[str(u)] = r
+                out += [Message(x.stage, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
 
         if j == plan.last and plan.heads:
             losses = [0.0] * len(plan.heads)
@@ -459,12 +447,12 @@ class _Forward:
         layout: PartitionLayout,
         inbox: list[Message],
         x: Exchange,
-        of: tuple[int, ...],
+        u: int,
         stream: str,
     ) -> torch.Tensor:
-        """``Â`` of the values ``of`` of exchange ``x``, side by side."""
+        """``Â`` of value ``u`` of exchange ``x``."""
         with phase("exchange"):
-            full = assemble(layout, by_source(inbox, f"x{x.index}{stream}"))
+            full = assemble(layout, by_source(inbox, f"x{x.index}{stream}", key=str(u)))
         with phase("spmm"):
             w = layout.weights[self.plan.norm_index[x.norm]]
             return spmm(layout.indptr, layout.indices, w, _t(full))
@@ -493,30 +481,15 @@ class _Forward:
         return losses, _backprop(plan, self.j, part, layout, params, seed, inputs, grad_out)
 
 
-def _split(
-    into: dict[int, torch.Tensor], x: Exchange, of: tuple[int, ...], z: torch.Tensor
-) -> None:
-    """The aggregations of ``x`` over the values ``of`` from their side-by-side product."""
-    cols = x.columns(of)
-    for a in x.aggs:
-        u = x.agg_input[a]
-        if u in cols:
-            into[a] = z if len(of) == 1 else z[:, cols[u]]
-
-
 def _saved_inputs(
     plan: PhysicalPlan, j: int, layout: PartitionLayout, saved: Mapping[str, np.ndarray]
 ) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
-    for x in plan.exchanges_into(j):
-        z = saved[f"z{x.index}"]
-        cols = x.columns(x.inputs)
-        for a in x.aggs:
-            out[a] = z[:, cols[x.agg_input[a]]]
     for k in plan.stage_inputs(j):
-        if k in out:
-            continue
         out[k] = _layout_value(layout, k) if k in plan.layout_values else saved[f"s{k}"]
+    for x in plan.exchanges_into(j):
+        for a in x.aggs:
+            out[a] = saved[f"s{a}"]
     return out
 
 
@@ -549,20 +522,21 @@ def _backprop(
     for x in plan.exchanges_into(j):
         if not x.grad_inputs:
             continue
-        g_of: dict[int, torch.Tensor] = {}
-        for a in x.aggs:
-            u = x.agg_input[a]
-            if u in x.grad_inputs:
-                g_of[u] = grads[a] if u not in g_of else g_of[u] + grads[a]
-        blocks = [g_of[u] for u in x.grad_inputs]
-        g = blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks, dim=1)
         w = layout.t_weights[plan.norm_index[x.norm]]
-        with phase("spmm"):
-            partial = spmm(layout.t_indptr, layout.t_indices, w, g)
+        sends: dict[int, dict[str, np.ndarray]] = {}
+        for u in x.grad_inputs:
+            g: torch.Tensor | None = None
+            for a in x.aggs:
+                if x.agg_input[a] == u:
+                    g = grads[a] if g is None else g + grads[a]
+            assert g is not None
+            with phase("spmm"):
+                partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
+            with phase("exchange"):
+                for q, r in backward_messages(layout, partial.numpy()):
+                    sends.setdefault(q, {})[str(u)] = r
         target = plan.backward_index(x.source)
-        with phase("exchange"):
-            sends = backward_messages(layout, partial.numpy())
-        out += [Message(target, q, part, f"g{x.index}", {"rows": r}) for q, r in sends]
+        out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
     # Values carried from earlier stages: their gradients go straight to their producer.
     for k, g in grads.items():
         if k in here or k not in plan.requires_grad or k not in plan.stage_of:
@@ -591,14 +565,13 @@ class _Backward:
                 saved.update(m.payload)
         totals: dict[int, np.ndarray] = {}
         for x in plan.exchanges_from(j):
-            partials = by_source(inbox, f"g{x.index}")
-            if not x.grad_inputs or not partials:
-                continue
-            with phase("exchange"):
-                total = reduce_partials(layout, partials)
-            for u, cols in x.columns(x.grad_inputs).items():
-                block = total[:, cols]
-                totals[u] = np.array(block, copy=True) if u not in totals else totals[u] + block
+            for u in x.grad_inputs:
+                partials = by_source(inbox, f"g{x.index}", key=str(u))
+                if not partials:
+                    continue
+                with phase("exchange"):
+                    total = reduce_partials(layout, partials)
+                totals[u] = total if u not in totals else totals[u] + total
         for m in inbox:
             if m.tag[0] == "d" and m.tag[1:].isdigit():
                 i = int(m.tag[1:])

@@ -50,3 +50,28 @@ def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
     np.testing.assert_array_equal(back[(-1, 2, "f3")].payload["rows"], big[:7])
     with pytest.raises(EngineError, match=r"arrived in .* chunks"):
         table_to_messages(table.slice(0, 3))
+
+
+def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> None:
+    from lotan.graph_engine.runner import Message
+    from lotan.graph_engine.spark_runner import messages_to_table, table_to_messages
+    from lotan.graph_engine.tiles import plan_tile, write_tile
+
+    rng = np.random.default_rng(3)
+    arrays = {"a": rng.standard_normal((37, 5)).astype(np.float32), "b": np.arange(11)}
+    whole = encode_tile(arrays)
+    assert whole == encode_tile(arrays)  # padding is zeroed: the same arrays, the same bytes
+    plan = plan_tile(arrays)
+    pieces = []
+    for lo in range(0, plan.size, 100):  # any ranges, including ones that split the header
+        out = np.full(min(100, plan.size - lo), 255, np.uint8)
+        write_tile(plan, out, lo, lo + out.shape[0])
+        pieces.append(out.tobytes())
+    assert b"".join(pieces) == whole
+    msgs = [Message(2, q, 0, "x0", {"7": arrays["a"][: q + 3], "9": arrays["a"]}) for q in (0, 1)]
+    for chunk in (64, 1 << 20):
+        back = table_to_messages(messages_to_table(msgs, chunk_bytes=chunk))
+        for m, orig in zip(sorted(back, key=lambda m: m.dest), msgs, strict=True):
+            assert m[:4] == orig[:4]
+            for key in ("7", "9"):
+                np.testing.assert_array_equal(m.payload[key], orig.payload[key])
