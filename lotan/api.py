@@ -12,6 +12,7 @@ from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.graph_engine.partition import check_partitioner
+from lotan.grid import DEFAULT_MEMORY_BUDGET, explain_many
 from lotan.planner.batching import merge
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
@@ -222,7 +223,7 @@ def explain(
     partitioner: str = FitConfig.partitioner,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
-    memory_budget: int | str | None = "4g",
+    memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET,
     print_: bool = True,
 ) -> str:
     """The logical plan, the optimized plan (which rules fired) and the physical plan with
@@ -237,8 +238,6 @@ def explain(
     """
     check_partitioner(partitioner)
     if not isinstance(model, torch.nn.Module):
-        from lotan.grid import explain_many
-
         text = explain_many(
             model,
             graph,
