@@ -42,6 +42,22 @@ class GinSgcNet(torch.nn.Module):
         return self.sgc(self.gin(x, edge_index).tanh(), edge_index)
 
 
+class SkipNet(torch.nn.Module):
+    """``h`` feeds dense work in two later stages: its gradients from both must add up."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = GCNConv(f, 8)
+        self.conv2 = GCNConv(8, 8)
+        self.conv3 = GCNConv(8, 8)
+        self.head = torch.nn.Linear(8, c)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv1(x, edge_index))
+        h2 = F.relu(self.conv2(h, edge_index)) + h
+        return self.head(self.conv3(h2, edge_index) + h)
+
+
 MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
     "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
@@ -50,6 +66,7 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "sgc": lambda f, c: SGConv(f, c, K=2),
     "residual": ResidualNet,
     "gin_sgc": GinSgcNet,
+    "skip": SkipNet,
 }
 
 
