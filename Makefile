@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(or $(LOTAN_DATA_DIR),$(wildcard $(abspath ..)/shared/datasets))
 export LOTAN_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup quickstart test lint
+.PHONY: setup quickstart test lint bench
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,7 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The benchmark report (bench/results/quick/); the DGL baseline gets its own environment.
+bench: setup
+	$(PY) -m bench run --suite quick

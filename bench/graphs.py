@@ -1,0 +1,73 @@
+"""The benchmark graphs, written once per run as ``.npz`` files that every system reads.
+
+Planetoid graphs get Kipf & Welling's row-normalized features (PyG's ``NormalizeFeatures``);
+synthetic graphs are :func:`lotan.datasets.sbm` (16 classes, 128 features, degree 20).
+
+One file format for all systems (NumPy arrays: ``x``, ``src``, ``dst``, ``y``,
+``train``/``val``/``test`` masks) keeps the DGL worker free of Lotan and PyG: it runs in its
+own environment and reads the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SBM_DEGREE", "load_npz", "write_graph"]
+
+#: Average degree of the synthetic graphs (SBM, 16 classes, 128 features).
+SBM_DEGREE = 20.0
+
+
+def write_graph(name: str, folder: Path) -> Path:
+    """Write graph ``name`` (``cora``, ``citeseer``, ``sbm<N>`` like ``sbm100k``) to
+    ``folder/<name>.npz`` unless it is there; return the path."""
+    import lotan
+
+    path = folder / f"{name}.npz"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    if name in ("cora", "citeseer"):
+        graph = lotan.datasets.planetoid("Cora" if name == "cora" else "CiteSeer")
+    elif name.startswith("sbm"):
+        graph = lotan.datasets.sbm(
+            _size(name[3:]), num_classes=16, num_features=128, avg_degree=SBM_DEGREE, seed=0
+        )
+    else:
+        raise SystemExit(f"unknown graph {name!r}")
+    a = graph.arrays()
+    order = np.argsort(a.ids)  # rows in id order: vertex i is row i for every system
+    x = a.x[order]
+    if name in ("cora", "citeseer"):
+        # Kipf & Welling's preprocessing (PyG's NormalizeFeatures): rows sum to 1.
+        sums = x.sum(axis=1, keepdims=True)
+        x = (x / np.where(sums == 0, 1, sums)).astype(np.float32)
+    ids = a.ids[order]
+    if not np.array_equal(ids, np.arange(ids.shape[0])):
+        raise SystemExit(f"graph {name} does not have dense ids 0..n-1")
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        x=x,
+        y=a.y[order],
+        src=a.src,
+        dst=a.dst,
+        train=a.split[order] == 1,
+        val=a.split[order] == 2,
+        test=a.split[order] == 3,
+    )
+    tmp.rename(path)
+    return path
+
+
+def _size(text: str) -> int:
+    scale = {"k": 1_000, "m": 1_000_000}
+    return int(float(text[:-1]) * scale[text[-1]]) if text[-1] in scale else int(text)
+
+
+def load_npz(path: str | Path) -> dict[str, Any]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}

@@ -1,0 +1,221 @@
+"""The benchmark suites: which experiments, on which graphs, with which systems.
+
+Every measurement runs in a fresh process (:mod:`bench.systems`, or :mod:`bench.dgl_worker`
+in the DGL environment), and every comparison runs its baselines in the same suite run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.graphs import write_graph
+
+__all__ = ["SUITES", "machine", "measure", "run_suite"]
+
+ROOT = Path(__file__).resolve().parent
+
+#: Kipf & Welling (2017), Table 2: GCN test accuracy (%).
+PUBLISHED = {"cora": 81.5, "citeseer": 70.3}
+
+#: The Kipf & Welling protocol (weight decay on every parameter here, for all systems).
+KIPF = {"hidden": 16, "layers": 2, "dropout": 0.5, "lr": 0.01, "weight_decay": 5e-4}
+
+SUITES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "accuracy": {
+            "graphs": ["cora", "citeseer"],
+            "seeds": 10,
+            "epochs": 200,
+            "systems": ["pyg", "dgl", "lotan-local"],
+        },
+        "scale": {
+            "graphs": ["sbm10k", "sbm100k"],
+            "models": ["gcn", "sage", "gin"],
+            "systems": ["pyg", "pyg-csr", "dgl", "lotan-local", "lotan-spark"],
+            "spark_models": ["gcn"],
+            "hidden": 64,
+            "layers": 2,
+            "epochs": 4,
+            "partitions": 2,
+        },
+    },
+    "full": {
+        "accuracy": {
+            "graphs": ["cora", "citeseer"],
+            "seeds": 10,
+            "epochs": 200,
+            "systems": ["pyg", "dgl", "lotan-local", "lotan-spark"],
+        },
+        "scale": {
+            "graphs": ["sbm10k", "sbm100k", "sbm1m", "sbm2m"],
+            "models": ["gcn", "sage", "gin"],
+            "systems": ["pyg", "pyg-csr", "dgl", "lotan-local", "lotan-spark"],
+            "spark_models": ["gcn", "sage", "gin"],
+            "hidden": 128,
+            "layers": 2,
+            "epochs": 5,
+            "partitions": 8,
+            "limit_gb": 20,
+        },
+    },
+}
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory and versions of what runs the benchmarks."""
+    import pyspark
+    import torch
+    import torch_geometric
+
+    import lotan
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True)
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "gpu": "none" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "pyspark": pyspark.__version__,
+        "lotan": lotan.__version__,
+        "java": (java.stderr or java.stdout).splitlines()[0] if java.returncode == 0 else "?",
+    }
+
+
+def measure(spec: dict[str, Any], dgl_python: Path | None) -> dict[str, Any]:
+    """Run one spec in a fresh process; the result dict (``ok`` False on failure)."""
+    if spec["system"] == "dgl":
+        if dgl_python is None:
+            return {"ok": False, "error": "no DGL environment"}
+        cmd = [str(dgl_python), str(ROOT / "dgl_worker.py"), json.dumps(spec)]
+    else:
+        cmd = [sys.executable, "-m", "bench.systems", json.dumps(spec)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=spec.get("timeout", 3600), cwd=ROOT.parent
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "timed out"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            res["wall_s"] = time.perf_counter() - start
+            return res
+    if proc.returncode in (-9, 137):
+        return {"ok": False, "error": "killed (out of memory)"}
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"ok": False, "error": f"exit {proc.returncode}: {' | '.join(tail)[:300]}"}
+
+
+def _accuracy(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    out = []
+    for graph in cfg["graphs"]:
+        path = write_graph(graph, data)
+        for system in cfg["systems"]:
+            spec = {
+                "system": system,
+                "task": "accuracy",
+                "graph": str(path),
+                "model": "gcn",
+                "epochs": cfg["epochs"],
+                "seeds": list(range(cfg["seeds"])),
+                "partitions": 2,
+                **KIPF,
+            }
+            res = measure(spec, dgl)
+            log(f"accuracy {graph} {system}: {_short(res)}")
+            out.append({"experiment": "accuracy", "graph": graph, "system": system, **res})
+    return out
+
+
+def _scale(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    out = []
+    for graph in cfg["graphs"]:
+        path = write_graph(graph, data)
+        for model in cfg["models"]:
+            for system in cfg["systems"]:
+                if system == "lotan-spark" and model not in cfg["spark_models"]:
+                    continue
+                spec = {
+                    "system": system,
+                    "task": "epochs",
+                    "graph": str(path),
+                    "model": model,
+                    "hidden": cfg["hidden"],
+                    "layers": cfg["layers"],
+                    "dropout": 0.5,
+                    "lr": 0.01,
+                    "weight_decay": 5e-4,
+                    "epochs": cfg["epochs"],
+                    "partitions": cfg["partitions"],
+                    "limit_gb": cfg.get("limit_gb"),
+                }
+                res = measure(spec, dgl)
+                log(f"scale {graph} {model} {system}: {_short(res)}")
+                out.append(
+                    {"experiment": "scale", "graph": graph, "model": model, "system": system, **res}
+                )
+    return out
+
+
+def _short(res: dict[str, Any]) -> str:
+    if not res.get("ok"):
+        return f"FAILED ({res.get('error')})"
+    if "test" in res:
+        t = res["test"]
+        return f"test {100 * sum(t) / len(t):.1f}% over {len(t)} seeds"
+    return f"epoch {res['epoch']:.3f}s"
+
+
+EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {"accuracy": _accuracy, "scale": _scale}
+
+
+def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = True) -> Path:
+    """Run suite ``name`` (experiments ``only``, default all); write ``results.json``."""
+    from bench.dgl_env import OLD_SETUPTOOLS, PINS, ensure
+
+    suite = SUITES[name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / "scratch"
+    dgl = ensure() if use_dgl else None
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+
+    path = out_dir / "results.json"
+    empty: dict[str, Any] = {"records": [], "seconds": {}}
+    previous = json.loads(path.read_text()) if path.exists() and only else empty
+    records = [r for r in previous["records"] if r["experiment"] not in (only or [])]
+    seconds = {k: v for k, v in previous["seconds"].items() if k not in (only or [])}
+    for exp, cfg in suite.items():
+        if only and exp not in only:
+            continue
+        start = time.perf_counter()
+        records += EXPERIMENTS[exp](cfg, data, dgl, log)
+        seconds[exp] = time.perf_counter() - start
+    result = {
+        "suite": name,
+        "config": suite,
+        "machine": machine(),
+        "dgl": {"pins": [*PINS, OLD_SETUPTOOLS]} if dgl else None,
+        "seconds": seconds,
+        "records": records,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.rename(path)
+    log(f"wrote {path}")
+    return path

@@ -1,0 +1,153 @@
+"""One measurement of one system, in a fresh process: ``python -m bench.systems SPEC_JSON``
+prints ``RESULT {json}``. Systems: ``pyg`` (``edge_index``), ``pyg-csr`` (cached
+``torch.sparse`` CSR ``adj_t``), ``lotan-local``, ``lotan-spark``; DGL runs in its own
+environment through :mod:`bench.dgl_worker` with the same spec.
+
+Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report the test
+accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
+``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``),
+``hidden``, ``layers``, ``dropout``, ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
+``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _model(spec: dict[str, Any], f: int, c: int, *, csr: bool = False) -> Any:
+    from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+
+    cls = {"gcn": GCN, "sage": GraphSAGE, "gin": GIN}[spec["model"]]
+    kw: dict[str, Any] = {"dropout": spec["dropout"]}
+    if csr and spec["model"] == "gcn":
+        kw["cached"] = True
+    return cls(f, spec["hidden"], spec["layers"], c, **kw)
+
+
+def _pyg(spec: dict[str, Any], g: dict[str, Any], seed: int, csr: bool) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    x = torch.from_numpy(g["x"])
+    y = torch.from_numpy(g["y"])
+    n = x.shape[0]
+    edge_index = torch.from_numpy(np.stack([g["src"], g["dst"]]))
+    adj: Any = edge_index
+    if csr:  # adj_t: row = target, as PyG's ToSparseTensor builds it
+        adj = to_torch_csr_tensor(edge_index.flip(0), size=(n, n))
+    masks = {k: torch.from_numpy(g[k]) for k in ("train", "val", "test")}
+    c = int(y.max()) + 1
+    torch.manual_seed(seed)
+    model = _model(spec, x.shape[1], c, csr=csr)
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
+    times, curve = [], []
+    for _ in range(spec["epochs"]):
+        start = time.perf_counter()
+        model.train()
+        opt.zero_grad()
+        out = model(x, adj)
+        loss = F.cross_entropy(out[masks["train"]], y[masks["train"]])
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+        if spec["task"] == "accuracy":
+            model.eval()
+            with torch.no_grad():
+                pred = model(x, adj).argmax(1)
+            curve.append([float((pred[m] == y[m]).float().mean()) for m in masks.values()])
+    return {"times": times, "loss": float(loss), "curve": curve}
+
+
+def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> dict[str, Any]:
+    import torch
+
+    import lotan
+
+    split = np.zeros(g["y"].shape[0], np.int8)
+    for code, key in ((1, "train"), (2, "val"), (3, "test")):
+        split[g[key]] = code
+    spark = None
+    if engine == "spark":
+        from lotan.graph_engine.session import get_spark
+
+        spark = get_spark()
+    graph = lotan.Graph.from_arrays(x=g["x"], src=g["src"], dst=g["dst"], y=g["y"], split=split)
+    torch.manual_seed(seed)
+    model = _model(spec, graph.num_features, graph.num_classes)
+    start = time.perf_counter()
+    res = lotan.fit(
+        model,
+        graph,
+        epochs=spec["epochs"],
+        lr=spec["lr"],
+        weight_decay=spec["weight_decay"],
+        engine=engine,
+        num_partitions=spec.get("partitions") if engine == "spark" else 1,
+        seed=seed,
+        spark=spark,
+        progress=False,
+    )
+    times = [r.seconds for r in res.history]
+    times[0] = time.perf_counter() - start - sum(times[1:])  # preparation counts in epoch 1
+    curve = [[r.train_acc, r.val_acc, r.test_acc] for r in res.history]
+    return {"times": times, "loss": res.history[-1].loss, "curve": curve}
+
+
+def best_val_test(curve: list[list[float]]) -> tuple[float, float]:
+    """(best validation accuracy, test accuracy at its first epoch)."""
+    best = max(range(len(curve)), key=lambda e: (curve[e][1], -e))
+    return curve[best][1], curve[best][2]
+
+
+def summarize(spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a worker reports: per seed, best val / test acc (accuracy), or epoch times."""
+    out: dict[str, Any] = {}
+    if spec["task"] == "accuracy":
+        pairs = [best_val_test(r["curve"]) for r in runs]
+        out["val"] = [p[0] for p in pairs]
+        out["test"] = [p[1] for p in pairs]
+    else:
+        times = runs[0]["times"]
+        out["first_epoch"] = times[0]
+        out["epoch"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        out["loss"] = runs[0]["loss"]
+    return out
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    if spec.get("limit_gb"):
+        limit = int(spec["limit_gb"] * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from bench.graphs import load_npz
+    from bench.scale import _peak_rss
+
+    g = load_npz(spec["graph"])
+    system = spec["system"]
+    try:
+        runs = []
+        for seed in spec.get("seeds", [0]):
+            if system in ("pyg", "pyg-csr"):
+                runs.append(_pyg(spec, g, seed, csr=system == "pyg-csr"))
+            elif system in ("lotan-local", "lotan-spark"):
+                runs.append(_lotan(spec, g, seed, system.split("-")[1]))
+            else:
+                raise SystemExit(f"unknown system {system!r}")
+        res: dict[str, Any] = {"ok": True, **summarize(spec, runs)}
+    except (MemoryError, RuntimeError) as exc:  # torch reports OOM as RuntimeError
+        res = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    res["rss_gib"] = _peak_rss()
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The benchmark harness: graphs every system reads alike, workers in fresh processes, and a
+report computed from the results (numbers and ratios, not hard-coded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.graphs import load_npz, write_graph
+from bench.report import render
+from bench.suite import KIPF, measure
+from bench.systems import best_val_test
+
+
+def test_graph_files_round_trip(tmp_path: Path) -> None:
+    path = write_graph("sbm2k", tmp_path)
+    g = load_npz(path)
+    n = g["x"].shape[0]
+    assert n == 2000 and g["x"].dtype == np.float32 and g["src"].max() < n
+    assert not (g["train"] & g["test"]).any() and g["train"].any()
+    assert write_graph("sbm2k", tmp_path) == path  # written once
+
+
+def test_best_validation_epoch_picks_the_first_best() -> None:
+    curve = [[0.5, 0.6, 0.61], [0.6, 0.7, 0.65], [0.7, 0.7, 0.9], [0.8, 0.5, 0.95]]
+    assert best_val_test(curve) == (0.7, 0.65)
+
+
+@pytest.mark.parametrize("system", ["pyg", "pyg-csr", "lotan-local"])
+def test_workers_measure_in_a_fresh_process(system: str, tmp_path: Path) -> None:
+    path = write_graph("sbm2k", tmp_path)
+    spec = {
+        "system": system,
+        "task": "accuracy",
+        "graph": str(path),
+        "model": "gcn",
+        "epochs": 3,
+        "seeds": [0, 1],
+        **KIPF,
+    }
+    res = measure(spec, None)
+    assert res["ok"], res
+    assert len(res["test"]) == 2 and all(0.0 <= t <= 1.0 for t in res["test"])
+    assert res["rss_gib"]["driver"] > 0
+
+
+def test_a_failing_worker_is_reported_not_raised(tmp_path: Path) -> None:
+    spec = {"system": "pyg", "task": "epochs", "graph": str(tmp_path / "missing.npz")}
+    res = measure(spec, None)
+    assert not res["ok"] and "exit" in res["error"]
+    assert measure({**spec, "system": "dgl"}, None) == {"ok": False, "error": "no DGL environment"}
+
+
+def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> None:
+    rec = {"ok": True, "rss_gib": {"driver": 1.0}, "first_epoch": 2.0}
+    results = {
+        "suite": "quick",
+        "seconds": {"accuracy": 60.0},
+        "config": {"accuracy": {"epochs": 200, "seeds": 2}, "scale": {"layers": 2}},
+        "machine": {
+            "cores": 2,
+            "cpu": "x",
+            "memory_gib": 24,
+            "gpu": "none",
+            "python": "3.11",
+            "torch": "t",
+            "torch_geometric": "g",
+            "pyspark": "s",
+            "java": "j",
+            "lotan": "l",
+        },
+        "dgl": {"pins": ["dgl==2.1.0"]},
+        "records": [
+            {
+                "experiment": "accuracy",
+                "graph": "cora",
+                "system": "pyg",
+                "ok": True,
+                "test": [0.80, 0.82],
+                "val": [0.79, 0.79],
+            },
+            {
+                "experiment": "scale",
+                "graph": "sbm10k",
+                "model": "gcn",
+                "system": "pyg",
+                **rec,
+                "epoch": 0.5,
+            },
+            {
+                "experiment": "scale",
+                "graph": "sbm10k",
+                "model": "gcn",
+                "system": "lotan-local",
+                **rec,
+                "epoch": 0.25,
+            },
+            {
+                "experiment": "scale",
+                "graph": "sbm100k",
+                "model": "gcn",
+                "system": "dgl",
+                "ok": False,
+                "error": "killed (out of memory)",
+            },
+        ],
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    text = render(path).read_text()
+    assert "| Cora | PyG (`edge_index`) | 81.0 ± 1.4 | 79.0 ± 0.0 | 81.5 |" in text
+    assert "| sbm10k | GCN | Lotan, local engine | 0.250 | 0.50 |" in text
+    assert "killed (out of memory)" in text
+    assert (tmp_path / "scale.png").stat().st_size > 1000
