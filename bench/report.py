@@ -145,6 +145,39 @@ def _scale_plot(rows: list[dict[str, Any]], out: Path) -> str | None:
     return name
 
 
+def _depth_width(records: list[dict[str, Any]], config: dict[str, Any], out: Path) -> list[str]:
+    rows = [r for r in records if r["experiment"] == "depth_width"]
+    if not rows:
+        return []
+    cfg = config.get("depth_width", {})
+    lines = [
+        "## Depth and width",
+        "",
+        f"{cfg.get('model', 'gcn').upper()} on `{cfg.get('graph')}`: depth 2 → 16 layers at "
+        f"hidden {cfg.get('hidden')}, and width (hidden) 16 → 4096 at 2 layers; median of "
+        f"epochs 2..{cfg.get('epochs')}; ratios to the first system listed, same run.",
+        "",
+        "| axis | layers | hidden | system | epoch (s) | ratio | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    first = cfg.get("systems", [rows[0]["system"]])[0]
+    base = {
+        (r["axis"], r["layers"], r["hidden"]): r["epoch"]
+        for r in rows
+        if r["system"] == first and r.get("ok")
+    }
+    for r in rows:
+        key = (r["axis"], r["layers"], r["hidden"])
+        head = f"| {r['axis']} | {r['layers']} | {r['hidden']} | {SYSTEM_NAMES[r['system']]} |"
+        if not r.get("ok"):
+            lines.append(f"{head} {r.get('error')} | | |")
+            continue
+        b = base.get(key)
+        ratio = f"{r['epoch'] / b:.2f}" if b else ""
+        lines.append(f"{head} {r['epoch']:.3f} | {ratio} | {_rss(r)} |")
+    return [*lines, ""]
+
+
 def render(results_path: Path) -> Path:
     """Write ``report.md`` (and plots) next to ``results_path``; return its path."""
     results = json.loads(results_path.read_text())
@@ -171,6 +204,7 @@ def render(results_path: Path) -> Path:
     ]
     lines += _accuracy(results["records"], results["config"])
     lines += _scale(results["records"], results["config"], out)
+    lines += _depth_width(results["records"], results["config"], out)
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

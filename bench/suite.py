@@ -46,6 +46,15 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 4,
             "partitions": 2,
         },
+        "depth_width": {
+            "graph": "sbm10k",
+            "model": "gcn",
+            "systems": ["pyg-csr", "dgl", "lotan-local"],
+            "depths": [2, 4, 8, 16],
+            "widths": [16, 256, 1024, 4096],
+            "hidden": 64,
+            "epochs": 4,
+        },
     },
     "full": {
         "accuracy": {
@@ -63,6 +72,16 @@ SUITES: dict[str, dict[str, Any]] = {
             "layers": 2,
             "epochs": 5,
             "partitions": 8,
+            "limit_gb": 20,
+        },
+        "depth_width": {
+            "graph": "sbm100k",
+            "model": "gcn",
+            "systems": ["pyg", "pyg-csr", "dgl", "lotan-local"],
+            "depths": [2, 4, 8, 16],
+            "widths": [16, 256, 1024, 4096],
+            "hidden": 128,
+            "epochs": 4,
             "limit_gb": 20,
         },
     },
@@ -170,6 +189,44 @@ def _scale(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> 
     return out
 
 
+def _depth_width(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """Depth (``layers``, hidden ``hidden``) and width (hidden, 2 layers) of one model."""
+    path = write_graph(cfg["graph"], data)
+    shapes = [("depth", d, cfg["hidden"]) for d in cfg["depths"]]
+    shapes += [("width", 2, w) for w in cfg["widths"]]
+    out = []
+    for axis, layers, hidden in shapes:
+        for system in cfg["systems"]:
+            spec = {
+                "system": system,
+                "task": "epochs",
+                "graph": str(path),
+                "model": cfg["model"],
+                "hidden": hidden,
+                "layers": layers,
+                "dropout": 0.5,
+                "lr": 0.01,
+                "weight_decay": 5e-4,
+                "epochs": cfg["epochs"],
+                "limit_gb": cfg.get("limit_gb"),
+            }
+            res = measure(spec, dgl)
+            log(f"{axis} layers={layers} hidden={hidden} {system}: {_short(res)}")
+            out.append(
+                {
+                    "experiment": "depth_width",
+                    "axis": axis,
+                    "graph": cfg["graph"],
+                    "model": cfg["model"],
+                    "layers": layers,
+                    "hidden": hidden,
+                    "system": system,
+                    **res,
+                }
+            )
+    return out
+
+
 def _short(res: dict[str, Any]) -> str:
     if not res.get("ok"):
         return f"FAILED ({res.get('error')})"
@@ -179,7 +236,11 @@ def _short(res: dict[str, Any]) -> str:
     return f"epoch {res['epoch']:.3f}s"
 
 
-EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {"accuracy": _accuracy, "scale": _scale}
+EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
+    "accuracy": _accuracy,
+    "scale": _scale,
+    "depth_width": _depth_width,
+}
 
 
 def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = True) -> Path:

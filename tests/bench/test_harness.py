@@ -59,7 +59,11 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
     results = {
         "suite": "quick",
         "seconds": {"accuracy": 60.0},
-        "config": {"accuracy": {"epochs": 200, "seeds": 2}, "scale": {"layers": 2}},
+        "config": {
+            "accuracy": {"epochs": 200, "seeds": 2},
+            "scale": {"layers": 2},
+            "depth_width": {"systems": ["pyg-csr", "lotan-local"], "graph": "sbm10k"},
+        },
         "machine": {
             "cores": 2,
             "cpu": "x",
@@ -106,6 +110,18 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
                 "ok": False,
                 "error": "killed (out of memory)",
             },
+            *(
+                {
+                    "experiment": "depth_width",
+                    "axis": "width",
+                    "layers": 2,
+                    "hidden": 4096,
+                    "system": system,
+                    **rec,
+                    "epoch": epoch,
+                }
+                for system, epoch in (("pyg-csr", 0.8), ("lotan-local", 0.2))
+            ),
         ],
     }
     path = tmp_path / "results.json"
@@ -114,4 +130,5 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
     assert "| Cora | PyG (`edge_index`) | 81.0 ± 1.4 | 79.0 ± 0.0 | 81.5 |" in text
     assert "| sbm10k | GCN | Lotan, local engine | 0.250 | 0.50 |" in text
     assert "killed (out of memory)" in text
+    assert "| width | 2 | 4096 | Lotan, local engine | 0.200 | 0.25 |" in text
     assert (tmp_path / "scale.png").stat().st_size > 1000
