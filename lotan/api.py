@@ -1,4 +1,5 @@
-"""The public entry points: ``fit`` and ``predict``."""
+"""The public entry points: ``fit``, ``predict`` and ``explain`` (``fit_many`` and ``grid``
+are in :mod:`lotan.grid`)."""
 
 from __future__ import annotations
 
