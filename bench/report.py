@@ -178,6 +178,42 @@ def _depth_width(records: list[dict[str, Any]], config: dict[str, Any], out: Pat
     return [*lines, ""]
 
 
+def _batching(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    rows = [r for r in records if r["experiment"] == "batching"]
+    if not rows:
+        return []
+    cfg = config.get("batching", {})
+    lines = [
+        "## Model batching: `lotan.fit_many`",
+        "",
+        f"A grid of `GCN(128, {cfg.get('hidden')}, 2, 16)` models (dropout 0 / 0.5, four "
+        f"learning rates) on `{cfg.get('graph')}`, trained together with `fit_many` (one "
+        "batch, `cost(K)` = its epoch time) and one after the other with `fit` (`K fits` = "
+        "the sum of their epoch times), same process; median of epochs 2.."
+        f"{cfg.get('epochs')}; Spark with {cfg.get('partitions')} partitions "
+        "(`python -m bench.model_batching` measures the same thing standalone).",
+        "",
+        "| engine | K | cost(K) (s) | K fits (s) | speedup | cost(K) / cost(1) | sub-batches |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = SYSTEM_NAMES[r["system"]]
+        if not r.get("ok"):
+            lines.append(f"| {name} | | {r.get('error')} | | | | |")
+            continue
+        ks = sorted(int(k) for k in r["batched"])
+        base = r["batched"][str(ks[0])]["cost"]
+        for k in ks:
+            b = r["batched"][str(k)]
+            seq = sum(r["sequential"][:k])
+            subs = " + ".join(str(s["models"]) for s in b["sub_batches"])
+            lines.append(
+                f"| {name} | {k} | {b['cost']:.3f} | {seq:.3f} | {seq / b['cost']:.2f}x | "
+                f"{b['cost'] / base:.2f} | {subs} |"
+            )
+    return [*lines, ""]
+
+
 def render(results_path: Path) -> Path:
     """Write ``report.md`` (and plots) next to ``results_path``; return its path."""
     results = json.loads(results_path.read_text())
@@ -205,6 +241,7 @@ def render(results_path: Path) -> Path:
     lines += _accuracy(results["records"], results["config"])
     lines += _scale(results["records"], results["config"], out)
     lines += _depth_width(results["records"], results["config"], out)
+    lines += _batching(results["records"], results["config"])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

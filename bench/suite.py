@@ -55,6 +55,15 @@ SUITES: dict[str, dict[str, Any]] = {
             "hidden": 64,
             "epochs": 4,
         },
+        "batching": {
+            "graph": "sbm100k",
+            "engines": ["spark"],
+            "ks": [1, 4, 8],
+            "hidden": 16,
+            "epochs": 4,
+            "partitions": 2,
+            "memory_budget": "4g",
+        },
     },
     "full": {
         "accuracy": {
@@ -83,6 +92,15 @@ SUITES: dict[str, dict[str, Any]] = {
             "hidden": 128,
             "epochs": 4,
             "limit_gb": 20,
+        },
+        "batching": {
+            "graph": "sbm100k",
+            "engines": ["local", "spark"],
+            "ks": [1, 2, 4, 8, 16],
+            "hidden": 64,
+            "epochs": 5,
+            "partitions": 2,
+            "memory_budget": "4g",
         },
     },
 }
@@ -227,6 +245,37 @@ def _depth_width(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callabl
     return out
 
 
+def _batching(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """``fit_many`` with K models vs K sequential fits (:mod:`bench.model_batching`)."""
+    import argparse
+
+    from bench.model_batching import _run
+
+    out = []
+    for engine in cfg["engines"]:
+        args = argparse.Namespace(
+            graph=cfg["graph"],
+            ks=",".join(str(k) for k in cfg["ks"]),
+            epochs=cfg["epochs"],
+            hidden=cfg["hidden"],
+            partitions=cfg["partitions"],
+            memory_budget=cfg["memory_budget"],
+        )
+        try:
+            res: dict[str, Any] = {"ok": True, **_run(engine, args)}
+        except SystemExit as exc:
+            res = {"ok": False, "error": str(exc)[:300]}
+        if res["ok"]:
+            costs = {k: v["cost"] for k, v in res["batched"].items()}
+            log(f"batching {engine}: " + ", ".join(f"K={k} {c:.3f}s" for k, c in costs.items()))
+        else:
+            log(f"batching {engine}: FAILED ({res['error']})")
+        out.append(
+            {"experiment": "batching", "system": f"lotan-{engine}", "graph": cfg["graph"], **res}
+        )
+    return out
+
+
 def _short(res: dict[str, Any]) -> str:
     if not res.get("ok"):
         return f"FAILED ({res.get('error')})"
@@ -240,6 +289,7 @@ EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
     "accuracy": _accuracy,
     "scale": _scale,
     "depth_width": _depth_width,
+    "batching": _batching,
 }
 
 

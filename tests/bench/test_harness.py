@@ -122,6 +122,16 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
                 }
                 for system, epoch in (("pyg-csr", 0.8), ("lotan-local", 0.2))
             ),
+            {
+                "experiment": "batching",
+                "system": "lotan-spark",
+                "ok": True,
+                "sequential": [1.0, 1.0, 1.2, 0.8],
+                "batched": {
+                    "1": {"cost": 0.9, "sub_batches": [{"models": 1}]},
+                    "4": {"cost": 1.8, "sub_batches": [{"models": 3}, {"models": 1}]},
+                },
+            },
         ],
     }
     path = tmp_path / "results.json"
@@ -131,4 +141,5 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
     assert "| sbm10k | GCN | Lotan, local engine | 0.250 | 0.50 |" in text
     assert "killed (out of memory)" in text
     assert "| width | 2 | 4096 | Lotan, local engine | 0.200 | 0.25 |" in text
+    assert "| Lotan, Spark engine | 4 | 1.800 | 4.000 | 2.22x | 2.00 | 3 + 1 |" in text
     assert (tmp_path / "scale.png").stat().st_size > 1000
