@@ -185,13 +185,12 @@ class Trainer:
             self.stopped = True
             self.result.stopped_early = e < cfg.epochs
 
-    def step(self, grads: dict[str, np.ndarray], epoch: int, loss: float) -> None:
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.params.items():
             if name in grads:
                 p.grad = torch.from_numpy(grads[name]).to(p.dtype)
         self.opt.step()
-        self.pending = (epoch, loss, 0.0, {})
 
     def finish(self) -> None:
         """With early stopping, go back to the best epoch's weights."""
@@ -237,22 +236,21 @@ def run_batch(
         batch = [trainers[i] for i in active]
         msgs = engine.run(prepared, train, _value(batch, epoch), f"{label} epoch {epoch}")
         grads, metrics = reduce_messages(msgs)
-        still = []
+        stepped: dict[int, float] = {}  # model -> its loss this epoch
         for i, t, row in zip(active, batch, metrics, strict=True):
             if t.pending is not None:
                 # This forward pass evaluated the weights that the previous step made.
                 t.record(row)
             if not t.stopped:
-                t.step(grads, epoch, float(row[0]))
-                still.append(i)
+                t.step(grads)
+                stepped[i] = float(row[0])
         seconds = time.perf_counter() - start
         phases = phase_seconds(msgs)
-        for i in still:
-            e, loss, _, _ = trainers[i].pending  # type: ignore[misc]
-            trainers[i].pending = (e, loss, seconds, phases)
+        for i, loss in stepped.items():
+            trainers[i].pending = (epoch, loss, seconds, phases)
         if progress:
             _print_progress([trainers[i] for i in active], epoch - 1, epochs)
-        active = still
+        active = list(stepped)
     if active:
         keep = active
         evaluate = physical(keep).inference_stages(emit_outputs=False)

@@ -32,11 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from lotan.planner.explain import FLOAT_BYTES
 from lotan.planner.logical import LogicalPlan, Node
 from lotan.planner.physical import PhysicalPlan
 
 __all__ = [
-    "FLOAT_BYTES",
     "MergedPlan",
     "batches",
     "merge",
@@ -44,8 +44,6 @@ __all__ = [
     "structure",
     "working_set_bytes",
 ]
-
-FLOAT_BYTES = 4
 
 
 @dataclass(frozen=True)
