@@ -64,6 +64,23 @@ SUITES: dict[str, dict[str, Any]] = {
             "partitions": 2,
             "memory_budget": "4g",
         },
+        "planner": {
+            "graph": "sbm100k",
+            "model": "gcn",
+            "hidden": 256,
+            "layers": 3,
+            "engine": "local",
+            "partitions": 4,
+            "epochs": 4,
+        },
+        "partitioners": {
+            "graph": "sbm100k",
+            "model": "gcn",
+            "hidden": 64,
+            "engine": "local",
+            "partitions": [2, 4, 8],
+            "epochs": 3,
+        },
     },
     "full": {
         "accuracy": {
@@ -101,6 +118,23 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 5,
             "partitions": 2,
             "memory_budget": "4g",
+        },
+        "planner": {
+            "graph": "sbm100k",
+            "model": "gcn",
+            "hidden": 256,
+            "layers": 3,
+            "engine": "spark",
+            "partitions": 4,
+            "epochs": 4,
+        },
+        "partitioners": {
+            "graph": "sbm1m",
+            "model": "gcn",
+            "hidden": 128,
+            "engine": "spark",
+            "partitions": [2, 4, 8],
+            "epochs": 3,
         },
     },
 }
@@ -276,6 +310,68 @@ def _batching(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) 
     return out
 
 
+def _planner(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """Each planner rule off in turn (:data:`bench.planner_rules.CONFIGS`), same model."""
+    from dataclasses import asdict
+
+    from bench.planner_rules import CONFIGS
+
+    path = write_graph(cfg["graph"], data)
+    out = []
+    for name, flags in CONFIGS.items():
+        spec = {
+            **_lotan_spec(cfg, path, cfg["partitions"]),
+            "layers": cfg["layers"],
+            "planner": asdict(flags),
+        }
+        res = measure(spec, dgl)
+        log(f"planner {name}: {_short(res)}")
+        out.append({"experiment": "planner", "config": name, "system": spec["system"], **res})
+    return out
+
+
+def _partitioners(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """Hash vs label propagation at several partition counts: halo, bytes, time."""
+    from lotan.graph_engine.partition import PARTITIONERS
+
+    path = write_graph(cfg["graph"], data)
+    out = []
+    for parts in cfg["partitions"]:
+        for partitioner in PARTITIONERS:
+            spec = {**_lotan_spec(cfg, path, parts), "layers": 2, "partitioner": partitioner}
+            res = measure(spec, dgl)
+            log(f"partitioners {parts} {partitioner}: {_short(res)}")
+            out.append(
+                {
+                    "experiment": "partitioners",
+                    "partitions": parts,
+                    "partitioner": partitioner,
+                    "system": spec["system"],
+                    **res,
+                }
+            )
+    return out
+
+
+def _lotan_spec(cfg: dict[str, Any], path: Path, parts: int) -> dict[str, Any]:
+    """A Lotan epoch-timing spec on ``cfg["engine"]`` with ``parts`` partitions that also
+    reports the physical plan's numbers."""
+    return {
+        "system": f"lotan-{cfg['engine']}",
+        "task": "epochs",
+        "graph": str(path),
+        "model": cfg["model"],
+        "hidden": cfg["hidden"],
+        "dropout": 0.5,
+        "lr": 0.01,
+        "weight_decay": 5e-4,
+        "epochs": cfg["epochs"],
+        "partitions": parts,
+        "local_partitions": parts,
+        "plan": True,
+    }
+
+
 def _short(res: dict[str, Any]) -> str:
     if not res.get("ok"):
         return f"FAILED ({res.get('error')})"
@@ -290,6 +386,8 @@ EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
     "scale": _scale,
     "depth_width": _depth_width,
     "batching": _batching,
+    "planner": _planner,
+    "partitioners": _partitioners,
 }
 
 

@@ -7,12 +7,16 @@ Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report
 accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
 ``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``),
 ``hidden``, ``layers``, ``dropout``, ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
-``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional).
+``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional);
+for Lotan also ``local_partitions`` (local engine, default 1), ``partitioner``, ``planner``
+(:class:`lotan.PlannerFlags` fields, e.g. ``{"fuse": false}``) and ``plan`` (true: report
+what ``lotan.explain`` measures — stages, bytes exchanged per epoch, replication factor).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import sys
@@ -83,6 +87,14 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
     graph = lotan.Graph.from_arrays(x=g["x"], src=g["src"], dst=g["dst"], y=g["y"], split=split)
     torch.manual_seed(seed)
     model = _model(spec, graph.num_features, graph.num_classes)
+    parts = spec.get("partitions") if engine == "spark" else spec.get("local_partitions", 1)
+    options: dict[str, Any] = {
+        "engine": engine,
+        "num_partitions": parts,
+        "partitioner": spec.get("partitioner", "hash"),
+        "planner": lotan.PlannerFlags(**spec.get("planner", {})),
+        "spark": spark,
+    }
     start = time.perf_counter()
     res = lotan.fit(
         model,
@@ -90,16 +102,37 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
         epochs=spec["epochs"],
         lr=spec["lr"],
         weight_decay=spec["weight_decay"],
-        engine=engine,
-        num_partitions=spec.get("partitions") if engine == "spark" else 1,
         seed=seed,
-        spark=spark,
         progress=False,
+        **options,
     )
     times = [r.seconds for r in res.history]
     times[0] = time.perf_counter() - start - sum(times[1:])  # preparation counts in epoch 1
     curve = [[r.train_acc, r.val_acc, r.test_acc] for r in res.history]
-    return {"times": times, "loss": res.history[-1].loss, "curve": curve}
+    out = {"times": times, "loss": res.history[-1].loss, "curve": curve}
+    if spec.get("plan"):
+        out["plan"] = plan_stats(lotan.explain(model, graph, print_=False, **options))
+    return out
+
+
+def plan_stats(text: str) -> dict[str, float]:
+    """What ``lotan.explain`` printed about the physical plan, as numbers."""
+    part = re.search(r"replication factor ([\d.]+), vertex skew ([\d.]+), edge skew ([\d.]+)", text)
+    epoch = re.search(
+        r"per epoch: (\d+) forward \+ (\d+) backward stages; "
+        r"exchanged forward ([\d,.]+) MB, backward ([\d,.]+) MB",
+        text,
+    )
+    if part is None or epoch is None:
+        raise RuntimeError("lotan.explain's physical plan lines changed; update plan_stats")
+    return {
+        "replication": float(part[1]),
+        "vertex_skew": float(part[2]),
+        "edge_skew": float(part[3]),
+        "stages": int(epoch[1]) + int(epoch[2]),
+        "fwd_mb": float(epoch[3].replace(",", "")),
+        "bwd_mb": float(epoch[4].replace(",", "")),
+    }
 
 
 def best_val_test(curve: list[list[float]]) -> tuple[float, float]:
@@ -120,6 +153,8 @@ def summarize(spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
         out["first_epoch"] = times[0]
         out["epoch"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
         out["loss"] = runs[0]["loss"]
+    if "plan" in runs[0]:
+        out["plan"] = runs[0]["plan"]
     return out
 
 

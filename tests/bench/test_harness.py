@@ -132,6 +132,29 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
                     "4": {"cost": 1.8, "sub_batches": [{"models": 3}, {"models": 1}]},
                 },
             },
+            *(
+                {
+                    "experiment": "planner",
+                    "config": name,
+                    "system": "lotan-local",
+                    **rec,
+                    "epoch": epoch,
+                    "plan": {"stages": stages, "fwd_mb": 10.0, "bwd_mb": 5.0},
+                }
+                for name, epoch, stages in (("all rules", 1.0, 5), ("no fuse", 1.5, 9))
+            ),
+            *(
+                {
+                    "experiment": "partitioners",
+                    "partitions": 4,
+                    "partitioner": name,
+                    "system": "lotan-local",
+                    **rec,
+                    "epoch": epoch,
+                    "plan": {"replication": rf, "vertex_skew": 1.0, "fwd_mb": 1234.5},
+                }
+                for name, epoch, rf in (("hash", 0.8, 2.9), ("label_propagation", 0.6, 1.9))
+            ),
         ],
     }
     path = tmp_path / "results.json"
@@ -142,4 +165,38 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
     assert "killed (out of memory)" in text
     assert "| width | 2 | 4096 | Lotan, local engine | 0.200 | 0.25 |" in text
     assert "| Lotan, Spark engine | 4 | 1.800 | 4.000 | 2.22x | 2.00 | 3 + 1 |" in text
+    assert "| no fuse | 1.500 | 1.50 | 9 | 10.0 | 5.0 | 2.00 |" in text
+    assert "| 4 | label_propagation | 1.900 | 1.00 | 1,234.5 | 0.600 | 0.75 | 1.4 |" in text
     assert (tmp_path / "scale.png").stat().st_size > 1000
+
+
+def test_lotan_worker_reports_the_physical_plan(tmp_path: Path) -> None:
+    """The planner/partitioner experiments' numbers come from ``lotan.explain``: a rule
+    switched off changes the stage count, label propagation shrinks the halo."""
+    path = write_graph("sbm2k", tmp_path)
+    spec = {
+        "system": "lotan-local",
+        "task": "epochs",
+        "graph": str(path),
+        "model": "gcn",
+        "hidden": 16,
+        "layers": 2,
+        "dropout": 0.5,
+        "lr": 0.01,
+        "weight_decay": 5e-4,
+        "epochs": 2,
+        "local_partitions": 4,
+        "plan": True,
+    }
+    plans = {}
+    for name, extra in {
+        "all": {},
+        "no fuse": {"planner": {"fuse": False}},
+        "lp": {"partitioner": "label_propagation"},
+    }.items():
+        res = measure({**spec, **extra}, None)
+        assert res["ok"], res
+        plans[name] = res["plan"]
+    assert plans["no fuse"]["stages"] > plans["all"]["stages"]
+    assert plans["lp"]["replication"] < plans["all"]["replication"]
+    assert plans["all"]["fwd_mb"] > 0 and plans["all"]["vertex_skew"] >= 1.0
