@@ -96,7 +96,7 @@ SUITES: dict[str, dict[str, Any]] = {
             "spark_models": ["gcn", "sage", "gin"],
             "hidden": 128,
             "layers": 2,
-            "epochs": 5,
+            "epochs": 3,
             "partitions": 8,
             "limit_gb": 20,
         },
