@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lotan.checkpoint import Checkpointer, fingerprint
 from lotan.config import FitConfig
 from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
@@ -123,6 +124,9 @@ def fit(
     patience: int | None = FitConfig.patience,
     monitor: str = FitConfig.monitor,
     progress: bool = FitConfig.progress,
+    checkpoint_dir: str | None = FitConfig.checkpoint_dir,
+    checkpoint_every: int = FitConfig.checkpoint_every,
+    resume: bool = FitConfig.resume,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> FitResult:
@@ -146,6 +150,9 @@ def fit(
     patience : stop when ``monitor`` (``"val_acc"`` by default, see
         :data:`lotan.config.MONITORS`) has not improved for this many epochs and restore the
         weights of the best epoch; ``None`` (default) trains every epoch.
+    checkpoint_dir : write a checkpoint there after every ``checkpoint_every`` epochs and at
+        the end (atomically; see :mod:`lotan.checkpoint`). With ``resume=True``, continue
+        from the newest one: the run ends with the weights an uninterrupted run ends with.
 
     Raises
     ------
@@ -165,10 +172,14 @@ def fit(
         progress=progress,
         patience=patience,
         monitor=monitor,
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
     _check_monitor(config, graph)
+    checkpoints = _checkpointer(model, graph, config)
     eng, parts = _engine(config.engine, spark, config.num_partitions, graph)
     prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
     merged = merge([plan])
@@ -186,8 +197,31 @@ def fit(
         num_train=graph.num_train,
         norms=plan.norms,
         progress=config.progress,
+        checkpoints=checkpoints,
     )
     return result
+
+
+def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+    """The architecture of ``model``: its modules and parameter shapes (not their values)."""
+    return {
+        "modules": repr(model),
+        "params": [(n, list(p.shape)) for n, p in model.named_parameters()],
+    }
+
+
+def _checkpointer(model: torch.nn.Module, graph: Graph, config: FitConfig) -> Checkpointer | None:
+    if config.checkpoint_dir is None:
+        return None
+    return Checkpointer(
+        config.checkpoint_dir,
+        every=config.checkpoint_every,
+        resume=config.resume,
+        config_hash=fingerprint(
+            {"model": model_fingerprint(model), "fit": config.result_fingerprint()}
+        ),
+        graph_hash=graph.fingerprint(),
+    )
 
 
 def predict(

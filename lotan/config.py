@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from os import PathLike
 from typing import Any
 
 from lotan.errors import LotanError
@@ -93,6 +94,9 @@ class FitConfig:
     patience : stop when ``monitor`` has not improved for this many epochs, and restore the
         weights of its best epoch (``None``: train every epoch, keep the last weights).
     monitor : the metric ``patience`` watches (:data:`MONITORS`).
+    checkpoint_dir : write checkpoints here (see :mod:`lotan.checkpoint`); ``None``: none.
+    checkpoint_every : write one after every this many epochs (and at the end).
+    resume : continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -107,6 +111,9 @@ class FitConfig:
     progress: bool = True
     patience: int | None = None
     monitor: str = "val_acc"
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 10
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -120,6 +127,20 @@ class FitConfig:
             raise LotanError(
                 f"patience must be a positive integer or None, found {self.patience!r}"
             )
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str | PathLike):
+            raise LotanError(f"checkpoint_dir must be a path, found {self.checkpoint_dir!r}")
+        if (
+            isinstance(self.checkpoint_every, bool)
+            or not isinstance(self.checkpoint_every, int)
+            or self.checkpoint_every < 1
+        ):
+            raise LotanError(
+                f"checkpoint_every must be a positive integer, found {self.checkpoint_every!r}"
+            )
+        if not isinstance(self.resume, bool):
+            raise LotanError(f"resume must be true or false, found {self.resume!r}")
+        if self.resume and self.checkpoint_dir is None:
+            raise LotanError("resume=True needs checkpoint_dir: the directory to resume from")
         if self.monitor not in MONITORS:
             raise LotanError(f"monitor={self.monitor!r} is not one of {list(MONITORS)}")
         if self.engine not in ("spark", "local"):
@@ -131,6 +152,16 @@ class FitConfig:
             raise LotanError(
                 f"num_partitions must be a positive integer or None, found {self.num_partitions!r}"
             )
+
+    def result_fingerprint(self) -> dict[str, Any]:
+        """The settings a trained model depends on (a checkpoint resumes only under the same
+        ones): not the epochs, engine, partitions, progress or checkpointing."""
+        return {
+            "optimizer": self.optimizer_config().as_dict(),
+            "seed": self.seed,
+            "patience": self.patience,
+            "monitor": self.monitor,
+        }
 
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.momentum)

@@ -75,6 +75,7 @@ class Graph:
         self._stats = stats
         self.name = name
         self._prepared: dict[Any, Any] = {}
+        self._fingerprint: str | None = None
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -387,6 +388,39 @@ class Graph:
             if release is not None:
                 release()
         self._prepared.clear()
+
+    def fingerprint(self) -> str:
+        """A hash of the graph's content (ids, features, labels, splits, edges, weights), the
+        same whatever order the rows come in; computed once. In-memory graphs hash their
+        arrays; DataFrame-backed graphs sum a 64-bit hash of every row in one Spark job."""
+        if self._fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            h.update(repr(self._stats).encode())
+            if self._arrays is not None:
+                a = self._arrays
+                order = np.argsort(a.ids, kind="stable")
+                for arr in (a.ids[order], a.x[order], a.y[order], a.split[order]):
+                    h.update(np.ascontiguousarray(arr).tobytes())
+                w = a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
+                edges = np.stack([a.src, a.dst, w.astype(np.float64).view(np.int64)], axis=1)
+                edges = edges[np.lexsort(edges.T[::-1])]
+                h.update(np.ascontiguousarray(edges).tobytes())
+            else:
+                from pyspark.sql import functions as F
+
+                assert self._vertices is not None and self._edges is not None
+                sums = []
+                for df, cols in ((self._vertices, VERTEX_COLUMNS), (self._edges, EDGE_COLUMNS)):
+                    extra = ("weight",) if df is self._edges else ()
+                    row = df.agg(
+                        F.sum(F.xxhash64(*cols, *extra).cast("decimal(38,0)")).alias("h")
+                    ).first()
+                    sums.append(str(row["h"] if row is not None else None))
+                h.update("|".join(sums).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return str(self._fingerprint)
 
     # ---------------------------------------------------------------- conversions
     def arrays(self) -> GraphArrays:

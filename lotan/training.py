@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from lotan.planner.batching import MergedPlan
 from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
 
 if TYPE_CHECKING:
+    from lotan.checkpoint import Checkpointer
     from lotan.engines import Engine
     from lotan.graph_engine.layout import NormSpec
 
@@ -70,6 +71,7 @@ class FitResult:
     optimizer : this model's optimizer settings.
     params : the grid values this model was built with (``lotan.grid``), else empty.
     stopped_early : early stopping ended its training before ``config.epochs``.
+    resumed_from : the checkpoint epoch this run resumed after (0: it started fresh).
     """
 
     model: torch.nn.Module
@@ -79,6 +81,7 @@ class FitResult:
     optimizer: OptimizerConfig | None = None
     params: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
+    resumed_from: int = 0
 
     @property
     def final(self) -> EpochRecord:
@@ -192,6 +195,38 @@ class Trainer:
                 p.grad = torch.from_numpy(grads[name]).to(p.dtype)
         self.opt.step()
 
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to continue this model's training (tensors, numbers,
+        strings, lists and dicts only: loadable with ``torch.load(weights_only=True)``)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "history": [asdict(r) for r in self.result.history],
+            "pending": list(self.pending) if self.pending is not None else None,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "stopped": self.stopped,
+            "stopped_early": self.result.stopped_early,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s output."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.result.history[:] = [EpochRecord(**r) for r in state["history"]]
+        pending = state["pending"]
+        self.pending = (
+            (int(pending[0]), float(pending[1]), float(pending[2]), dict(pending[3]))
+            if pending is not None
+            else None
+        )
+        self.best_value = float(state["best_value"])
+        self.best_epoch = int(state["best_epoch"])
+        self.best_state = state["best_state"]
+        self.stopped = bool(state["stopped"])
+        self.result.stopped_early = bool(state["stopped_early"])
+
     def finish(self) -> None:
         """With early stopping, go back to the best epoch's weights."""
         if self.config.patience is not None and self.best_state is not None:
@@ -217,9 +252,19 @@ def run_batch(
     norms: tuple[NormSpec, ...],
     progress: bool,
     label: str = "lotan",
+    checkpoints: Checkpointer | None = None,
 ) -> None:
-    """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``."""
-    active = list(range(len(trainers)))
+    """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
+    with ``checkpoints``, resume from its checkpoint and write new ones as it goes."""
+    first = 1
+    if checkpoints is not None and checkpoints.state is not None:
+        checkpoints.restore(trainers)
+        first = checkpoints.resumed_epoch + 1
+        for t in trainers:
+            t.result.resumed_from = checkpoints.resumed_epoch
+        if checkpoints.complete:
+            return
+    active = [i for i, t in enumerate(trainers) if not t.stopped]
     plans: dict[tuple[int, ...], PhysicalPlan] = {}
 
     def physical(keep: list[int]) -> PhysicalPlan:
@@ -228,7 +273,7 @@ def run_batch(
             plans[key] = PhysicalPlan.build(merged.subset(keep).plan, norms=norms)
         return plans[key]
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         if not active:
             break
         start = time.perf_counter()
@@ -251,6 +296,8 @@ def run_batch(
         if progress:
             _print_progress([trainers[i] for i in active], epoch - 1, epochs)
         active = list(stepped)
+        if checkpoints is not None and checkpoints.due(epoch, epochs):
+            checkpoints.save(epoch, trainers)
     if active:
         keep = active
         evaluate = physical(keep).inference_stages(emit_outputs=False)
@@ -262,6 +309,9 @@ def run_batch(
             _print_progress([trainers[i] for i in keep], epochs, epochs)
     for t in trainers:
         t.finish()
+    if checkpoints is not None:
+        last = max((t.result.history[-1].epoch for t in trainers if t.result.history), default=0)
+        checkpoints.save(max(last, first - 1), trainers, complete=True)
 
 
 def _print_progress(trainers: list[Trainer], epoch: int, epochs: int) -> None:
