@@ -8,10 +8,12 @@ architecture, optimizer, seed, early stopping) and of the graph. Resuming with o
 or another graph is an error. What does not change the result may change between runs: the
 number of epochs (train longer), the engine, the partitions, the Spark cluster.
 
-Files are ``epoch-<NNNNNN>.pt`` in the checkpoint directory, written to a temporary name,
-flushed to disk and renamed, so a reader sees a whole checkpoint or none; the newest
-:data:`KEEP` are kept. They are read with ``torch.load(weights_only=True)``: tensors, numbers,
-strings, lists and dicts only — no pickled code runs when a checkpoint is loaded.
+The checkpoint written at the end also holds each model's final weights (``final``: with
+early stopping, those of the best epoch); a finished run resumed with more epochs continues as
+if it had never stopped. Files are ``epoch-<NNNNNN>.pt`` in the checkpoint directory, written
+to a temporary name, flushed to disk and renamed, so a reader sees a whole checkpoint or none;
+the newest :data:`KEEP` are kept. They are read with ``torch.load(weights_only=True)``:
+tensors, numbers, strings, lists and dicts only — no pickled code runs when one is loaded.
 
 Training is deterministic given these (dropout masks are drawn from the seed, the epoch and
 the vertex; gradients are summed in a fixed order), which is what makes a resumed run equal
@@ -147,11 +149,6 @@ class Checkpointer:
         """The epoch the run resumes after (0: starts from scratch)."""
         return int(self.state["epoch"]) if self.state is not None else 0
 
-    @property
-    def complete(self) -> bool:
-        """The newest checkpoint is of a finished run: there is nothing left to train."""
-        return bool(self.state is not None and self.state["complete"])
-
     def restore(self, trainers: Sequence[Trainer]) -> None:
         """Put the checkpoint's state into ``trainers`` (same models, same order)."""
         assert self.state is not None
@@ -168,8 +165,16 @@ class Checkpointer:
     def due(self, epoch: int, epochs: int) -> bool:
         return epoch % self.every == 0 or epoch == epochs
 
-    def save(self, epoch: int, trainers: Sequence[Trainer], *, complete: bool = False) -> Path:
-        """Write the checkpoint of ``epoch`` atomically; keep the newest :data:`KEEP`."""
+    def save(
+        self,
+        epoch: int,
+        trainers: Sequence[Trainer] | Sequence[dict[str, Any]],
+        *,
+        complete: bool = False,
+    ) -> Path:
+        """Write the checkpoint of ``epoch`` (of ``trainers``, or their states) atomically;
+        keep the newest :data:`KEEP`. ``complete``: the run has ended; each state also has
+        ``final``, the model's final weights."""
         state = {
             "format": FORMAT,
             "epoch": epoch,
@@ -177,7 +182,7 @@ class Checkpointer:
             "config_hash": self.config_hash,
             "graph_hash": self.graph_hash,
             "rng": torch.get_rng_state(),
-            "trainers": [t.state() for t in trainers],
+            "trainers": [t if isinstance(t, dict) else t.state() for t in trainers],
         }
         path = self.directory / f"epoch-{epoch:06d}.pt"
         tmp = self.directory / f".{path.name}.tmp-{uuid.uuid4().hex}"

@@ -10,6 +10,7 @@ best epoch) and leaves the batch; the others go on with a plan without it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 
 from lotan.config import FitConfig, OptimizerConfig
+from lotan.errors import LotanError
 from lotan.graph_engine.runner import PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.batching import MergedPlan
 from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
+from lotan.progress import Progress
 
 if TYPE_CHECKING:
     from lotan.checkpoint import Checkpointer
@@ -100,6 +103,37 @@ class FitResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """Training curves: the loss, and train/val/test accuracy per epoch, with the best
+        epoch of the monitored metric marked. Returns the matplotlib ``Figure``; with
+        ``path``, also writes it there (PNG, SVG, PDF by the suffix). Needs matplotlib."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise LotanError("plot() needs matplotlib: pip install matplotlib") from exc
+        if not self.history:
+            raise LotanError("nothing to plot: this result has no epochs")
+        epochs = [r.epoch for r in self.history]
+        fig = Figure(figsize=(10, 4))
+        loss_ax, acc_ax = fig.subplots(1, 2)
+        loss_ax.plot(epochs, [r.loss for r in self.history], color="tab:red")
+        loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+        for split in ("train", "val", "test"):
+            acc_ax.plot(epochs, [getattr(r, f"{split}_acc") for r in self.history], label=split)
+        metric = self.config.monitor if self.config else "val_acc"
+        best = self.best(metric)
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(best.epoch, color="gray", linestyle=":", linewidth=1)
+            ax.grid(True, alpha=0.3)
+        acc_ax.set(
+            xlabel="epoch", ylabel="accuracy", title=f"accuracy (best {metric}: epoch {best.epoch})"
+        )
+        acc_ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=100)
+        return fig
 
 
 def reduce_messages(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -262,9 +296,12 @@ def run_batch(
         first = checkpoints.resumed_epoch + 1
         for t in trainers:
             t.result.resumed_from = checkpoints.resumed_epoch
-        if checkpoints.complete:
-            return
     active = [i for i, t in enumerate(trainers) if not t.stopped]
+    if first > epochs or not active:  # a finished run, not extended
+        for t in trainers:
+            t.finish()
+        return
+    bar = Progress(epochs, enabled=progress)
     plans: dict[tuple[int, ...], PhysicalPlan] = {}
 
     def physical(keep: list[int]) -> PhysicalPlan:
@@ -279,7 +316,9 @@ def run_batch(
         start = time.perf_counter()
         train = physical(active).training_stages(seed=seed, num_train=num_train)
         batch = [trainers[i] for i in active]
-        msgs = engine.run(prepared, train, _value(batch, epoch), f"{label} epoch {epoch}")
+        msgs = engine.run(
+            prepared, train, _value(batch, epoch), f"{label} · epoch {epoch}/{epochs}"
+        )
         grads, metrics = reduce_messages(msgs)
         stepped: dict[int, float] = {}  # model -> its loss this epoch
         for i, t, row in zip(active, batch, metrics, strict=True):
@@ -293,46 +332,33 @@ def run_batch(
         phases = phase_seconds(msgs)
         for i, loss in stepped.items():
             trainers[i].pending = (epoch, loss, seconds, phases)
-        if progress:
-            _print_progress([trainers[i] for i in active], epoch - 1, epochs)
+        bar.update(_records([trainers[i] for i in active], epoch - 1))
         active = list(stepped)
         if checkpoints is not None and checkpoints.due(epoch, epochs):
             checkpoints.save(epoch, trainers)
     if active:
         keep = active
         evaluate = physical(keep).inference_stages(emit_outputs=False)
-        msgs = engine.run(prepared, evaluate, _value([trainers[i] for i in keep], 0), label)
+        msgs = engine.run(
+            prepared, evaluate, _value([trainers[i] for i in keep], 0), f"{label} · evaluate"
+        )
         _, metrics = reduce_messages(msgs)
         for i, row in zip(keep, metrics, strict=True):
             trainers[i].record(row)
-        if progress:
-            _print_progress([trainers[i] for i in keep], epochs, epochs)
-    for t in trainers:
+        bar.update(_records([trainers[i] for i in keep], epochs))
+    bar.close()
+    # The last checkpoint holds the state before early stopping's best weights go back (so
+    # that a later run with more epochs continues exactly) and the final weights.
+    states = [t.state() for t in trainers]
+    for t, st in zip(trainers, states, strict=True):
         t.finish()
+        st["final"] = t.model.state_dict()
     if checkpoints is not None:
         last = max((t.result.history[-1].epoch for t in trainers if t.result.history), default=0)
-        checkpoints.save(max(last, first - 1), trainers, complete=True)
+        checkpoints.save(max(last, first - 1), states, complete=True)
 
 
-def _print_progress(trainers: list[Trainer], epoch: int, epochs: int) -> None:
-    """One line for the epoch just recorded."""
+def _records(trainers: list[Trainer], epoch: int) -> list[EpochRecord]:
+    """The records of ``epoch`` (the one just measured) of ``trainers``."""
     recs = [t.result.history[-1] for t in trainers if t.result.history]
-    recs = [r for r in recs if r.epoch == epoch]
-    if not recs:
-        return
-    if len(trainers) == 1:
-        rec = recs[0]
-        print(
-            f"epoch {rec.epoch:4d}/{epochs}  loss {rec.loss:.4f}  "
-            f"train {rec.train_acc:.4f}  val {rec.val_acc:.4f}  test {rec.test_acc:.4f}  "
-            f"{rec.seconds:.2f}s",
-            flush=True,
-        )
-        return
-    best = max(range(len(recs)), key=lambda k: (not math.isnan(recs[k].val_acc), recs[k].val_acc))
-    losses = [r.loss for r in recs]
-    print(
-        f"epoch {epoch:4d}/{epochs}  {len(recs)} models  loss {min(losses):.4f}..{max(losses):.4f}"
-        f"  best val {recs[best].val_acc:.4f}  {recs[0].seconds:.2f}s",
-        flush=True,
-    )
+    return [r for r in recs if r.epoch == epoch]

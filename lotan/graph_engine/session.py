@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lotan.errors import EngineError
@@ -49,8 +50,17 @@ def check_java() -> int:
     return major
 
 
-def get_spark(spark: SparkSession | None = None) -> SparkSession:
-    """``spark`` if given, else the active session, else a new local one (``local[*]``)."""
+def get_spark(
+    spark: SparkSession | None = None, conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """``spark`` if given, else the active session, else a new one with the settings
+    ``conf`` (``spark.*`` keys, passed through as they are).
+
+    A new session is local (``local[*]``, or ``LOTAN_SPARK_MASTER``, or ``spark.master`` in
+    ``conf``) with ``spark.driver.memory`` from ``LOTAN_SPARK_DRIVER_MEMORY`` (default
+    :data:`DEFAULT_DRIVER_MEMORY`). Under ``spark-submit`` the master and driver settings are
+    those of the submit command; ``conf`` still applies.
+    """
     if spark is not None:
         return spark
     from pyspark.sql import SparkSession
@@ -62,25 +72,34 @@ def get_spark(spark: SparkSession | None = None) -> SparkSession:
     # Python workers of a local session run this interpreter (with torch and lotan on its
     # path), not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = (
-        SparkSession.builder.master(os.environ.get("LOTAN_SPARK_MASTER", "local[*]"))
-        .appName("lotan")
-        .config(
-            "spark.driver.memory",
-            os.environ.get("LOTAN_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
+    settings = {
+        "spark.app.name": "lotan",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    # spark-submit starts the JVM first and hands the Python driver its gateway.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:
+        settings["spark.master"] = os.environ.get("LOTAN_SPARK_MASTER", "local[*]")
+        settings["spark.driver.memory"] = os.environ.get(
+            "LOTAN_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY
         )
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-    )
+    settings.update({str(k): str(v) for k, v in (conf or {}).items()})
+    if not submitted and settings["spark.master"].startswith("local"):
+        # A local session talks to itself only.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        settings.setdefault("spark.driver.host", "127.0.0.1")
+        settings.setdefault("spark.driver.bindAddress", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up errors
         raise EngineError(
-            f"could not start a local Spark session: {exc}; check JAVA_HOME and "
-            "LOTAN_SPARK_MASTER, or pass spark= a session you created"
+            f"could not start a Spark session ({settings.get('spark.master', 'spark-submit')}):"
+            f" {exc}; check JAVA_HOME, LOTAN_SPARK_MASTER and the spark settings, or pass "
+            "spark= a session you created"
         ) from exc
     session.sparkContext.setLogLevel(os.environ.get("LOTAN_SPARK_LOG_LEVEL", "ERROR"))
     return session

@@ -247,6 +247,16 @@ def _stage(
                 layout = store.load(part)
         return _run_stage(fn, k, part, layout, inbox.drop_columns(["route"]), value_ref.value)
 
+    return _named(run, fn)
+
+
+def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]:
+    """Name ``run`` after its stage (``stage_2_backward``): the Spark UI's SQL plan shows
+    each grouped map under its function's name."""
+    label = getattr(fn, "label", None)
+    if label:
+        name = "_".join(w for w in label.replace("·", " ").replace("+", " ").split())
+        run.__name__ = run.__qualname__ = name
     return run
 
 
@@ -264,7 +274,7 @@ def _first_stage(
             return messages_to_table([])
         return _run_stage(fn, 0, part, layout, messages_to_table([]), value_ref.value)
 
-    return run
+    return _named(run, fn)
 
 
 class Router:
@@ -368,6 +378,9 @@ class SparkRunner:
                     _stage(stages[k], k, bc, self.store, self.router.part_of), MESSAGE_SCHEMA
                 )
             )
+        labels = [getattr(fn, "label", None) for fn in stages]
+        if all(labels):
+            description += " · " + " → ".join(str(x) for x in labels)
         return RunResult(self.spark, current, bc, description)
 
 

@@ -342,6 +342,12 @@ class _Forward:
     num_train: int
     emit_outputs: bool = False
 
+    @property
+    def label(self) -> str:
+        """How the Spark UI names this stage (the function of its grouped map)."""
+        last = self.train and self.j == self.plan.last
+        return f"stage {self.j} · forward" + (" + loss" if last else "")
+
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
     ) -> list[Message]:
@@ -551,6 +557,10 @@ class _Backward:
     plan: PhysicalPlan
     j: int
     seed: int
+
+    @property
+    def label(self) -> str:
+        return f"stage {self.j} · backward"
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any

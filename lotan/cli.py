@@ -1,0 +1,253 @@
+"""The ``lotan`` command (also ``python -m lotan``, and the ``spark-submit`` entry file).
+
+    lotan fit      --config job.yaml [--set key=value ...] [--resume] [--plot curves.png] [-v]
+    lotan explain  --config job.yaml [--set key=value ...]
+    lotan predict  --config job.yaml --checkpoint DIR --output PATH [--embedding]
+    lotan entry    # the file to give spark-submit
+
+A job file's keys are described in :mod:`lotan.job`. Errors in the job or the data print one
+line that says what to fix, and exit with status 2; ``-v`` shows Spark's own log and
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lotan.errors import LotanError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lotan.job import JobConfig
+
+__all__ = ["main"]
+
+#: The file ``spark-submit`` runs: it only calls :func:`main` (a file of its own, so that
+#: the package's folder is not put first on ``sys.path``).
+ENTRY = Path(__file__).resolve().parent / "entry" / "submit.py"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lotan",
+        description="Full-batch GNN training: Spark for the graph, PyTorch for the layers.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def job_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--config", required=True, help="the job's YAML file")
+        q.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a key (dotted for nested ones: model.hidden_channels=32; "
+            "spark.* keys are Spark settings); repeatable",
+        )
+        q.add_argument("-v", "--verbose", action="store_true", help="Spark's log, tracebacks")
+
+    fit = sub.add_parser("fit", help="train the job's model (or grid)")
+    job_args(fit)
+    fit.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    fit.add_argument("--plot", metavar="PNG", help="write the training curves to this file")
+    explain = sub.add_parser("explain", help="print the plans and bytes moved per epoch")
+    job_args(explain)
+    predict = sub.add_parser("predict", help="write predictions for every vertex (Parquet)")
+    job_args(predict)
+    predict.add_argument("--checkpoint", required=True, help="a checkpoint_dir of `lotan fit`")
+    predict.add_argument("--output", required=True, help="Parquet folder to write (must not exist)")
+    predict.add_argument(
+        "--embedding",
+        action="store_true",
+        help="write the model's output vector as `embedding` instead of prediction/probability",
+    )
+    sub.add_parser("entry", help="print the entry file for spark-submit")
+    return p
+
+
+def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
+    """The Spark session the job needs (its engine or Parquet input), else None."""
+    if job.fit.engine != "spark" and "vertices" not in job.graph:
+        return None
+    from lotan.graph_engine.session import get_spark
+
+    spark = get_spark(conf=job.spark)
+    spark.sparkContext.setLogLevel("INFO" if verbose else "ERROR")
+    return spark
+
+
+def _fit(job: JobConfig, args: argparse.Namespace) -> None:
+    import lotan
+
+    spark = _session(job, args.verbose)
+    graph = job.load_graph(spark)
+    print(graph, flush=True)
+    fit = job.fit
+    common: dict[str, Any] = {
+        "epochs": fit.epochs,
+        "engine": fit.engine,
+        "num_partitions": fit.num_partitions,
+        "partitioner": fit.partitioner,
+        "seed": fit.seed,
+        "patience": fit.patience,
+        "monitor": fit.monitor,
+        "progress": fit.progress,
+        "spark": spark,
+    }
+    start = time.perf_counter()
+    if job.grid is not None:
+        if args.resume:
+            raise LotanError("--resume needs checkpoint_dir, which a grid job does not support yet")
+        grid = lotan.fit_many(job.trials(graph), graph, memory_budget=job.memory_budget, **common)
+        print(grid.table().to_string(), flush=True)
+        best = grid.best(fit.monitor)
+        result = best
+        print(f"best: {best.params} ({fit.monitor})", flush=True)
+    else:
+        model = job.build_model(graph)
+        result = lotan.fit(
+            model,
+            graph,
+            optimizer=fit.optimizer,
+            lr=fit.lr,
+            weight_decay=fit.weight_decay,
+            momentum=fit.momentum,
+            checkpoint_dir=fit.checkpoint_dir,
+            checkpoint_every=fit.checkpoint_every,
+            resume=fit.resume or args.resume,
+            **common,
+        )
+    seconds = time.perf_counter() - start
+    best_rec = result.best(fit.monitor)
+    final = result.final
+    if result.resumed_from:
+        print(f"resumed after epoch {result.resumed_from}", flush=True)
+    print(
+        f"trained {result.epochs_run} epochs in {seconds:.1f}s"
+        + (" (stopped early)" if result.stopped_early else "")
+        + f"; best {fit.monitor} {getattr(best_rec, fit.monitor):.4f} at epoch {best_rec.epoch}"
+        f"; final test accuracy {final.test_acc:.4f}",
+        flush=True,
+    )
+    if fit.checkpoint_dir:
+        print(f"checkpoints: {fit.checkpoint_dir}", flush=True)
+    if args.plot:
+        result.plot(args.plot)
+        print(f"training curves: {args.plot}", flush=True)
+
+
+def _explain(job: JobConfig, args: argparse.Namespace) -> None:
+    import lotan
+
+    spark = _session(job, args.verbose)
+    graph = job.load_graph(spark)
+    models: Any = job.trials(graph) if job.grid is not None else job.build_model(graph)
+    lotan.explain(
+        models,
+        graph,
+        engine=job.fit.engine,
+        num_partitions=job.fit.num_partitions,
+        partitioner=job.fit.partitioner,
+        spark=spark,
+        memory_budget=job.memory_budget,
+    )
+
+
+def _predict(job: JobConfig, args: argparse.Namespace) -> None:
+    import lotan
+    from lotan.checkpoint import CheckpointError, load_latest
+
+    out = Path(args.output)
+    if out.exists():
+        raise LotanError(f"--output {args.output!r} exists; remove it or choose another path")
+    state = load_latest(args.checkpoint)
+    if state is None:
+        raise CheckpointError(
+            f"no checkpoint in {args.checkpoint!r}; train with checkpoint_dir set first"
+        )
+    if len(state["trainers"]) != 1:
+        raise CheckpointError(f"{state['path']} holds {len(state['trainers'])} models, not one")
+    spark = _session(job, args.verbose)
+    graph = job.load_graph(spark)
+    model = job.build_model(graph)
+    saved = state["trainers"][0]
+    try:
+        model.load_state_dict(saved.get("final", saved["model"]))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{state['path']} holds another model than the job's ({first[0]} ...); use the "
+            "config the checkpoint was trained with"
+        ) from exc
+    preds = lotan.predict(
+        model,
+        graph,
+        engine=job.fit.engine,
+        num_partitions=job.fit.num_partitions,
+        partitioner=job.fit.partitioner,
+        spark=spark,
+    )
+    _write_predictions(preds, out, embedding=args.embedding)
+    print(
+        f"wrote predictions of {graph.num_vertices} vertices to {out} "
+        f"(checkpoint {Path(state['path']).name})",
+        flush=True,
+    )
+
+
+def _write_predictions(preds: Any, out: Path, *, embedding: bool) -> None:
+    """Parquet at ``out``: ``id, prediction, probability`` or ``id, embedding``; written to a
+    temporary folder and renamed, so that a failed run leaves no partial output."""
+    cols = ["id", "logits"] if embedding else ["id", "prediction", "probability"]
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        if hasattr(preds, "sparkSession"):  # a Spark DataFrame
+            frame = preds.select(*cols)
+            if embedding:
+                frame = frame.withColumnRenamed("logits", "embedding")
+            frame.write.parquet(str(tmp))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            frame = preds[cols].rename(columns={"logits": "embedding"})
+            tmp.mkdir(parents=True)
+            pq.write_table(
+                pa.Table.from_pandas(frame, preserve_index=False), tmp / "part-00000.parquet"
+            )
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lotan`` command; returns the exit status (2 for a job or input error)."""
+    args = _parser().parse_args(argv)
+    if args.command == "entry":
+        print(ENTRY)
+        return 0
+    from lotan.job import load_job
+
+    try:
+        job = load_job(args.config, args.overrides)
+        {"fit": _fit, "explain": _explain, "predict": _predict}[args.command](job, args)
+    except LotanError as exc:
+        if args.verbose:
+            raise
+        print(f"lotan {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Entry files for launchers that take a script path (``spark-submit``)."""
