@@ -21,6 +21,8 @@ __all__ = [
     "EpochRecord",
     "FitConfig",
     "FitResult",
+    "GNNEstimator",
+    "GNNModel",
     "Graph",
     "GraphInputError",
     "GridResult",
@@ -38,3 +40,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Spark ML classes load pyspark.ml, which plain training does not need.
+    if name in ("GNNEstimator", "GNNModel"):
+        from lotan import ml
+
+        return getattr(ml, name)
+    raise AttributeError(f"module 'lotan' has no attribute {name!r}")

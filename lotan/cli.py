@@ -34,6 +34,8 @@ __all__ = ["main"]
 #: The file ``spark-submit`` runs: it only calls :func:`main` (a file of its own, so that
 #: the package's folder is not put first on ``sys.path``).
 ENTRY = Path(__file__).resolve().parent / "entry" / "submit.py"
+#: Spark's log configuration without ``-v``: errors only.
+QUIET_LOG = (Path(__file__).resolve().parent / "conf" / "log4j2-quiet.properties").as_uri()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +83,10 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
         return None
     from lotan.graph_engine.session import get_spark
 
-    spark = get_spark(conf=job.spark)
+    conf = dict(job.spark)
+    if not verbose:  # a JVM this process starts logs errors only, from its first line
+        conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={QUIET_LOG}")
+    spark = get_spark(conf=conf)
     spark.sparkContext.setLogLevel("INFO" if verbose else "ERROR")
     return spark
 

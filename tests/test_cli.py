@@ -211,6 +211,8 @@ def test_bad_command_lines(tmp_path: Path, capsys: Any) -> None:
     assert "is not valid YAML" in capsys.readouterr().err
     assert main(["fit", "--config", job, "--set", "lr"]) == 2
     assert "expected key=value" in capsys.readouterr().err
+    with pytest.raises(lotan.LotanError, match="expected key=value"):  # -v: the traceback
+        main(["fit", "--config", job, "--set", "lr", "-v"])
     empty = tmp_path / "empty"
     args = ["predict", "--config", job, "--checkpoint", str(empty), "--output", "x"]
     assert main(args) == 2
