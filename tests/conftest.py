@@ -43,3 +43,18 @@ def data_dir() -> Path:
     if not (root / "planetoid" / "Cora" / "raw").is_dir():
         pytest.fail(f"Planetoid raw files not found under {root}; set LOTAN_DATA_DIR")
     return root
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run tests marked slow (minutes each)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
