@@ -40,7 +40,7 @@ SUITES: dict[str, dict[str, Any]] = {
             "graphs": ["sbm10k", "sbm100k"],
             "models": ["gcn", "sage", "gin"],
             "systems": ["pyg", "pyg-csr", "dgl", "lotan-local", "lotan-spark"],
-            "spark_models": ["gcn"],
+            "spark_models": ["gcn", "sage", "gin"],
             "hidden": 64,
             "layers": 2,
             "epochs": 4,
