@@ -3,12 +3,14 @@ neural engine."""
 
 from lotan import datasets
 from lotan.api import EpochRecord, FitResult, explain, fit, predict
+from lotan.checkpoint import CheckpointError
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import (
     DatasetNotFoundError,
     EngineError,
     GraphInputError,
     LotanError,
+    TrainingDivergedError,
     UnsupportedModelError,
 )
 from lotan.graph import Graph
@@ -16,6 +18,7 @@ from lotan.grid import GridResult, Trial, fit_many, grid
 from lotan.planner.flags import PlannerFlags
 
 __all__ = [
+    "CheckpointError",
     "DatasetNotFoundError",
     "EngineError",
     "EpochRecord",
@@ -29,6 +32,7 @@ __all__ = [
     "LotanError",
     "OptimizerConfig",
     "PlannerFlags",
+    "TrainingDivergedError",
     "Trial",
     "UnsupportedModelError",
     "datasets",

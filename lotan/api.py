@@ -36,6 +36,7 @@ def _plan_for(
     """(logical plan, optimized plan, rules fired) of ``model`` on ``graph``."""
     logical = lower_model(model, graph.num_features, graph.has_edge_weight)
     optimized, fired = optimize(logical, flags)
+    check_weights(optimized, graph)
     return logical, optimized, fired
 
 
@@ -49,6 +50,20 @@ def _check_labels(plan: LogicalPlan, graph: Graph) -> None:
             f"labels go up to {graph.num_classes - 1} but the model has only "
             f"{plan.out_width} outputs; build it with out_channels >= {graph.num_classes}"
         )
+
+
+def check_weights(plan: LogicalPlan, graph: Graph) -> None:
+    """GCN normalization takes ``deg^-1/2`` of weighted degrees: negative weights make it
+    undefined (PyG computes NaN)."""
+    if graph.min_edge_weight >= 0:
+        return
+    for norm in plan.norms:
+        if norm.kind == "gcn" and norm.weighted:
+            raise GraphInputError(
+                f"the graph has negative edge weights (smallest {graph.min_edge_weight:g}) and "
+                "the model normalizes by weighted degree (GCNConv/SGConv), which needs weights "
+                ">= 0; fix the weights, or use GCNConv(normalize=False), or drop the weights"
+            )
 
 
 def _check_monitor(config: FitConfig, graph: Graph) -> None:

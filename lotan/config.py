@@ -89,7 +89,7 @@ class FitConfig:
     num_partitions : graph partitions; ``None`` means the engine's default (Spark: the
         session's default parallelism; local: 1).
     partitioner : ``hash`` or ``label_propagation`` (which partition owns each vertex).
-    seed : seeds dropout masks (per epoch, layer and partition).
+    seed : seeds dropout masks (a hash of seed, epoch, layer, vertex id and column).
     progress : print one line per epoch.
     patience : stop when ``monitor`` has not improved for this many epochs, and restore the
         weights of its best epoch (``None``: train every epoch, keep the last weights).

@@ -10,6 +10,7 @@ __all__ = [
     "EngineError",
     "GraphInputError",
     "LotanError",
+    "TrainingDivergedError",
     "UnsupportedModelError",
 ]
 
@@ -32,3 +33,8 @@ class EngineError(LotanError, RuntimeError):
 
 class DatasetNotFoundError(LotanError, FileNotFoundError):
     """A named dataset is not on disk and could not be downloaded."""
+
+
+class TrainingDivergedError(LotanError, ArithmeticError):
+    """The loss or a gradient became NaN or infinite; training stopped before the weights
+    took the bad step."""

@@ -49,6 +49,8 @@ class GraphStats:
     has_weight: bool
     num_val: int = 0
     num_test: int = 0
+    #: The smallest edge weight (1.0 without weights).
+    min_weight: float = 1.0
 
 
 class Graph:
@@ -170,7 +172,9 @@ class Graph:
             has_weight=weight is not None,
             num_val=int((codes == SPLIT_CODES["val"]).sum()),
             num_test=int((codes == SPLIT_CODES["test"]).sum()),
+            min_weight=float(weight.min()) if weight is not None and weight.size else 1.0,
         )
+        _check_edges(stats, "src/dst")
         _check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
         return cls(arrays=arrays, stats=stats, name=name)
 
@@ -303,6 +307,7 @@ class Graph:
                     F.isnan("weight") | (F.abs("weight") == float("inf")) | F.col("weight").isNull()
                 ).cast("long")
             ).alias("badw"),
+            F.min("weight").alias("minw"),
         ).first()
         assert erow is not None
         if erow["badw"]:
@@ -318,7 +323,9 @@ class Graph:
             has_weight=has_weight,
             num_val=int(row["val"] or 0),
             num_test=int(row["test"] or 0),
+            min_weight=float(erow["minw"]) if erow["minw"] is not None else 1.0,
         )
+        _check_edges(stats, "the edges DataFrame")
         _check_train_labels(stats, int(row["train_unlabeled"] or 0))
         return cls(vertices=vertices, edges=edges, stats=stats, name=name)
 
@@ -373,6 +380,11 @@ class Graph:
     @property
     def has_edge_weight(self) -> bool:
         return self._stats.has_weight
+
+    @property
+    def min_edge_weight(self) -> float:
+        """The smallest edge weight (1.0 for an unweighted graph)."""
+        return self._stats.min_weight
 
     def __repr__(self) -> str:
         where = "in memory" if self._arrays is not None else "Spark DataFrames"
@@ -523,6 +535,14 @@ def _require_columns(what: str, found: list[str], required: tuple[str, ...]) -> 
         raise GraphInputError(
             f"the {what} DataFrame needs columns {list(required)}; missing {missing}, found "
             f"{found}; rename your columns (GraphFrames names: vertices id, edges src/dst)"
+        )
+
+
+def _check_edges(stats: GraphStats, where: str) -> None:
+    if stats.num_edges == 0:
+        raise GraphInputError(
+            f"the graph has no edges ({where} is empty); a GNN without edges is an MLP — check "
+            "that the edges were loaded (path, filter, join)"
         )
 
 

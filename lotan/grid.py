@@ -246,6 +246,7 @@ class GridResult:
                 test_acc=best.test_acc,
                 epochs_run=r.epochs_run,
                 stopped_early=r.stopped_early,
+                diverged=r.diverged is not None,
                 batch=where.get(i, ""),
             )
             rows.append(row)
@@ -397,6 +398,7 @@ def fit_many(
                 norms=bp.merged.plan.norms,
                 progress=base.progress,
                 label=f"lotan batch {len(done) - 1}",
+                on_divergence="stop",
             )
     return GridResult(results, done)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lotan.config import FitConfig, OptimizerConfig
-from lotan.errors import LotanError
+from lotan.errors import LotanError, TrainingDivergedError
 from lotan.graph_engine.runner import PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.batching import MergedPlan
@@ -75,6 +75,8 @@ class FitResult:
     params : the grid values this model was built with (``lotan.grid``), else empty.
     stopped_early : early stopping ended its training before ``config.epochs``.
     resumed_from : the checkpoint epoch this run resumed after (0: it started fresh).
+    diverged : why this model stopped on a NaN/inf loss or gradient (``fit_many``; ``fit``
+        raises :class:`~lotan.errors.TrainingDivergedError` instead), else None.
     """
 
     model: torch.nn.Module
@@ -85,6 +87,7 @@ class FitResult:
     params: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
     resumed_from: int = 0
+    diverged: str | None = None
 
     @property
     def final(self) -> EpochRecord:
@@ -222,6 +225,38 @@ class Trainer:
             self.stopped = True
             self.result.stopped_early = e < cfg.epochs
 
+    def check_finite(self, epoch: int, loss: float, grads: dict[str, np.ndarray]) -> str | None:
+        """Why this epoch's loss or gradients must not be stepped on (None when finite)."""
+        bad = [n for n in self.params if n in grads and not np.isfinite(grads[n]).all()]
+        if math.isfinite(loss) and not bad:
+            return None
+        what = f"the training loss is {loss}" if not math.isfinite(loss) else "the loss is finite"
+        if bad:
+            what += f", and the gradients of {len(bad)} parameters are not finite"
+        last = (
+            self.pending
+            if self.pending is not None
+            else (
+                (self.result.history[-1].epoch, self.result.history[-1].loss)
+                if self.result.history
+                else None
+            )
+        )
+        since = (
+            f"the last finite loss was {last[1]:.6g} at epoch {last[0]}"
+            if last is not None and math.isfinite(last[1])
+            else "no earlier epoch had a finite loss"
+        )
+        return (
+            f"epoch {epoch}: {what} ({since}); the weights were not updated. Lower the "
+            "learning rate, scale the features, or check edge weights for huge values"
+        )
+
+    def diverge(self, why: str) -> None:
+        """Stop this model: its weights stay those of the last finite step."""
+        self.stopped = True
+        self.result.diverged = why
+
     def step(self, grads: dict[str, np.ndarray]) -> None:
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.params.items():
@@ -287,9 +322,14 @@ def run_batch(
     progress: bool,
     label: str = "lotan",
     checkpoints: Checkpointer | None = None,
+    on_divergence: str = "raise",
 ) -> None:
     """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
-    with ``checkpoints``, resume from its checkpoint and write new ones as it goes."""
+    with ``checkpoints``, resume from its checkpoint and write new ones as it goes.
+
+    A NaN/inf loss or gradient raises :class:`TrainingDivergedError` before any weight moves
+    (``on_divergence="raise"``; the newest checkpoint stays the last good one) or stops that
+    model alone (``"stop"``: the others go on)."""
     first = 1
     if checkpoints is not None and checkpoints.state is not None:
         checkpoints.restore(trainers)
@@ -326,8 +366,18 @@ def run_batch(
                 # This forward pass evaluated the weights that the previous step made.
                 t.record(row)
             if not t.stopped:
-                t.step(grads)
-                stepped[i] = float(row[0])
+                why = t.check_finite(epoch, float(row[0]), grads)
+                if why is None:
+                    t.step(grads)
+                    stepped[i] = float(row[0])
+                elif on_divergence == "raise":
+                    bar.close()
+                    if checkpoints is not None:
+                        where = checkpoints.directory
+                        why += f"; the newest checkpoint in {where} is the last good state"
+                    raise TrainingDivergedError(why)
+                else:
+                    t.diverge(why)
         seconds = time.perf_counter() - start
         phases = phase_seconds(msgs)
         for i, loss in stepped.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -50,6 +51,26 @@ def check_java() -> int:
     return major
 
 
+def check_master(master: str, timeout: float = 5.0) -> None:
+    """For a standalone master (``spark://host:port[,host:port]``), check that one of its
+    addresses accepts connections — Spark itself would retry for a minute and then leave the
+    session without executors."""
+    if not master.startswith("spark://"):
+        return
+    errors = []
+    for address in master[len("spark://") :].split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise EngineError(
+        f"cannot reach the Spark master {master} ({'; '.join(errors)}); check the URL (from "
+        "the master's log or web UI) and that the master is running and reachable from here"
+    )
+
+
 def get_spark(
     spark: SparkSession | None = None, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
@@ -85,6 +106,8 @@ def get_spark(
             "LOTAN_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY
         )
     settings.update({str(k): str(v) for k, v in (conf or {}).items()})
+    if not submitted:
+        check_master(settings["spark.master"])
     if not submitted and settings["spark.master"].startswith("local"):
         # A local session talks to itself only.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -4,8 +4,12 @@ A :class:`DenseGraph` is data — :class:`DenseNode` descriptors in topological 
 the planner can build, fuse and ship it, and any task can run it. Forward runs without
 autograd; backward *recomputes* the forward from the saved inputs with autograd on and
 back-propagates the incoming output gradients, returning the gradients of the inputs asked
-for and of every parameter used. Dropout masks are drawn from a seed and the node id, so the
-recomputation sees the same masks as the forward pass.
+for and of every parameter used.
+
+Dropout masks are a function of (seed, node, vertex id, column) — a counter-based hash, not a
+stream — so a vertex gets the same mask whichever partition, engine or process computes it:
+the recomputation in the backward pass sees the forward pass's masks, and a run gives the
+same result (up to float rounding of sums) with any number of partitions.
 """
 
 from __future__ import annotations
@@ -28,6 +32,35 @@ ACTIVATIONS = {
     "gelu": lambda x, _: F.gelu(x),
     "tanh": lambda x, _: torch.tanh(x),
 }
+
+
+def _fmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: a bijective 64-bit mix (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def dropout_scale(rows: np.ndarray, width: int, p: float, key: int) -> torch.Tensor:
+    """The ``(len(rows), width)`` dropout multiplier (0 or ``1/(1-p)``) of vertices ``rows``
+    (global ids) for mask ``key``: each element keeps with probability ``1 - p``, decided by
+    murmur3's 32-bit finalizer of a per-vertex and a per-column hash — the same bits for a
+    vertex wherever it is computed."""
+    with np.errstate(over="ignore"):
+        k = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
+        rh = (_fmix64(np.asarray(rows).astype(np.uint64) ^ k) >> np.uint64(32)).astype(np.uint32)
+        cols = np.arange(width, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + k
+        ch = (_fmix64(cols) >> np.uint64(32)).astype(np.uint32)
+        x = np.bitwise_xor(rh[:, None], ch[None, :])
+        np.multiply(x, np.uint32(0x85EBCA6B), out=x)
+        np.bitwise_xor(x, x >> np.uint32(13), out=x)
+        np.multiply(x, np.uint32(0xC2B2AE35), out=x)
+        np.bitwise_xor(x, x >> np.uint32(16), out=x)
+    keep = torch.from_numpy(x >= np.uint32(min(int(p * 2**32), 2**32 - 1)))
+    return keep.to(torch.float32).mul_(1.0 / (1.0 - p))
 
 
 def mix_seed(*parts: int) -> int:
@@ -71,6 +104,7 @@ def _eval(
     params: Mapping[str, torch.Tensor],
     train: bool,
     seed: int,
+    rows: np.ndarray | None,
 ) -> torch.Tensor:
     op = node.op
     if op == "linear":
@@ -83,12 +117,12 @@ def _eval(
         x = args[0]
         if not train or node.p <= 0:
             return x
-        # NumPy's PCG64 draws float32 uniforms 2x faster than torch's CPU generator; the
-        # uniforms become the scaled mask in place (elementwise passes are what cost here).
-        rng = np.random.default_rng(mix_seed(seed, node.id if node.key is None else node.key))
-        scale = torch.from_numpy(rng.random(tuple(x.shape), dtype=np.float32))
-        scale.ge_(node.p).mul_(1.0 / (1.0 - node.p))
-        return x * scale.to(x.dtype)
+        key = mix_seed(seed, node.id if node.key is None else node.key)
+        if rows is None:  # rows without vertex ids: row positions
+            rows = np.arange(x.shape[0], dtype=np.int64)
+        if len(rows) != x.shape[0]:
+            raise ValueError(f"dropout over {x.shape[0]} rows given {len(rows)} vertex ids")
+        return x * dropout_scale(rows, x.shape[1], node.p, key).to(x.dtype)
     if op == "add":
         out = args[0]
         for a in args[1:]:
@@ -118,12 +152,13 @@ class DenseGraph:
         values: dict[int, torch.Tensor],
         train: bool,
         seed: int,
+        rows: np.ndarray | None,
         only: Collection[int] | None = None,
     ) -> dict[int, torch.Tensor]:
         for node in self.nodes:
             if only is None or node.id in only:
                 args = [values[i] for i in node.inputs]
-                values[node.id] = _eval(node, args, params, train, seed)
+                values[node.id] = _eval(node, args, params, train, seed, rows)
         return values
 
     def forward(
@@ -133,12 +168,14 @@ class DenseGraph:
         *,
         train: bool,
         seed: int = 0,
+        rows: np.ndarray | None = None,
         only: Collection[int] | None = None,
     ) -> dict[int, torch.Tensor]:
         """All values (inputs and computed), without autograd. With ``only``, compute just
-        those nodes; ``inputs`` must then hold the values of the others."""
+        those nodes; ``inputs`` must then hold the values of the others. ``rows``: the
+        global vertex ids of the rows (dropout masks are keyed by them)."""
         with torch.no_grad():
-            return self._run(params, dict(inputs), train, seed, only)
+            return self._run(params, dict(inputs), train, seed, rows, only)
 
     def backward(
         self,
@@ -148,6 +185,7 @@ class DenseGraph:
         *,
         train: bool,
         seed: int = 0,
+        rows: np.ndarray | None = None,
         input_grads: Collection[int] = (),
     ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
         """Gradients of ``Σ <grad_outputs[v], value v>`` w.r.t. the inputs in
@@ -157,7 +195,7 @@ class DenseGraph:
         merged: dict[str, torch.Tensor] = {**params, **leaves}
         xs = {i: v.detach().requires_grad_(i in input_grads) for i, v in inputs.items()}
         with torch.enable_grad():
-            values = self._run(merged, dict(xs), train, seed)
+            values = self._run(merged, dict(xs), train, seed, rows)
             outs = [values[i] for i in grad_outputs if values[i].requires_grad]
             grads_in = [grad_outputs[i] for i in grad_outputs if values[i].requires_grad]
             wrt = [xs[i] for i in input_grads] + [leaves[n] for n in names]

@@ -354,10 +354,15 @@ def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) ->
     """
     from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
     from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+    from torch_geometric.nn.models.basic_gnn import BasicGNN
 
     b = _Builder(in_width, has_edge_weight)
     if isinstance(model, GCN | GraphSAGE | GIN):
         out = _basic_gnn(b, model)
+    elif isinstance(model, BasicGNN):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not supported; supported: {SUPPORTED}"
+        )
     elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv):
         out = b.conv(0, model, "", type(model).__name__, weighted=True)
     elif isinstance(model, torch.nn.Module):

@@ -355,7 +355,7 @@ class _Forward:
         plan, j = self.plan, self.j
         logical = plan.logical
         params = value.tensors()
-        seed = mix_seed(self.seed, value.epoch, part)
+        seed = mix_seed(self.seed, value.epoch)
         stoch = plan.stochastic if self.evals else frozenset()
         streams = ("", EVAL) if self.evals else ("",)
         vals: dict[str, dict[int, torch.Tensor]] = {s: {} for s in streams}
@@ -388,7 +388,7 @@ class _Forward:
 
         dense = plan.dense_graph(j)
         with phase("dense"):
-            vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed)
+            vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed, rows=layout.ids)
         if self.evals:
             # Only values downstream of a dropout differ with dropout off; share the rest.
             merged = {**vals[""], **vals[EVAL]}
@@ -519,7 +519,7 @@ def _backprop(
     dense = plan.dense_graph(j)
     with phase("dense"):
         grads, pgrads = dense.backward(
-            params, inputs, grad_out, train=True, seed=seed, input_grads=want
+            params, inputs, grad_out, train=True, seed=seed, rows=layout.ids, input_grads=want
         )
     out: list[Message] = []
     if pgrads:
@@ -568,7 +568,7 @@ class _Backward:
         assert layout is not None
         plan, j = self.plan, self.j
         params = value.tensors()
-        seed = mix_seed(self.seed, value.epoch, part)
+        seed = mix_seed(self.seed, value.epoch)
         saved: dict[str, np.ndarray] = {}
         for m in inbox:
             if m.tag == "saved":

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lotan.nn_engine.dense import DenseGraph, DenseNode
+from lotan.nn_engine.dense import DenseGraph, DenseNode, dropout_scale
 from lotan.nn_engine.loss import masked_cross_entropy
 
 # Inputs: value 0 (5 wide) and value 1 (5 wide).
@@ -42,13 +43,30 @@ def test_backward_matches_autograd_with_the_forward_dropout_mask() -> None:
 
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     xs = {k: v.clone().requires_grad_(True) for k, v in x.items()}
-    ref = GRAPH._run(leaves, dict(xs), True, 11)
+    ref = GRAPH._run(leaves, dict(xs), True, 11, None)
     torch.testing.assert_close(ref[9], out[9])
     torch.autograd.backward([ref[9], ref[3]], [g9, g3])
     for k in (0, 1):
         torch.testing.assert_close(gi[k], xs[k].grad)
     for k in params:
         torch.testing.assert_close(gp[k], leaves[k].grad)
+
+
+def test_dropout_masks_follow_the_vertex_not_the_row() -> None:
+    """A vertex gets the same mask in any partition (rows in any order, any subset), so runs
+    with different partition counts train alike."""
+    ids = np.array([5, 900_000_001, 17, 42, 3, 8, 1 << 40, 77], dtype=np.int64)
+    whole = dropout_scale(ids, 64, 0.5, key=123)
+    order = np.array([6, 2, 0, 5])
+    torch.testing.assert_close(dropout_scale(ids[order], 64, 0.5, key=123), whole[order])
+    assert set(torch.unique(whole).tolist()) == {0.0, 2.0}
+    assert not torch.equal(dropout_scale(ids, 64, 0.5, key=124), whole)
+    many = dropout_scale(np.arange(20_000), 64, 0.3, key=7)
+    assert abs(float((many > 0).float().mean()) - 0.7) < 0.005  # keep rate 1 - p
+    # rows and columns are not correlated
+    kept = (many > 0).float().numpy()
+    assert abs(np.corrcoef(kept[:, 0], kept[:, 1])[0, 1]) < 0.03
+    assert abs(np.corrcoef(kept[:-1, 0], kept[1:, 0])[0, 1]) < 0.03
 
 
 def test_eval_mode_has_no_dropout() -> None:
