@@ -122,7 +122,8 @@ def _eval(
             rows = np.arange(x.shape[0], dtype=np.int64)
         if len(rows) != x.shape[0]:
             raise ValueError(f"dropout over {x.shape[0]} rows given {len(rows)} vertex ids")
-        return x * dropout_scale(rows, x.shape[1], node.p, key).to(x.dtype)
+        scale = dropout_scale(rows, x.shape[1], node.p, key)
+        return x * scale.to(device=x.device, dtype=x.dtype)
     if op == "add":
         out = args[0]
         for a in args[1:]:
@@ -134,6 +135,10 @@ def _eval(
         eps = params[str(node.param)] if node.param is not None else node.eps
         return (1 + eps) * args[0]
     raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
+
+
+def _on_cpu(device: torch.device | None) -> bool:
+    return device is None or device.type == "cpu"
 
 
 @dataclass(frozen=True)
@@ -170,12 +175,30 @@ class DenseGraph:
         seed: int = 0,
         rows: np.ndarray | None = None,
         only: Collection[int] | None = None,
+        device: torch.device | None = None,
     ) -> dict[int, torch.Tensor]:
         """All values (inputs and computed), without autograd. With ``only``, compute just
         those nodes; ``inputs`` must then hold the values of the others. ``rows``: the
-        global vertex ids of the rows (dropout masks are keyed by them)."""
+        global vertex ids of the rows (dropout masks are keyed by them). ``device``: run
+        there (inputs and weights are moved; the values come back on the CPU)."""
         with torch.no_grad():
-            return self._run(params, dict(inputs), train, seed, rows, only)
+            if _on_cpu(device):
+                return self._run(params, dict(inputs), train, seed, rows, only)
+            assert device is not None
+            moved = self._run(
+                self._params_on(params, device),
+                {i: v.to(device) for i, v in inputs.items()},
+                train,
+                seed,
+                rows,
+                only,
+            )
+            return {i: v.cpu() for i, v in moved.items()}
+
+    def _params_on(
+        self, params: Mapping[str, torch.Tensor], device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        return {n: params[n].to(device) for n in self.param_names if n in params}
 
     def backward(
         self,
@@ -187,9 +210,23 @@ class DenseGraph:
         seed: int = 0,
         rows: np.ndarray | None = None,
         input_grads: Collection[int] = (),
+        device: torch.device | None = None,
     ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
         """Gradients of ``Σ <grad_outputs[v], value v>`` w.r.t. the inputs in
-        ``input_grads`` and every parameter used (zeros where a value does not depend)."""
+        ``input_grads`` and every parameter used (zeros where a value does not depend);
+        computed on ``device``, returned on the CPU."""
+        if not _on_cpu(device):
+            assert device is not None
+            gi, gp = self.backward(
+                self._params_on(params, device),
+                {i: v.to(device) for i, v in inputs.items()},
+                {i: v.to(device) for i, v in grad_outputs.items()},
+                train=train,
+                seed=seed,
+                rows=rows,
+                input_grads=input_grads,
+            )
+            return {i: g.cpu() for i, g in gi.items()}, {n: g.cpu() for n, g in gp.items()}
         names = self.param_names
         leaves = {n: params[n].detach().requires_grad_(True) for n in names}
         merged: dict[str, torch.Tensor] = {**params, **leaves}

@@ -43,6 +43,7 @@ from lotan.graph_engine.kernels import spmm
 from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source, phase
 from lotan.nn_engine.dense import DenseGraph, mix_seed
+from lotan.nn_engine.device import task_device
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.logical import LogicalPlan
 
@@ -387,13 +388,18 @@ class _Forward:
                 vals[EVAL][k] = _t(by_source(inbox, f"v{k}{EVAL}")[part])
 
         dense = plan.dense_graph(j)
+        device = task_device()
         with phase("dense"):
-            vals[""] = dense.forward(params, vals[""], train=self.train, seed=seed, rows=layout.ids)
+            vals[""] = dense.forward(
+                params, vals[""], train=self.train, seed=seed, rows=layout.ids, device=device
+            )
         if self.evals:
             # Only values downstream of a dropout differ with dropout off; share the rest.
             merged = {**vals[""], **vals[EVAL]}
             with phase("dense"):
-                vals[EVAL] = dense.forward(params, merged, train=False, seed=seed, only=stoch)
+                vals[EVAL] = dense.forward(
+                    params, merged, train=False, seed=seed, only=stoch, device=device
+                )
 
         # Values that dense work of later stages reads: its own rows, to itself.
         for i in plan.nodes_at(j):
@@ -519,7 +525,14 @@ def _backprop(
     dense = plan.dense_graph(j)
     with phase("dense"):
         grads, pgrads = dense.backward(
-            params, inputs, grad_out, train=True, seed=seed, rows=layout.ids, input_grads=want
+            params,
+            inputs,
+            grad_out,
+            train=True,
+            seed=seed,
+            rows=layout.ids,
+            input_grads=want,
+            device=task_device(),
         )
     out: list[Message] = []
     if pgrads:

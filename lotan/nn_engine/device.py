@@ -1,0 +1,63 @@
+"""Where dense work runs: the GPU Spark assigned to the task, else the CPU.
+
+Spark's stage-level scheduling gives a task the addresses of the resources it asked for
+(``TaskContext.resources()["gpu"].addresses``); a dense stage moves its inputs and the
+weights to that GPU, runs there, and brings the results back. Without an assigned GPU — a
+CPU-only executor, the local engine, or a GPU that this process cannot use — it runs on the
+CPU. ``LOTAN_DENSE_DEVICE`` overrides the choice: ``auto`` (default, as above), ``cpu``, or
+``cuda`` / ``cuda:N`` (e.g. the local engine on a machine with a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from lotan.errors import EngineError
+
+__all__ = ["DEVICE_ENV", "select_device", "task_device"]
+
+DEVICE_ENV = "LOTAN_DENSE_DEVICE"
+
+
+def select_device(setting: str, gpu_addresses: Sequence[str], cuda_available: bool) -> torch.device:
+    """The device for ``setting`` (``auto``/``cpu``/``cuda[:N]``) given the GPU addresses
+    assigned to the task and whether CUDA works in this process."""
+    setting = setting.strip().lower()
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting.startswith("cuda"):
+        if not cuda_available:
+            raise EngineError(
+                f"{DEVICE_ENV}={setting} but CUDA is not available to this process (torch "
+                f"{torch.__version__}); install a CUDA build of torch or use {DEVICE_ENV}=auto"
+            )
+        return torch.device(setting)
+    if setting != "auto":
+        raise EngineError(f"{DEVICE_ENV}={setting!r} is not one of auto, cpu, cuda, cuda:N")
+    if gpu_addresses and cuda_available:
+        return torch.device(f"cuda:{int(gpu_addresses[0])}")
+    return torch.device("cpu")
+
+
+def _task_gpus() -> list[str]:
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # pragma: no cover - pyspark is a dependency
+        return []
+    ctx = TaskContext.get()
+    if ctx is None:
+        return []
+    resources: Mapping[str, Any] = ctx.resources()
+    gpu = resources.get("gpu")
+    return list(gpu.addresses) if gpu is not None else []
+
+
+def task_device() -> torch.device:
+    """The device this task's dense work runs on (see the module docstring)."""
+    return select_device(
+        os.environ.get(DEVICE_ENV, "auto"), _task_gpus(), torch.cuda.is_available()
+    )
