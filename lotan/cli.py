@@ -98,40 +98,21 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
     graph = job.load_graph(spark)
     print(graph, flush=True)
     fit = job.fit
-    common: dict[str, Any] = {
-        "epochs": fit.epochs,
-        "engine": fit.engine,
-        "num_partitions": fit.num_partitions,
-        "partitioner": fit.partitioner,
-        "seed": fit.seed,
-        "patience": fit.patience,
-        "monitor": fit.monitor,
-        "progress": fit.progress,
-        "spark": spark,
-    }
     start = time.perf_counter()
     if job.grid is not None:
         if args.resume:
             raise LotanError("--resume needs checkpoint_dir, which a grid job does not support yet")
-        grid = lotan.fit_many(job.trials(graph), graph, memory_budget=job.memory_budget, **common)
-        print(grid.table().to_string(), flush=True)
-        best = grid.best(fit.monitor)
-        result = best
-        print(f"best: {best.params} ({fit.monitor})", flush=True)
-    else:
-        model = job.build_model(graph)
-        result = lotan.fit(
-            model,
-            graph,
-            optimizer=fit.optimizer,
-            lr=fit.lr,
-            weight_decay=fit.weight_decay,
-            momentum=fit.momentum,
-            checkpoint_dir=fit.checkpoint_dir,
-            checkpoint_every=fit.checkpoint_every,
-            resume=fit.resume or args.resume,
-            **common,
+        shared = ("epochs", "engine", "num_partitions", "partitioner", "seed", "patience")
+        common = {k: v for k, v in fit.as_kwargs().items() if k in (*shared, "monitor", "progress")}
+        grid = lotan.fit_many(
+            job.trials(graph), graph, memory_budget=job.memory_budget, spark=spark, **common
         )
+        print(grid.table().to_string(), flush=True)
+        result = grid.best(fit.monitor)
+        print(f"best: {result.params} ({fit.monitor})", flush=True)
+    else:
+        settings = {**fit.as_kwargs(), "resume": fit.resume or args.resume}
+        result = lotan.fit(job.build_model(graph), graph, spark=spark, **settings)
     seconds = time.perf_counter() - start
     best_rec = result.best(fit.monitor)
     final = result.final

@@ -163,6 +163,10 @@ class FitConfig:
             "monitor": self.monitor,
         }
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """Every setting, by the name ``lotan.fit`` takes it under."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.momentum)
 

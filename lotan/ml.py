@@ -215,22 +215,7 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         cfg = self.fit_config()
         graph = self._graph(dataset)
         model = copy.deepcopy(self.model)
-        result = lotan.fit(
-            model,
-            graph,
-            epochs=cfg.epochs,
-            optimizer=cfg.optimizer,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            momentum=cfg.momentum,
-            engine="spark",
-            num_partitions=cfg.num_partitions,
-            partitioner=cfg.partitioner,
-            seed=cfg.seed,
-            patience=cfg.patience,
-            monitor=cfg.monitor,
-            progress=cfg.progress,
-        )
+        result = lotan.fit(model, graph, **cfg.as_kwargs())
         fitted = GNNModel(model, self.edges, result, num_partitions=cfg.num_partitions)
         fitted.graph = graph
         return self._copyValues(fitted)

@@ -95,19 +95,8 @@ def test_spark_submit_equals_local_mode(
     job = load_job(job_file)
     graph = job.load_graph()
     model = job.build_model(graph)
-    f = job.fit
-    lotan.fit(
-        model,
-        graph,
-        epochs=f.epochs,
-        lr=f.lr,
-        weight_decay=f.weight_decay,
-        engine="spark",
-        num_partitions=f.num_partitions,
-        seed=f.seed,
-        progress=False,
-        spark=spark,
-    )
+    settings = {**job.fit.as_kwargs(), "progress": False, "checkpoint_dir": None}
+    lotan.fit(model, graph, spark=spark, **settings)
     for name, p in model.state_dict().items():
         torch.testing.assert_close(uninterrupted[name], p, rtol=1e-5, atol=1e-6)
 
