@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError
+from lotan.grid import OPTIMIZER_KEYS
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +49,6 @@ GRAPH_SOURCES = {
     "parquet": ("vertices", "edges"),
 }
 _FIT_KEYS = tuple(f.name for f in fields(FitConfig))
-_OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
 _SECTIONS = ("graph", "model", "grid", "spark", "memory_budget")
 
 
@@ -94,10 +94,10 @@ class JobConfig:
             for k, v in grid.items():
                 if not isinstance(v, list) or not v:
                     raise JobError(f"{source}: grid.{k} must be a non-empty list, found {v!r}")
-                if k in _FIT_KEYS and k not in _OPTIMIZER_KEYS:
+                if k in _FIT_KEYS and k not in OPTIMIZER_KEYS:
                     raise JobError(
                         f"{source}: grid.{k}: a grid varies model and optimizer keys "
-                        f"({list(_OPTIMIZER_KEYS)}); {k!r} is one setting for every model"
+                        f"({list(OPTIMIZER_KEYS)}); {k!r} is one setting for every model"
                     )
             if fit.checkpoint_dir is not None:
                 raise JobError(
@@ -172,7 +172,7 @@ class JobConfig:
         except LotanError as exc:
             raise JobError(f"{self.source}: grid: {exc}") from exc
         for t in trials:
-            chosen = {k: v for k, v in t.params.items() if k in _OPTIMIZER_KEYS}
+            chosen = {k: v for k, v in t.params.items() if k in OPTIMIZER_KEYS}
             if "optimizer" in chosen:
                 chosen["name"] = chosen.pop("optimizer")
             t.optimizer = OptimizerConfig.of({**base, **chosen})
