@@ -424,11 +424,12 @@ class Graph:
 
                 assert self._vertices is not None and self._edges is not None
                 sums = []
-                for df, cols in ((self._vertices, VERTEX_COLUMNS), (self._edges, EDGE_COLUMNS)):
-                    extra = ("weight",) if df is self._edges else ()
-                    row = df.agg(
-                        F.sum(F.xxhash64(*cols, *extra).cast("decimal(38,0)")).alias("h")
-                    ).first()
+                tables = (
+                    (self._vertices, VERTEX_COLUMNS),
+                    (self._edges, (*EDGE_COLUMNS, "weight")),
+                )
+                for df, cols in tables:
+                    row = df.agg(F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("h")).first()
                     sums.append(str(row["h"] if row is not None else None))
                 h.update("|".join(sums).encode())
             self._fingerprint = h.hexdigest()[:16]

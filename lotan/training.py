@@ -233,15 +233,11 @@ class Trainer:
         what = f"the training loss is {loss}" if not math.isfinite(loss) else "the loss is finite"
         if bad:
             what += f", and the gradients of {len(bad)} parameters are not finite"
-        last = (
-            self.pending
-            if self.pending is not None
-            else (
-                (self.result.history[-1].epoch, self.result.history[-1].loss)
-                if self.result.history
-                else None
-            )
-        )
+        last: tuple[int, float] | None = None
+        if self.pending is not None:
+            last = (self.pending[0], self.pending[1])
+        elif self.result.history:
+            last = (self.result.history[-1].epoch, self.result.history[-1].loss)
         since = (
             f"the last finite loss was {last[1]:.6g} at epoch {last[0]}"
             if last is not None and math.isfinite(last[1])
