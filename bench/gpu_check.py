@@ -5,8 +5,9 @@
 GCN 3x256 (128 features, 16 classes) on a synthetic SBM graph, Lotan's local engine with
 4 partitions, once with ``LOTAN_DENSE_DEVICE=cpu`` and once with ``cuda``, same process, same
 seed: reports the median epoch and the dense task time per epoch on each device, their
-ratios, and checks that the trained weights agree (float32 tolerance). Prints one JSON line
-``RESULT {...}``; exits 1 if the weights differ.
+ratios, and checks that the trained weights agree (float32 tolerance) and that every dense
+piece of the CUDA run ran on CUDA (``FitResult.devices``; inputs and results cross through
+pinned memory). Prints one JSON line ``RESULT {...}``; exits 1 if either check fails.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
             "epoch_s": statistics.median(r.seconds for r in rest),
             "dense_s": statistics.median(r.phases["dense"] for r in rest),
             "final_loss": res.history[-1].loss,
+            "devices": res.devices,
         }
         trained[device] = res.model
     cpu, gpu = out["cpu"], out["cuda"]
@@ -66,6 +68,7 @@ def main() -> None:
         for p, q in zip(trained["cpu"].parameters(), trained["cuda"].parameters(), strict=True)
     )
     out["equal"] = ok
+    ok = ok and gpu["devices"]["on_cuda"] == gpu["devices"]["dense_pieces"] > 0
     print("RESULT " + json.dumps(out), flush=True)
     sys.exit(0 if ok else 1)
 

@@ -22,6 +22,7 @@ from lotan.planner.logical import LogicalPlan
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
 from lotan.planner.physical import EpochValue, PhysicalPlan
+from lotan.planner.placement import Placement
 from lotan.training import EpochRecord, FitResult, Trainer, run_batch
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ def fit(
     checkpoint_dir: str | None = FitConfig.checkpoint_dir,
     checkpoint_every: int = FitConfig.checkpoint_every,
     resume: bool = FitConfig.resume,
+    placement: str = FitConfig.placement,
+    dense_gpus: float = FitConfig.dense_gpus,
+    dense_cpus: int = FitConfig.dense_cpus,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> FitResult:
@@ -168,6 +172,11 @@ def fit(
     checkpoint_dir : write a checkpoint there after every ``checkpoint_every`` epochs and at
         the end (atomically; see :mod:`lotan.checkpoint`). With ``resume=True``, continue
         from the newest one: the run ends with the weights an uninterrupted run ends with.
+    placement : ``"fused"`` (default) runs each stage's graph and dense work in one Spark
+        stage; ``"split"`` runs dense work in Spark stages of its own whose tasks ask for
+        ``dense_gpus`` GPUs and ``dense_cpus`` CPUs (stage-level scheduling: graph stages
+        on CPU executors, dense stages on GPU executors; see
+        :mod:`lotan.planner.placement`). The result does not depend on it.
 
     Raises
     ------
@@ -190,6 +199,9 @@ def fit(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
         checkpoint_every=checkpoint_every,
         resume=resume,
+        placement=placement,
+        dense_gpus=dense_gpus,
+        dense_cpus=dense_cpus,
     )
     _, plan, _ = _plan_for(model, graph, planner)
     _check_labels(plan, graph)
@@ -213,6 +225,7 @@ def fit(
         norms=plan.norms,
         progress=config.progress,
         checkpoints=checkpoints,
+        placement=config.placement_config(),
     )
     return result
 
@@ -246,6 +259,9 @@ def predict(
     engine: str = "spark",
     num_partitions: int | None = None,
     partitioner: str = FitConfig.partitioner,
+    placement: str = FitConfig.placement,
+    dense_gpus: float = FitConfig.dense_gpus,
+    dense_cpus: int = FitConfig.dense_cpus,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> Any:
@@ -258,10 +274,12 @@ def predict(
     (checkpointed in Spark's block managers: computed once, no lineage); with
     ``engine="local"`` a pandas DataFrame with the same columns, sorted by id.
     """
+    where = Placement(placement, dense_gpus, dense_cpus)
     _, plan, _ = _plan_for(model, graph, planner)
     eng, parts = _engine(engine, spark, num_partitions, graph)
     prepared, physical = _prepared(eng, graph, parts, plan, check_partitioner(partitioner))
-    return eng.predictions(prepared, physical.inference_stages(emit_outputs=True), _value(model, 0))
+    stages = physical.inference_stages(emit_outputs=True, placement=where)
+    return eng.predictions(prepared, stages, _value(model, 0))
 
 
 def explain(
@@ -274,6 +292,9 @@ def explain(
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
     memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET,
+    placement: str = FitConfig.placement,
+    dense_gpus: float = FitConfig.dense_gpus,
+    dense_cpus: int = FitConfig.dense_cpus,
     print_: bool = True,
 ) -> str:
     """The logical plan, the optimized plan (which rules fired) and the physical plan with
@@ -283,10 +304,14 @@ def explain(
     batches, the sub-batches that ``memory_budget`` makes (with the estimated working set
     per partition), each batch's merged plan and its physical plans.
 
+    With ``placement`` (and ``dense_gpus``, ``dense_cpus``), the Spark stages of one training
+    epoch: graph, dense or fused, and what each task asks Spark for.
+
     Prepares the graph (cached, as for ``fit``) to measure the halo; printed unless
     ``print_=False``, and returned.
     """
     check_partitioner(partitioner)
+    where = Placement(placement, dense_gpus, dense_cpus)
     if not isinstance(model, torch.nn.Module):
         text = explain_many(
             model,
@@ -297,13 +322,15 @@ def explain(
             spark=spark,
             planner=planner,
             memory_budget=memory_budget,
+            placement=where,
         )
     else:
         logical, plan, fired = _plan_for(model, graph, planner)
         eng, parts = _engine(engine, spark, num_partitions, graph)
         prepared = eng.prepare(graph, parts, plan.norms, partitioner)
         stats = eng.stats(prepared)
-        text = render(logical, plan, fired, PhysicalPlan.build(plan), stats, partitioner)
+        physical = PhysicalPlan.build(plan)
+        text = render(logical, plan, fired, physical, stats, partitioner, where)
     if print_:
         print(text)
     return text

@@ -102,8 +102,11 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
     if job.grid is not None:
         if args.resume:
             raise LotanError("--resume needs checkpoint_dir, which a grid job does not support yet")
-        shared = ("epochs", "engine", "num_partitions", "partitioner", "seed", "patience")
-        common = {k: v for k, v in fit.as_kwargs().items() if k in (*shared, "monitor", "progress")}
+        shared = (
+            *("epochs", "engine", "num_partitions", "partitioner", "seed", "patience"),
+            *("monitor", "progress", "placement", "dense_gpus", "dense_cpus"),
+        )
+        common = {k: v for k, v in fit.as_kwargs().items() if k in shared}
         grid = lotan.fit_many(
             job.trials(graph), graph, memory_budget=job.memory_budget, spark=spark, **common
         )
@@ -125,6 +128,17 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
         f"; final test accuracy {final.test_acc:.4f}",
         flush=True,
     )
+    devices = result.devices
+    if fit.placement == "split" or devices["gpu_assigned"]:
+        note = ""
+        if devices["gpu_assigned"] > devices["on_cuda"]:
+            note = " (torch in the executors cannot use CUDA: the others ran on the CPU)"
+        print(
+            f"dense work ({fit.placement}): {devices['dense_pieces']} task pieces, "
+            f"{devices['gpu_assigned']} in tasks Spark gave a GPU, "
+            f"{devices['on_cuda']} on CUDA{note}",
+            flush=True,
+        )
     if fit.checkpoint_dir:
         print(f"checkpoints: {fit.checkpoint_dir}", flush=True)
     if args.plot:
@@ -146,6 +160,9 @@ def _explain(job: JobConfig, args: argparse.Namespace) -> None:
         partitioner=job.fit.partitioner,
         spark=spark,
         memory_budget=job.memory_budget,
+        placement=job.fit.placement,
+        dense_gpus=job.fit.dense_gpus,
+        dense_cpus=job.fit.dense_cpus,
     )
 
 
@@ -181,6 +198,9 @@ def _predict(job: JobConfig, args: argparse.Namespace) -> None:
         engine=job.fit.engine,
         num_partitions=job.fit.num_partitions,
         partitioner=job.fit.partitioner,
+        placement=job.fit.placement,
+        dense_gpus=job.fit.dense_gpus,
+        dense_cpus=job.fit.dense_cpus,
         spark=spark,
     )
     _write_predictions(preds, out, embedding=args.embedding)

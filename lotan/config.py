@@ -10,6 +10,7 @@ from typing import Any
 from lotan.errors import LotanError
 from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
+from lotan.planner.placement import Placement
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "MONITORS", "FitConfig", "OptimizerConfig"]
 
@@ -97,6 +98,10 @@ class FitConfig:
     checkpoint_dir : write checkpoints here (see :mod:`lotan.checkpoint`); ``None``: none.
     checkpoint_every : write one after every this many epochs (and at the end).
     resume : continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
+    placement : ``fused`` (default) or ``split``: whether dense work runs in the graph
+        stages' Spark stages or in stages of its own that ask for GPUs
+        (:mod:`lotan.planner.placement`); the result does not depend on it.
+    dense_gpus, dense_cpus : what each dense task asks for under ``split``.
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -114,6 +119,9 @@ class FitConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 10
     resume: bool = False
+    placement: str = "fused"
+    dense_gpus: float = 1.0
+    dense_cpus: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -146,6 +154,7 @@ class FitConfig:
         if self.engine not in ("spark", "local"):
             raise LotanError(f"engine={self.engine!r} is not one of ['spark', 'local']")
         check_partitioner(self.partitioner)
+        self.placement_config()  # validates
         if self.num_partitions is not None and (
             not isinstance(self.num_partitions, int) or self.num_partitions < 1
         ):
@@ -155,7 +164,7 @@ class FitConfig:
 
     def result_fingerprint(self) -> dict[str, Any]:
         """The settings a trained model depends on (a checkpoint resumes only under the same
-        ones): not the epochs, engine, partitions, progress or checkpointing."""
+        ones): not the epochs, engine, partitions, placement, progress or checkpointing."""
         return {
             "optimizer": self.optimizer_config().as_dict(),
             "seed": self.seed,
@@ -166,6 +175,9 @@ class FitConfig:
     def as_kwargs(self) -> dict[str, Any]:
         """Every setting, by the name ``lotan.fit`` takes it under."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def placement_config(self) -> Placement:
+        return Placement(self.placement, self.dense_gpus, self.dense_cpus)
 
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.momentum)

@@ -31,6 +31,7 @@ from lotan.planner.batching import (
 )
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
 from lotan.planner.logical import LogicalPlan
+from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.training import FitResult, Trainer, _better, run_batch
 
 if TYPE_CHECKING:
@@ -306,6 +307,9 @@ def fit_many(
     monitor: str = FitConfig.monitor,
     memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET,
     progress: bool = FitConfig.progress,
+    placement: str = FitConfig.placement,
+    dense_gpus: float = FitConfig.dense_gpus,
+    dense_cpus: int = FitConfig.dense_cpus,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> GridResult:
@@ -352,6 +356,9 @@ def fit_many(
         progress=progress,
         patience=patience,
         monitor=monitor,
+        placement=placement,
+        dense_gpus=dense_gpus,
+        dense_cpus=dense_cpus,
     )
     budget = parse_bytes(memory_budget)
     plans = []
@@ -399,6 +406,7 @@ def fit_many(
                 progress=base.progress,
                 label=f"lotan batch {len(done) - 1}",
                 on_divergence="stop",
+                placement=base.placement_config(),
             )
     return GridResult(results, done)
 
@@ -421,6 +429,7 @@ def explain_many(
     spark: SparkSession | None,
     planner: PlannerFlags,
     memory_budget: int | str | None,
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> str:
     """How :func:`fit_many` would run ``models``: the batches (and why models are apart),
     the sub-batches the memory budget makes with their estimates, each batch's merged plan
@@ -459,5 +468,5 @@ def explain_many(
             physical = PhysicalPlan.build(sub.plan, norms=bp.merged.plan.norms)
             head = "physical plan" if len(bp.sub_batches) == 1 else f"sub-batch {s} physical plan"
             lines += ["", f"== Batch {b}: {head} =="]
-            lines += render_physical(sub.plan, physical, stats, partitioner)
+            lines += render_physical(sub.plan, physical, stats, partitioner, placement)
     return "\n".join(lines)

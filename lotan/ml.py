@@ -27,6 +27,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from lotan.config import FitConfig
 from lotan.errors import GraphInputError, LotanError
 from lotan.graph import Graph
+from lotan.planner.placement import DEFAULT_PLACEMENT
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -112,7 +113,8 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
 
     Parameters are those of :func:`lotan.fit` (``epochs``, ``optimizer``, ``lr``,
     ``weight_decay``, ``momentum``, ``num_partitions``, ``partitioner``, ``seed``,
-    ``patience``, ``monitor``, ``progress``), plus ``edges`` (the graph's ``src``/``dst``
+    ``patience``, ``monitor``, ``progress``, ``placement``, ``dense_gpus``, ``dense_cpus``),
+    plus ``edges`` (the graph's ``src``/``dst``
     DataFrame, needed unless ``fit`` is given a :class:`lotan.Graph`), the column names and
     ``output``. ``model`` is not changed: each ``fit`` trains a copy.
     """
@@ -130,6 +132,11 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
     patience = _param("patience", "early stopping patience (0: off)", TypeConverters.toInt)
     monitor = _param("monitor", "early stopping metric", TypeConverters.toString)
     progress = _param("progress", "print one line per epoch", TypeConverters.toBoolean)
+    placement = _param(
+        "placement", "fused or split (dense stages of their own)", TypeConverters.toString
+    )
+    dense_gpus = _param("dense_gpus", "GPUs per dense task under split", TypeConverters.toFloat)
+    dense_cpus = _param("dense_cpus", "CPUs per dense task under split", TypeConverters.toInt)
 
     @keyword_only
     def __init__(
@@ -148,6 +155,9 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         patience: int = 0,
         monitor: str = FitConfig.monitor,
         progress: bool = False,
+        placement: str = FitConfig.placement,
+        dense_gpus: float = FitConfig.dense_gpus,
+        dense_cpus: int = FitConfig.dense_cpus,
         output: str = "probability",
         idCol: str = "id",
         featuresCol: str = "features",
@@ -174,6 +184,9 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
             patience=0,
             monitor=FitConfig.monitor,
             progress=False,
+            placement=FitConfig.placement,
+            dense_gpus=FitConfig.dense_gpus,
+            dense_cpus=FitConfig.dense_cpus,
         )
         given: dict[str, Any] = self._input_kwargs  # type: ignore[attr-defined]
         kwargs = {k: v for k, v in given.items() if k not in ("model", "edges")}
@@ -197,6 +210,9 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
             progress=get("progress"),
             patience=get("patience") or None,
             monitor=get("monitor"),
+            placement=get("placement"),
+            dense_gpus=get("dense_gpus"),
+            dense_cpus=get("dense_cpus"),
         )
 
     def _graph(self, dataset: DataFrame | Graph) -> Graph:
@@ -217,6 +233,7 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         model = copy.deepcopy(self.model)
         result = lotan.fit(model, graph, **cfg.as_kwargs())
         fitted = GNNModel(model, self.edges, result, num_partitions=cfg.num_partitions)
+        fitted.placement = cfg.placement_config()
         fitted.graph = graph
         return self._copyValues(fitted)
 
@@ -239,6 +256,7 @@ class GNNModel(Model, _GNNParams):
         self.result = result
         self.num_partitions = num_partitions
         self.graph: Graph | None = None
+        self.placement = DEFAULT_PLACEMENT
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
@@ -254,7 +272,16 @@ class GNNModel(Model, _GNNParams):
             graph = self.graph  # trained on a lotan.Graph: predict on that graph
         else:
             raise GraphInputError("this GNNModel has no edges to build a graph with")
-        preds = lotan.predict(self.model, graph, engine="spark", num_partitions=self.num_partitions)
+        where = self.placement
+        preds = lotan.predict(
+            self.model,
+            graph,
+            engine="spark",
+            num_partitions=self.num_partitions,
+            placement=where.mode,
+            dense_gpus=where.gpus,
+            dense_cpus=where.cpus,
+        )
         if self.getOrDefault("output") == "embedding":
             added = preds.select(
                 F.col("id").alias(id_col), F.col("logits").alias(self.getOrDefault("embeddingCol"))

@@ -21,10 +21,11 @@ import torch
 
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError, TrainingDivergedError
-from lotan.graph_engine.runner import PHASES, Message
+from lotan.graph_engine.runner import DEVICE_COUNTS, PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.batching import MergedPlan
 from lotan.planner.physical import METRIC_FIELDS, EpochValue, PhysicalPlan
+from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.progress import Progress
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ class FitResult:
     resumed_from : the checkpoint epoch this run resumed after (0: it started fresh).
     diverged : why this model stopped on a NaN/inf loss or gradient (``fit_many``; ``fit``
         raises :class:`~lotan.errors.TrainingDivergedError` instead), else None.
+    devices : where the dense work of this run went, counted over tasks and epochs:
+        ``dense_pieces`` (dense pieces run), ``gpu_assigned`` (of those, in a task Spark gave
+        a GPU), ``on_cuda`` (of those, run on CUDA). ``gpu_assigned > on_cuda`` means tasks
+        got GPUs that torch could not use (a CPU build of torch on the executors?).
     """
 
     model: torch.nn.Module
@@ -88,6 +93,7 @@ class FitResult:
     stopped_early: bool = False
     resumed_from: int = 0
     diverged: str | None = None
+    devices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DEVICE_COUNTS, 0))
 
     @property
     def final(self) -> EpochRecord:
@@ -154,14 +160,24 @@ def reduce_messages(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndar
     return grads, metrics if metrics is not None else np.zeros((0, len(METRIC_FIELDS)))
 
 
-def phase_seconds(msgs: list[Message]) -> dict[str, float]:
-    """Task seconds by phase, summed over the run's tasks."""
-    out = dict.fromkeys(PHASES, 0.0)
+def _timing_sums(msgs: list[Message], names: tuple[str, ...]) -> dict[str, float]:
+    """The fields ``names`` of the run's ``timing`` messages, summed over its tasks."""
+    out = dict.fromkeys(names, 0.0)
     for m in msgs:
         if m.tag == "timing":
-            for name in PHASES:
+            for name in names:
                 out[name] += float(m.payload[name][0])
     return out
+
+
+def phase_seconds(msgs: list[Message]) -> dict[str, float]:
+    """Task seconds by phase, summed over the run's tasks."""
+    return _timing_sums(msgs, PHASES)
+
+
+def device_counts(msgs: list[Message]) -> dict[str, int]:
+    """:data:`~lotan.graph_engine.runner.DEVICE_COUNTS`, summed over the run's tasks."""
+    return {k: int(v) for k, v in _timing_sums(msgs, DEVICE_COUNTS).items()}
 
 
 def _acc(metrics: np.ndarray, split: str) -> float:
@@ -319,6 +335,7 @@ def run_batch(
     label: str = "lotan",
     checkpoints: Checkpointer | None = None,
     on_divergence: str = "raise",
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> None:
     """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
     with ``checkpoints``, resume from its checkpoint and write new ones as it goes.
@@ -350,7 +367,9 @@ def run_batch(
         if not active:
             break
         start = time.perf_counter()
-        train = physical(active).training_stages(seed=seed, num_train=num_train)
+        train = physical(active).training_stages(
+            seed=seed, num_train=num_train, placement=placement
+        )
         batch = [trainers[i] for i in active]
         msgs = engine.run(
             prepared, train, _value(batch, epoch), f"{label} · epoch {epoch}/{epochs}"
@@ -376,6 +395,7 @@ def run_batch(
                     t.diverge(why)
         seconds = time.perf_counter() - start
         phases = phase_seconds(msgs)
+        _count_devices(batch, msgs)
         for i, loss in stepped.items():
             trainers[i].pending = (epoch, loss, seconds, phases)
         bar.update(_records([trainers[i] for i in active], epoch - 1))
@@ -384,11 +404,12 @@ def run_batch(
             checkpoints.save(epoch, trainers)
     if active:
         keep = active
-        evaluate = physical(keep).inference_stages(emit_outputs=False)
+        evaluate = physical(keep).inference_stages(emit_outputs=False, placement=placement)
         msgs = engine.run(
             prepared, evaluate, _value([trainers[i] for i in keep], 0), f"{label} · evaluate"
         )
         _, metrics = reduce_messages(msgs)
+        _count_devices([trainers[i] for i in keep], msgs)
         for i, row in zip(keep, metrics, strict=True):
             trainers[i].record(row)
         bar.update(_records([trainers[i] for i in keep], epochs))
@@ -402,6 +423,13 @@ def run_batch(
     if checkpoints is not None:
         last = max((t.result.history[-1].epoch for t in trainers if t.result.history), default=0)
         checkpoints.save(max(last, first - 1), states, complete=True)
+
+
+def _count_devices(trainers: Sequence[Trainer], msgs: list[Message]) -> None:
+    counts = device_counts(msgs)
+    for t in trainers:
+        for k, v in counts.items():
+            t.result.devices[k] += v
 
 
 def _records(trainers: list[Trainer], epoch: int) -> list[EpochRecord]:

@@ -432,4 +432,24 @@ def _optimizer(spark: Any, tmp: Path) -> Any:
     return _fit(GCN(3, 4, 2, 2), _graph(), optimizer="adagrad")
 
 
+@case(
+    "unknown-placement",
+    '`placement="gpu"`',
+    LotanError,
+    "placement='gpu' is not one of ['fused', 'split']",
+)
+def _placement(spark: Any, tmp: Path) -> Any:
+    return _fit(GCN(3, 4, 2, 2), _graph(), placement="gpu")
+
+
+@case(
+    "fractional-gpus",
+    "`dense_gpus=1.5` (Spark takes a fraction of one GPU or whole GPUs)",
+    LotanError,
+    "not a fraction above 1",
+)
+def _gpus(spark: Any, tmp: Path) -> Any:
+    return _fit(GCN(3, 4, 2, 2), _graph(), placement="split", dense_gpus=1.5)
+
+
 __all__ = ["CASES", "Case", "CliFailed", "EngineError"]

@@ -60,10 +60,17 @@ def lotan_logits(
     parts: int,
     spark: object,
     partitioner: str = "hash",
+    placement: str = "fused",
 ) -> torch.Tensor:
     """Lotan's logits, vertices in ascending id order."""
     preds = lotan.predict(
-        model, graph, engine=engine, num_partitions=parts, spark=spark, partitioner=partitioner
+        model,
+        graph,
+        engine=engine,
+        num_partitions=parts,
+        spark=spark,
+        partitioner=partitioner,
+        placement=placement,
     )
     if engine == "spark":
         pdf = preds.toPandas().sort_values("id")
@@ -80,11 +87,12 @@ def assert_one_epoch_matches(
     parts: int,
     spark: object,
     partitioner: str = "hash",
+    placement: str = "fused",
 ) -> None:
     """Same logits, loss and every parameter gradient as PyG after one epoch."""
     ref = pyg_reference(model, graph, epochs=1, optimizer="sgd", lr=0.1)
     ours = copy.deepcopy(model)
-    logits = lotan_logits(ours, graph, engine, parts, spark, partitioner)
+    logits = lotan_logits(ours, graph, engine, parts, spark, partitioner, placement)
     torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=RTOL)
     result = lotan.fit(
         ours,
@@ -95,6 +103,7 @@ def assert_one_epoch_matches(
         engine=engine,
         num_partitions=parts,
         partitioner=partitioner,
+        placement=placement,
         spark=spark,
         progress=False,
     )

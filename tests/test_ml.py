@@ -65,8 +65,11 @@ def test_estimator_in_a_pipeline(spark: Any, frames: tuple[Any, Any, lotan.Graph
 
 def test_embeddings_and_graph_input(spark: Any, frames: tuple[Any, Any, lotan.Graph]) -> None:
     graph = frames[2]
-    est = lotan.GNNEstimator(model=_model(), epochs=3, output="embedding", num_partitions=2)
+    est = lotan.GNNEstimator(
+        model=_model(), epochs=3, output="embedding", num_partitions=2, placement="split"
+    )
     fitted = est.fit(graph)
+    assert fitted.placement.split and fitted.result.devices["dense_pieces"] > 0
     vertices, _ = graph.dataframes(spark)
     out = fitted.transform(vertices.select("id"))
     row = out.orderBy("id").first()
@@ -79,6 +82,8 @@ def test_bad_estimator_settings(frames: tuple[Any, Any, lotan.Graph]) -> None:
         lotan.GNNEstimator(edges=edges)
     with pytest.raises(lotan.LotanError, match="lr must be > 0"):
         lotan.GNNEstimator(model=_model(), lr=-1.0)
+    with pytest.raises(lotan.LotanError, match="placement='gpu' is not one of"):
+        lotan.GNNEstimator(model=_model(), placement="gpu")
     with pytest.raises(lotan.LotanError, match="output='logits' is not one of"):
         lotan.GNNEstimator(model=_model(), output="logits")
     with pytest.raises(lotan.GraphInputError, match="needs the graph's edges"):

@@ -23,6 +23,7 @@ import numpy as np
 from lotan.graph_engine.layout import PartitionLayout
 
 __all__ = [
+    "DEVICE_COUNTS",
     "DRIVER",
     "OUTPUT",
     "PHASES",
@@ -31,6 +32,7 @@ __all__ = [
     "StageFn",
     "by_source",
     "phase",
+    "record_device",
     "timed_stage",
 ]
 
@@ -61,6 +63,18 @@ PHASES = ("load", "decode", "exchange", "spmm", "dense", "encode", "task")
 
 _current: dict[str, float] = defaultdict(float)
 
+#: Counts a task's timing message carries about its dense work: pieces run, pieces whose
+#: task Spark assigned a GPU, pieces that ran on CUDA.
+DEVICE_COUNTS = ("dense_pieces", "gpu_assigned", "on_cuda")
+
+
+def record_device(gpus_assigned: int, on_cuda: bool) -> None:
+    """Note that the running task did dense work, whether Spark assigned it GPUs and whether
+    it ran on CUDA (reported to the driver in the task's timing message)."""
+    _current["dense_pieces"] += 1
+    _current["gpu_assigned"] += gpus_assigned > 0
+    _current["on_cuda"] += on_cuda
+
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:
@@ -78,7 +92,7 @@ def timed_stage(k: int, part: int, out: list[Message]) -> Iterator[None]:
     ``timing`` message for the driver."""
     with phase("task"):
         yield
-    payload = {name: np.array([_current.get(name, 0.0)]) for name in PHASES}
+    payload = {name: np.array([_current.get(name, 0.0)]) for name in PHASES + DEVICE_COUNTS}
     payload["stage"] = np.array([k], dtype=np.int64)
     out.append(Message(DRIVER, -1, part, "timing", payload))
     _current.clear()  # phases timed before the task (loading its layout) count with it

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from lotan.errors import EngineError
 from lotan.graph_engine.hashing import route_keys
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
+from lotan.graph_engine.scheduling import dense_profile
 from lotan.graph_engine.store import (
     LayoutStore,
     write_constants,
@@ -260,6 +261,55 @@ def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]
     return run
 
 
+_ARROW_ROUTED_SCHEMA = _ARROW_MESSAGE_SCHEMA.append(pa.field("route", pa.int32()))
+
+
+def _dense_stage(
+    fn: StageFn,
+    k: int,
+    value_ref: Any,
+    store: LayoutStore | None,
+    router: Router,
+    first: bool = False,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A stage under its own resource profile: ``mapInArrow`` over the routed messages (a
+    grouped map takes no profile). Task ``p`` of a :meth:`Router.route` shuffle holds
+    partition ``p``'s rows (and only those: the routing keys are chosen so); the first stage
+    maps the partition ids."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        assert ctx is not None
+        part = ctx.partitionId()
+        table = pa.Table.from_batches(list(batches))
+        if first:
+            if table.num_rows == 0:
+                return
+            inbox = messages_to_table([])
+        else:
+            if table.num_rows == 0:
+                table = _ARROW_ROUTED_SCHEMA.empty_table()
+            routes = pc.unique(table.column("route")).to_pylist()
+            if routes not in ([], [int(router.keys[part])]):
+                raise EngineError(
+                    f"task {part} of a dense stage received the rows of routes {routes}; each "
+                    "task must hold one partition's rows (was the shuffle re-partitioned?)"
+                )
+            inbox = table.drop_columns(["route"])
+        layout = None
+        if store is not None:
+            with phase("load"):
+                layout = store.load(part)
+        if layout is None and first:
+            return
+        out = _run_stage(fn, k, part, layout, inbox, value_ref.value)
+        yield from out.to_batches()
+
+    return _named(run, fn)
+
+
 def _first_stage(
     fn: StageFn, value_ref: Any, store: LayoutStore, part_of: dict[int, int]
 ) -> Callable[[Any, pa.Table], pa.Table]:
@@ -341,6 +391,15 @@ class SparkRunner:
             self._parts_df = df.repartition(self.num_partitions, "route")
         return self._parts_df
 
+    def _profile(self, fn: StageFn) -> Any:
+        """For a stage that asks for resources of its own (a dense stage under split
+        placement): its resource profile, or ``False`` where Spark has none (local mode);
+        None for every other stage."""
+        request = getattr(fn, "resources", None)
+        if not request:
+            return None
+        return dense_profile(self.spark, request) or False
+
     def run(
         self,
         stages: Sequence[StageFn],
@@ -354,8 +413,16 @@ class SparkRunner:
         it and cleans up."""
         bc = self.spark.sparkContext.broadcast(value)
         first = 0
+        profile = self._profile(stages[0])
         if initial is not None:
             current = initial
+        elif self.store is not None and profile is not None:
+            current = self._parts().mapInArrow(
+                _dense_stage(stages[0], 0, bc, self.store, self.router, first=True),
+                MESSAGE_SCHEMA,
+                profile=profile or None,
+            )
+            first = 1
         elif self.store is not None:
             current = (
                 self._parts()
@@ -368,6 +435,14 @@ class SparkRunner:
         else:
             current = self.spark.createDataFrame([], MESSAGE_SCHEMA)
         for k in range(first, len(stages)):
+            profile = self._profile(stages[k])
+            if profile is not None:
+                current = self.router.route(current, "dest").mapInArrow(
+                    _dense_stage(stages[k], k, bc, self.store, self.router),
+                    MESSAGE_SCHEMA,
+                    profile=profile or None,
+                )
+                continue
             # Cogrouped with the partition ids, so that every partition runs every stage,
             # also one that receives no message (it may read only its layout).
             current = (

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lotan.nn_engine.device import to_device, to_host
+
 __all__ = ["ACTIVATIONS", "DenseGraph", "DenseNode", "mix_seed"]
 
 #: Activations a dense node can apply: name -> function of (tensor, negative_slope).
@@ -187,18 +189,18 @@ class DenseGraph:
             assert device is not None
             moved = self._run(
                 self._params_on(params, device),
-                {i: v.to(device) for i, v in inputs.items()},
+                to_device(inputs, device),
                 train,
                 seed,
                 rows,
                 only,
             )
-            return {i: v.cpu() for i, v in moved.items()}
+            return to_host(moved)
 
     def _params_on(
         self, params: Mapping[str, torch.Tensor], device: torch.device
     ) -> dict[str, torch.Tensor]:
-        return {n: params[n].to(device) for n in self.param_names if n in params}
+        return to_device({n: params[n] for n in self.param_names if n in params}, device)
 
     def backward(
         self,
@@ -219,14 +221,14 @@ class DenseGraph:
             assert device is not None
             gi, gp = self.backward(
                 self._params_on(params, device),
-                {i: v.to(device) for i, v in inputs.items()},
-                {i: v.to(device) for i, v in grad_outputs.items()},
+                to_device(inputs, device),
+                to_device(grad_outputs, device),
                 train=train,
                 seed=seed,
                 rows=rows,
                 input_grads=input_grads,
             )
-            return {i: g.cpu() for i, g in gi.items()}, {n: g.cpu() for n, g in gp.items()}
+            return to_host(gi), to_host(gp)
         names = self.param_names
         leaves = {n: params[n].detach().requires_grad_(True) for n in names}
         merged: dict[str, torch.Tensor] = {**params, **leaves}

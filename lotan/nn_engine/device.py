@@ -18,7 +18,7 @@ import torch
 
 from lotan.errors import EngineError
 
-__all__ = ["DEVICE_ENV", "select_device", "task_device"]
+__all__ = ["DEVICE_ENV", "select_device", "task_device", "task_resources", "to_device", "to_host"]
 
 DEVICE_ENV = "LOTAN_DENSE_DEVICE"
 
@@ -56,8 +56,48 @@ def _task_gpus() -> list[str]:
     return list(gpu.addresses) if gpu is not None else []
 
 
+def task_resources() -> tuple[list[str], torch.device]:
+    """The GPU addresses Spark assigned to this task, and the device its dense work runs on
+    (see the module docstring)."""
+    gpus = _task_gpus()
+    return gpus, select_device(os.environ.get(DEVICE_ENV, "auto"), gpus, torch.cuda.is_available())
+
+
 def task_device() -> torch.device:
-    """The device this task's dense work runs on (see the module docstring)."""
-    return select_device(
-        os.environ.get(DEVICE_ENV, "auto"), _task_gpus(), torch.cuda.is_available()
-    )
+    """The device this task's dense work runs on."""
+    return task_resources()[1]
+
+
+#: Tensors at least this large go to the GPU through pinned (page-locked) memory: the copy
+#: into it is one memcpy, and the transfers then run asynchronously, side by side; smaller
+#: ones are not worth the pinned allocation.
+PIN_BYTES = 1 << 20
+
+
+def to_device(tensors: Mapping[Any, torch.Tensor], device: torch.device) -> dict[Any, torch.Tensor]:
+    """``tensors`` on ``device`` (a CUDA device: large ones through pinned memory, all copies
+    issued without waiting; CUDA orders them before any kernel that reads them)."""
+    out = {}
+    for k, v in tensors.items():
+        if v.device.type == "cpu" and v.numel() * v.element_size() >= PIN_BYTES:
+            v = v.pin_memory()
+        out[k] = v.to(device, non_blocking=True)
+    return out
+
+
+def to_host(tensors: Mapping[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+    """``tensors`` back on the CPU: each copied into pinned memory without waiting, then one
+    synchronization for all of them."""
+    out = {}
+    devices = set()
+    for k, v in tensors.items():
+        if v.device.type == "cpu":
+            out[k] = v
+            continue
+        host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+        host.copy_(v, non_blocking=True)
+        out[k] = host
+        devices.add(v.device)
+    for d in devices:
+        torch.cuda.synchronize(d)
+    return out

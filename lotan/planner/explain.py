@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.physical import PhysicalPlan
+from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
 
-__all__ = ["render", "render_physical"]
+__all__ = ["render", "render_physical", "render_placement"]
 
 FLOAT_BYTES = 4
 
@@ -24,6 +25,7 @@ def render(
     physical: PhysicalPlan,
     stats: Mapping[str, int],
     partitioner: str = "hash",
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> str:
     """Text of the three plan levels; ``stats`` has ``parts``, ``own``, ``halo``, ``edges``
     (totals over partitions) and ``max_own`` / ``max_edges``."""
@@ -33,7 +35,7 @@ def render(
     for name, what in fired:
         lines.append(f"  {name}: " + ("; ".join(what) if what else "did not fire"))
     lines += ["", "== Physical plan =="]
-    lines += render_physical(optimized, physical, stats, partitioner)
+    lines += render_physical(optimized, physical, stats, partitioner, placement)
     return "\n".join(lines)
 
 
@@ -42,9 +44,10 @@ def render_physical(
     physical: PhysicalPlan,
     stats: Mapping[str, int],
     partitioner: str = "hash",
+    placement: Placement = DEFAULT_PLACEMENT,
 ) -> list[str]:
     """The physical plan's lines: partitioning, stages with their exchanges (bytes per
-    epoch), totals."""
+    epoch), totals, and the Spark stages of a training epoch under ``placement``."""
     lines: list[str] = []
     halo, own = stats["halo"], stats["own"]
     lines.append(
@@ -79,4 +82,26 @@ def render_physical(
         f"per epoch: {physical.num_stages} forward + {physical.num_stages - 1} backward stages; "
         f"exchanged forward {_mb(fwd)}, backward {_mb(bwd)}"
     )
+    return lines + render_placement(physical, placement)
+
+
+def render_placement(physical: PhysicalPlan, placement: Placement) -> list[str]:
+    """The Spark stages of one training epoch: what each does (graph, dense or fused work)
+    and what its tasks ask Spark for."""
+    runs = physical.training_stages(seed=0, num_train=1, placement=placement)
+    if placement.split:
+        head = (
+            f"placement split: {len(runs)} Spark stages per epoch; graph stages ask for "
+            f"{placement.describe_request(GRAPH)}, dense stages for "
+            f"{placement.describe_request(DENSE)} per task"
+        )
+    else:
+        head = (
+            f"placement fused: {len(runs)} Spark stages per epoch, graph and dense work "
+            f"together; tasks ask for {placement.describe_request(GRAPH)}"
+        )
+    lines = [head]
+    width = max(len(str(len(runs) - 1)), 1)
+    for k, run in enumerate(runs):
+        lines.append(f"  {k:>{width}}  {run.kind:<5}  {run.label}")
     return lines

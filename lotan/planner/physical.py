@@ -21,6 +21,14 @@ produced the aggregated value, gradients of carried values go to their producer.
 
 With dropout, the forward pass also carries an evaluation stream (dropout off) for the
 values that dropout touched, so accuracies need no extra pass.
+
+Each stage's work is written as *pieces* (:mod:`lotan.planner.placement`): ``aggregate``
+(graph: ``Â`` of the exchanged rows), ``forward`` (dense), ``backward`` (dense), ``transpose``
+(graph: ``Âᵀ`` of the aggregations' gradients, sent to the owners). A :class:`Schedule` gives
+every piece the index of the Spark stage it runs in — fused, the pieces between two
+exchanges share one (a :class:`StageRun` passes their messages on in memory); split, each has
+its own, and dense ones ask Spark for GPUs. The pieces address their messages through the
+schedule, so the same code runs either way and gives the same numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,13 +49,21 @@ from lotan.graph_engine.exchange import (
 )
 from lotan.graph_engine.kernels import spmm
 from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
-from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, by_source, phase
+from lotan.graph_engine.runner import (
+    DRIVER,
+    OUTPUT,
+    Message,
+    by_source,
+    phase,
+    record_device,
+)
 from lotan.nn_engine.dense import DenseGraph, mix_seed
-from lotan.nn_engine.device import task_device
+from lotan.nn_engine.device import task_resources
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.logical import LogicalPlan
+from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, FUSED, GRAPH, Placement
 
-__all__ = ["METRIC_FIELDS", "EpochValue", "Exchange", "PhysicalPlan"]
+__all__ = ["METRIC_FIELDS", "EpochValue", "Exchange", "PhysicalPlan", "Schedule", "StageRun"]
 
 # Tiles decode to read-only views of Arrow buffers; the stages never write into them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -252,22 +268,76 @@ class PhysicalPlan:
         return [x for x in self.exchanges if x.source == j]
 
     # ------------------------------------------------------------------ stages
-    def training_stages(self, *, seed: int, num_train: int) -> list[StageFn]:
-        evals = self.logical.has_dropout
-        fwd: list[StageFn] = [
-            _Forward(self, j, train=True, evals=evals, seed=seed, num_train=num_train)
-            for j in range(self.num_stages)
-        ]
-        back: list[StageFn] = [_Backward(self, j, seed=seed) for j in range(self.last - 1, -1, -1)]
-        return fwd + back
+    def schedule(self, *, train: bool, placement: Placement = DEFAULT_PLACEMENT) -> Schedule:
+        """The pieces of a run in order and the Spark stage each runs in (see
+        :mod:`lotan.planner.placement`)."""
+        pieces: list[tuple[str, int]] = []
+        for j in range(self.num_stages):
+            if self.exchanges_into(j):
+                pieces.append(("aggregate", j))
+            pieces.append(("forward", j))
+        if train:
+            for j in range(self.last, -1, -1):
+                if j != self.last:
+                    pieces.append(("backward", j))
+                if any(x.grad_inputs for x in self.exchanges_into(j)):
+                    pieces.append(("transpose", j))
+        groups: dict[Any, int] = {}
+        index: dict[tuple[str, int], int] = {}
+        for piece, j in pieces:
+            if placement.split:
+                key: Any = (piece, j)
+            elif piece in ("aggregate", "forward") or j == self.last:
+                key = ("forward", j)
+            else:
+                key = ("backward", j)
+            index[(piece, j)] = groups.setdefault(key, len(groups))
+        return Schedule(tuple(pieces), index, placement)
 
-    def inference_stages(self, *, emit_outputs: bool) -> list[StageFn]:
-        return [
-            _Forward(
-                self, j, train=False, evals=False, seed=0, num_train=1, emit_outputs=emit_outputs
-            )
-            for j in range(self.num_stages)
-        ]
+    def training_stages(
+        self, *, seed: int, num_train: int, placement: Placement = DEFAULT_PLACEMENT
+    ) -> list[StageRun]:
+        sched = self.schedule(train=True, placement=placement)
+        evals = self.logical.has_dropout
+        return sched.runs(self, train=True, evals=evals, seed=seed, num_train=num_train)
+
+    def inference_stages(
+        self, *, emit_outputs: bool, placement: Placement = DEFAULT_PLACEMENT
+    ) -> list[StageRun]:
+        sched = self.schedule(train=False, placement=placement)
+        return sched.runs(
+            self, train=False, evals=False, seed=0, num_train=1, emit_outputs=emit_outputs
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The pieces of one run (``(piece, stage)`` in order: ``aggregate``, ``forward``,
+    ``backward``, ``transpose``) and the index of the Spark stage each runs in. Fused, the
+    pieces between two exchanges share an index; split, each has its own."""
+
+    pieces: tuple[tuple[str, int], ...]
+    index: Mapping[tuple[str, int], int]
+    placement: Placement
+
+    def of(self, piece: str, j: int) -> int:
+        return self.index[(piece, j)]
+
+    def runs(self, plan: PhysicalPlan, **options: Any) -> list[StageRun]:
+        """One stage function per Spark stage, running its pieces in order."""
+        grouped: dict[int, list[_Piece]] = {}
+        for piece, j in self.pieces:
+            fn = _PIECES[piece](plan, j, self, **_options_of(piece, options))
+            grouped.setdefault(self.of(piece, j), []).append(fn)
+        return [StageRun(k, tuple(grouped[k]), self.placement) for k in sorted(grouped)]
+
+
+def _options_of(piece: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    if piece == "forward":
+        return dict(options)
+    if piece == "aggregate":
+        return {"evals": options["evals"]}
+    return {"seed": options["seed"]} if piece == "backward" else {}
 
 
 def _exchanges(
@@ -333,19 +403,113 @@ def _metrics(layout: PartitionLayout, logits: list[torch.Tensor], losses: list[f
     return Message(DRIVER, -1, layout.part, "metrics", {"metrics": metrics})
 
 
+def _dense_device() -> torch.device:
+    """The device of this task's dense work (recorded for the driver's device report)."""
+    gpus, device = task_resources()
+    record_device(len(gpus), device.type == "cuda")
+    return device
+
+
 @dataclass(frozen=True)
-class _Forward:
-    plan: PhysicalPlan
-    j: int
-    train: bool
-    evals: bool
-    seed: int
-    num_train: int
-    emit_outputs: bool = False
+class StageRun:
+    """One Spark stage: its pieces in order; messages a piece sends to this stage at this
+    partition go to the next pieces in memory."""
+
+    index: int
+    pieces: tuple[_Piece, ...]
+    placement: Placement
+
+    @property
+    def kind(self) -> str:
+        """:data:`GRAPH`, :data:`DENSE` or :data:`FUSED` (both)."""
+        kinds = {p.kind for p in self.pieces}
+        return kinds.pop() if len(kinds) == 1 else FUSED
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What each task asks Spark for beyond the defaults (``{}``: the default profile)."""
+        return self.placement.task_request(self.kind)
 
     @property
     def label(self) -> str:
         """How the Spark UI names this stage (the function of its grouped map)."""
+        names = [p.label for p in self.pieces if not (self.kind == FUSED and p.kind == GRAPH)]
+        return " + ".join(names or [p.label for p in self.pieces])
+
+    def __call__(
+        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
+    ) -> list[Message]:
+        out: list[Message] = []
+        inbox = list(inbox)
+        for piece in self.pieces:
+            for m in piece(part, layout, inbox, value):
+                if m.stage == self.index and m.dest == part:
+                    inbox.append(m)
+                else:
+                    out.append(m)
+        return out
+
+
+@dataclass(frozen=True)
+class _Piece:
+    plan: PhysicalPlan
+    j: int
+    sched: Schedule
+    kind: ClassVar[str] = DENSE
+
+    @property
+    def label(self) -> str:
+        return f"stage {self.j} · {type(self).__name__.strip('_').lower()}"
+
+    def __call__(
+        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
+    ) -> list[Message]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Aggregate(_Piece):
+    """Graph work: ``Â`` of each input of the exchanges into stage ``j`` (both streams),
+    to this partition's ``forward`` piece."""
+
+    evals: bool = False
+    kind: ClassVar[str] = GRAPH
+
+    def __call__(
+        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
+    ) -> list[Message]:
+        assert layout is not None
+        out: list[Message] = []
+        to = self.sched.of("forward", self.j)
+        for x in self.plan.exchanges_into(self.j):
+            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
+                if (s and not self.evals) or not of:
+                    continue
+                rows = {}
+                for u in of:
+                    with phase("exchange"):
+                        full = assemble(layout, by_source(inbox, f"x{x.index}{s}", key=str(u)))
+                    with phase("spmm"):
+                        w = layout.weights[self.plan.norm_index[x.norm]]
+                        rows[str(u)] = spmm(layout.indptr, layout.indices, w, _t(full)).numpy()
+                out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+        return out
+
+
+@dataclass(frozen=True)
+class _Forward(_Piece):
+    """Dense work of stage ``j``: its dense graph on the aggregations (from the ``aggregate``
+    piece), carried values and layout values; sends on what later stages read; at the last
+    stage, the loss and the backward pass of the dense graph."""
+
+    train: bool = False
+    evals: bool = False
+    seed: int = 0
+    num_train: int = 1
+    emit_outputs: bool = False
+
+    @property
+    def label(self) -> str:
         last = self.train and self.j == self.plan.last
         return f"stage {self.j} · forward" + (" + loss" if last else "")
 
@@ -363,13 +527,13 @@ class _Forward:
         out: list[Message] = []
         save: dict[str, np.ndarray] = {}
 
-        # Inputs: aggregations (from exchanged rows), carried values, layout values.
+        # Inputs: aggregations (from the aggregate piece), carried values, layout values.
         for x in plan.exchanges_into(j):
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
                 if s and not self.evals:
                     continue
                 for u in of:
-                    z = self._aggregate(layout, inbox, x, u, s)
+                    z = _t(by_source(inbox, f"z{x.index}{s}", key=str(u))[part])
                     for a in x.aggs:
                         if x.agg_input[a] == u:
                             vals[s][a] = z
@@ -388,7 +552,7 @@ class _Forward:
                 vals[EVAL][k] = _t(by_source(inbox, f"v{k}{EVAL}")[part])
 
         dense = plan.dense_graph(j)
-        device = task_device()
+        device = _dense_device()
         with phase("dense"):
             vals[""] = dense.forward(
                 params, vals[""], train=self.train, seed=seed, rows=layout.ids, device=device
@@ -412,7 +576,8 @@ class _Forward:
                     if plan.stage_of[c] != j and logical.node(c).op != "aggregate"
                 }
                 for cj in sorted(later):
-                    out.append(Message(cj, part, part, f"v{i}{s}", {"rows": vals[s][i].numpy()}))
+                    to = self.sched.of("forward", cj)
+                    out.append(Message(to, part, part, f"v{i}{s}", {"rows": vals[s][i].numpy()}))
         # Values that aggregations of later stages read: side by side, to who needs them.
         for x in plan.exchanges_from(j):
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
@@ -428,18 +593,19 @@ class _Forward:
                         )
                         for q, r in forward_messages(layout, rows):
                             sends.setdefault(q, {})[str(u)] = r
-                out += [Message(x.stage, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
+                to = self.sched.of("aggregate", x.stage)
+                out += [Message(to, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
 
         if j == plan.last and plan.heads:
             losses = [0.0] * len(plan.heads)
             if self.train:
-                losses, msgs = self._head_backward(part, layout, params, seed, vals, save)
+                losses, msgs = self._head_backward(part, layout, params, seed, vals, save, device)
                 out += msgs
             final = vals[EVAL] if self.evals else vals[""]
             logits = [final.get(h, vals[""][h]) for h in plan.heads]
             out.append(_metrics(layout, logits, losses))
         elif self.train and save:
-            out.append(Message(plan.backward_index(j), part, part, "saved", save))
+            out.append(Message(self.sched.of("backward", j), part, part, "saved", save))
         if self.emit_outputs:
             for o in plan.outputs:
                 if plan.stage_of.get(o) == j:
@@ -454,21 +620,6 @@ class _Forward:
                     )
         return out
 
-    def _aggregate(
-        self,
-        layout: PartitionLayout,
-        inbox: list[Message],
-        x: Exchange,
-        u: int,
-        stream: str,
-    ) -> torch.Tensor:
-        """``Â`` of value ``u`` of exchange ``x``."""
-        with phase("exchange"):
-            full = assemble(layout, by_source(inbox, f"x{x.index}{stream}", key=str(u)))
-        with phase("spmm"):
-            w = layout.weights[self.plan.norm_index[x.norm]]
-            return spmm(layout.indptr, layout.indices, w, _t(full))
-
     def _head_backward(
         self,
         part: int,
@@ -477,9 +628,10 @@ class _Forward:
         seed: int,
         vals: dict[str, dict[int, torch.Tensor]],
         save: dict[str, np.ndarray],
+        device: torch.device,
     ) -> tuple[list[float], list[Message]]:
         """The loss of each model on this partition, and the backward pass of the last
-        stage."""
+        stage's dense graph."""
         plan = self.plan
         mask = _t(layout.split == SPLIT_CODES["train"])
         y = _t(layout.y)
@@ -490,7 +642,8 @@ class _Forward:
             losses.append(loss)
             grad_out[h] = grad
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, self.j, layout, save).items()}
-        return losses, _backprop(plan, self.j, part, layout, params, seed, inputs, grad_out)
+        msgs = _backprop(self, part, layout, params, seed, inputs, grad_out, device)
+        return losses, msgs
 
 
 def _saved_inputs(
@@ -506,16 +659,19 @@ def _saved_inputs(
 
 
 def _backprop(
-    plan: PhysicalPlan,
-    j: int,
+    piece: _Piece,
     part: int,
     layout: PartitionLayout,
     params: dict[str, torch.Tensor],
     seed: int,
     inputs: dict[int, torch.Tensor],
     grad_out: dict[int, torch.Tensor],
+    device: torch.device,
 ) -> list[Message]:
-    """Back-propagate stage ``j`` and route the gradients of its inputs."""
+    """Back-propagate the dense graph of stage ``piece.j``: parameter gradients to the
+    driver, the gradients of its aggregations (summed per aggregated value) to the
+    ``transpose`` piece, those of carried values to the stage that produced them."""
+    plan, sched, j = piece.plan, piece.sched, piece.j
     here = {a: x for x in plan.exchanges_into(j) for a in x.aggs}
     want = [
         k
@@ -532,48 +688,71 @@ def _backprop(
             seed=seed,
             rows=layout.ids,
             input_grads=want,
-            device=task_device(),
+            device=device,
         )
     out: list[Message] = []
     if pgrads:
         out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
-    # Aggregations of this stage: Âᵀ of their gradients, side by side, back to the owners.
     for x in plan.exchanges_into(j):
         if not x.grad_inputs:
             continue
-        w = layout.t_weights[plan.norm_index[x.norm]]
-        sends: dict[int, dict[str, np.ndarray]] = {}
+        sums: dict[str, np.ndarray] = {}
         for u in x.grad_inputs:
             g: torch.Tensor | None = None
             for a in x.aggs:
                 if x.agg_input[a] == u:
                     g = grads[a] if g is None else g + grads[a]
             assert g is not None
-            with phase("spmm"):
-                partial = spmm(layout.t_indptr, layout.t_indices, w, g.contiguous())
-            with phase("exchange"):
-                for q, r in backward_messages(layout, partial.numpy()):
-                    sends.setdefault(q, {})[str(u)] = r
-        target = plan.backward_index(x.source)
-        out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
+            sums[str(u)] = g.contiguous().numpy()
+        out.append(Message(sched.of("transpose", j), part, part, f"a{x.index}", sums))
     # Values carried from earlier stages: their gradients go straight to their producer.
     for k, g in grads.items():
         if k in here or k not in plan.requires_grad or k not in plan.stage_of:
             continue
-        target = plan.backward_index(plan.stage_of[k])
+        target = sched.of("backward", plan.stage_of[k])
         out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
     return out
 
 
 @dataclass(frozen=True)
-class _Backward:
-    plan: PhysicalPlan
-    j: int
-    seed: int
+class _Transpose(_Piece):
+    """Graph work: ``Âᵀ`` of the gradients of stage ``j``'s aggregations, side by side, back
+    to the partitions that own the rows (the forward exchange, the other way)."""
 
-    @property
-    def label(self) -> str:
-        return f"stage {self.j} · backward"
+    kind: ClassVar[str] = GRAPH
+
+    def __call__(
+        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
+    ) -> list[Message]:
+        assert layout is not None
+        plan = self.plan
+        out: list[Message] = []
+        for x in plan.exchanges_into(self.j):
+            grads = [m.payload for m in inbox if m.tag == f"a{x.index}"]
+            if not grads:
+                continue  # nothing flowed back into this stage on this partition
+            (g,) = grads
+            w = layout.t_weights[plan.norm_index[x.norm]]
+            sends: dict[int, dict[str, np.ndarray]] = {}
+            for u in x.grad_inputs:
+                with phase("spmm"):
+                    partial = spmm(layout.t_indptr, layout.t_indices, w, _t(g[str(u)]))
+                with phase("exchange"):
+                    for q, r in backward_messages(layout, partial.numpy()):
+                        sends.setdefault(q, {})[str(u)] = r
+            target = self.sched.of("backward", x.source)
+            out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
+        return out
+
+
+@dataclass(frozen=True)
+class _Backward(_Piece):
+    """Dense work of stage ``j``'s backward pass: add up the gradients of the values it
+    produced (partial sums from the ``transpose`` pieces of later stages, gradients of
+    carried values), recompute its dense graph from the saved inputs (same dropout masks)
+    and back-propagate."""
+
+    seed: int = 0
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
@@ -609,4 +788,12 @@ class _Backward:
         if not grad_out:
             return []
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, j, layout, saved).items()}
-        return _backprop(plan, j, part, layout, params, seed, inputs, grad_out)
+        return _backprop(self, part, layout, params, seed, inputs, grad_out, _dense_device())
+
+
+_PIECES: dict[str, type[_Piece]] = {
+    "aggregate": _Aggregate,
+    "forward": _Forward,
+    "backward": _Backward,
+    "transpose": _Transpose,
+}

@@ -30,13 +30,25 @@ def free_port() -> int:
 
 
 class StandaloneCluster:
-    """``workers`` workers of ``cores`` cores and ``memory`` each, logs under ``root``."""
+    """``workers`` workers of ``cores`` cores (one number, or one per worker) and ``memory``
+    each, logs under ``root``. ``gpus[i]``: how many GPU addresses worker ``i`` advertises
+    (through a discovery script that prints them; no GPU is needed to schedule by them)."""
 
-    def __init__(self, root: Path, *, workers: int = 2, cores: int = 1, memory: str = "2g"):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workers: int = 2,
+        cores: int | Sequence[int] = 1,
+        memory: str = "2g",
+        gpus: Sequence[int] = (),
+    ):
         self.root = root
         self.num_workers = workers
-        self.cores = cores
+        self.cores = [cores] * workers if isinstance(cores, int) else list(cores)
         self.memory = memory
+        self.gpus = list(gpus) + [0] * (workers - len(gpus))
+        self.worker_ui_ports = [free_port() for _ in range(workers)]
         self.port = free_port()
         self.ui_port = free_port()
         self.url = f"spark://{HOST}:{self.port}"
@@ -80,12 +92,25 @@ class StandaloneCluster:
     def _worker(self, i: int) -> subprocess.Popen[bytes]:
         work = self.root / f"worker-{i}"
         work.mkdir(exist_ok=True)
+        props = work / "worker.properties"
+        lines = []
+        if self.gpus[i]:
+            script = work / "gpus.sh"
+            found = json.dumps({"name": "gpu", "addresses": [str(a) for a in range(self.gpus[i])]})
+            script.write_text(f"#!/bin/sh\necho '{found}'\n")
+            script.chmod(0o755)
+            lines += [
+                f"spark.worker.resource.gpu.amount {self.gpus[i]}",
+                f"spark.worker.resource.gpu.discoveryScript {script}",
+            ]
+        props.write_text("\n".join(lines) + "\n")
         return self._start(
             f"worker-{i}",
             [
                 "org.apache.spark.deploy.worker.Worker",
-                *("--host", HOST, "--cores", str(self.cores), "--memory", self.memory),
-                *("--webui-port", str(free_port()), "--work-dir", str(work), self.url),
+                *("--host", HOST, "--cores", str(self.cores[i]), "--memory", self.memory),
+                *("--webui-port", str(self.worker_ui_ports[i]), "--work-dir", str(work)),
+                *("--properties-file", str(props), self.url),
             ],
         )
 
