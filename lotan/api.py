@@ -79,9 +79,15 @@ def _check_monitor(config: FitConfig, graph: Graph) -> None:
 
 
 def _engine(
-    engine: str, spark: SparkSession | None, num_partitions: int | None, graph: Graph
+    engine: str,
+    spark: SparkSession | None,
+    num_partitions: int | None,
+    graph: Graph,
+    placement: Placement | None = None,
 ) -> tuple[Engine, int]:
-    """The engine and the number of partitions (the engine's default when not given)."""
+    """The engine and the number of partitions (the engine's default when not given);
+    with ``placement``, checked that the engine can run it (see
+    :meth:`SparkEngine.check_placement`)."""
     eng = make_engine(engine, spark)
     parts = num_partitions or eng.default_partitions()
     if parts > graph.num_vertices:
@@ -89,6 +95,8 @@ def _engine(
             f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
             "use fewer partitions"
         )
+    if placement is not None:
+        eng.check_placement(placement)
     return eng, parts
 
 
@@ -207,7 +215,9 @@ def fit(
     _check_labels(plan, graph)
     _check_monitor(config, graph)
     checkpoints = _checkpointer(model, graph, config)
-    eng, parts = _engine(config.engine, spark, config.num_partitions, graph)
+    eng, parts = _engine(
+        config.engine, spark, config.num_partitions, graph, config.placement_config()
+    )
     prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
     merged = merge([plan])
     result = FitResult(
@@ -276,7 +286,7 @@ def predict(
     """
     where = Placement(placement, dense_gpus, dense_cpus)
     _, plan, _ = _plan_for(model, graph, planner)
-    eng, parts = _engine(engine, spark, num_partitions, graph)
+    eng, parts = _engine(engine, spark, num_partitions, graph, where)
     prepared, physical = _prepared(eng, graph, parts, plan, check_partitioner(partitioner))
     stages = physical.inference_stages(emit_outputs=True, placement=where)
     return eng.predictions(prepared, stages, _value(model, 0))

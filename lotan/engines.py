@@ -17,6 +17,7 @@ from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.partition import LabelPropagation
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
 from lotan.graph_engine.runner import LocalRunner, Message, StageFn
+from lotan.planner.placement import DENSE, Placement
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +55,8 @@ class Engine(Protocol):
     ) -> list[Message]: ...
 
     def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> Any: ...
+
+    def check_placement(self, placement: Placement) -> None: ...
 
 
 def _predictions_frame(ids: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
@@ -101,6 +104,9 @@ class LocalEngine:
     """In-process engine: the physical plan without Spark."""
 
     name = "local"
+
+    def check_placement(self, placement: Placement) -> None:
+        """Any placement runs in-process (split only changes how stages are grouped)."""
 
     def default_partitions(self) -> int:
         return 1
@@ -185,6 +191,15 @@ class SparkEngine:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
+
+    def check_placement(self, placement: Placement) -> None:
+        """Under split, register the dense stages' resource profile and run one task under
+        it now — before the graph is prepared — so that a request the cluster cannot meet
+        fails at once (:mod:`lotan.graph_engine.scheduling`)."""
+        if placement.split:
+            from lotan.graph_engine.scheduling import dense_profile
+
+            dense_profile(self.spark, placement.task_request(DENSE))
 
     def default_partitions(self) -> int:
         return max(1, int(self.spark.sparkContext.defaultParallelism))

@@ -367,7 +367,7 @@ def fit_many(
         _check_labels(plan, graph)
         plans.append(plan)
     _check_monitor(base, graph)
-    eng, parts = _engine(base.engine, spark, base.num_partitions, graph)
+    eng, parts = _engine(base.engine, spark, base.num_partitions, graph, base.placement_config())
     results = [
         FitResult(
             model=t.model,

@@ -149,3 +149,34 @@ def test_a_gpu_request_no_worker_can_meet_is_an_error(
     assert code == 2, out[-3000:]
     assert "placement='split': no executor could run a dense task asking for 1 cpu, 3 gpu" in out
     assert "spark.worker.resource.gpu.amount" in out
+
+
+def test_split_without_dynamic_allocation_uses_the_executors_gpus(
+    cluster: StandaloneCluster, tmp_path: Path
+) -> None:
+    """Dynamic allocation off: every executor has a GPU (so all start on worker 0) and dense
+    tasks ask for one under a task-only profile, graph tasks for none."""
+    job = {**SPLIT_JOB, "epochs": 2}
+    code, out = _submit(
+        cluster,
+        job,
+        tmp_path,
+        **{
+            "spark.dynamicAllocation.enabled": "false",
+            "spark.executor.resource.gpu.amount": "1",
+            "spark.cores.max": "2",
+        },
+    )
+    assert code == 0, out[-3000:]
+    (report,) = [line for line in out.splitlines() if line.startswith("dense work (split)")]
+    pieces = int(report.split(": ")[1].split(" task pieces")[0])
+    assert pieces > 0 and f"{pieces} in tasks Spark gave a GPU" in report, report
+
+
+def test_split_without_dynamic_allocation_needs_executor_gpus(
+    cluster: StandaloneCluster, tmp_path: Path
+) -> None:
+    job = {**SPLIT_JOB, "epochs": 1}
+    code, out = _submit(cluster, job, tmp_path, **{"spark.dynamicAllocation.enabled": "false"})
+    assert code == 2, out[-3000:]
+    assert "dynamic allocation is off and the executors have no GPUs" in out, out[-3000:]
