@@ -132,7 +132,8 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
     if fit.placement == "split" or devices["gpu_assigned"]:
         note = ""
         if devices["gpu_assigned"] > devices["on_cuda"]:
-            note = " (torch in the executors cannot use CUDA: the others ran on the CPU)"
+            off = devices["gpu_assigned"] - devices["on_cuda"]
+            note = f" ({off} of those ran on the CPU: torch in the executors cannot use CUDA)"
         print(
             f"dense work ({fit.placement}): {devices['dense_pieces']} task pieces, "
             f"{devices['gpu_assigned']} in tasks Spark gave a GPU, "
