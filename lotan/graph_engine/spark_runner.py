@@ -283,14 +283,17 @@ def _dense_stage(
         ctx = TaskContext.get()
         assert ctx is not None
         part = ctx.partitionId()
-        table = pa.Table.from_batches(list(batches))
+        received = [b for b in batches if b.num_rows]
         if first:
-            if table.num_rows == 0:
+            if not received:  # a partition without vertices
                 return
             inbox = messages_to_table([])
         else:
-            if table.num_rows == 0:
-                table = _ARROW_ROUTED_SCHEMA.empty_table()
+            table = (
+                pa.Table.from_batches(received)
+                if received
+                else _ARROW_ROUTED_SCHEMA.empty_table()  # no message for this partition
+            )
             routes = pc.unique(table.column("route")).to_pylist()
             if routes not in ([], [int(router.keys[part])]):
                 raise EngineError(
