@@ -156,7 +156,7 @@ def test_split_without_dynamic_allocation_uses_the_executors_gpus(
 ) -> None:
     """Dynamic allocation off: every executor has a GPU (so all start on worker 0) and dense
     tasks ask for one under a task-only profile, graph tasks for none."""
-    job = {**SPLIT_JOB, "epochs": 2}
+    job = {**SPLIT_JOB, "epochs": 1}
     code, out = _submit(
         cluster,
         job,
