@@ -215,9 +215,8 @@ def fit(
     _check_labels(plan, graph)
     _check_monitor(config, graph)
     checkpoints = _checkpointer(model, graph, config)
-    eng, parts = _engine(
-        config.engine, spark, config.num_partitions, graph, config.placement_config()
-    )
+    where = config.placement_config()
+    eng, parts = _engine(config.engine, spark, config.num_partitions, graph, where)
     prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
     merged = merge([plan])
     result = FitResult(
@@ -235,7 +234,7 @@ def fit(
         norms=plan.norms,
         progress=config.progress,
         checkpoints=checkpoints,
-        placement=config.placement_config(),
+        placement=where,
     )
     return result
 

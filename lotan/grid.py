@@ -367,7 +367,8 @@ def fit_many(
         _check_labels(plan, graph)
         plans.append(plan)
     _check_monitor(base, graph)
-    eng, parts = _engine(base.engine, spark, base.num_partitions, graph, base.placement_config())
+    where = base.placement_config()
+    eng, parts = _engine(base.engine, spark, base.num_partitions, graph, where)
     results = [
         FitResult(
             model=t.model,
@@ -406,7 +407,7 @@ def fit_many(
                 progress=base.progress,
                 label=f"lotan batch {len(done) - 1}",
                 on_divergence="stop",
-                placement=base.placement_config(),
+                placement=where,
             )
     return GridResult(results, done)
 

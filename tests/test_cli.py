@@ -130,6 +130,10 @@ def test_a_grid_job_trains_every_combination(tmp_path: Path, capsys: Any) -> Non
 def test_explain(tmp_path: Path, capsys: Any) -> None:
     assert main(["explain", "--config", str(_job(tmp_path))]) == 0
     assert "per epoch: " in capsys.readouterr().out
+    # the README's: the Spark stages of an epoch under split placement
+    assert main(["explain", "--config", str(_job(tmp_path)), "--set", "placement=split"]) == 0
+    out = capsys.readouterr().out
+    assert "placement split: " in out and "graph  stage 1 · aggregate" in out
 
 
 def test_spark_job_on_parquet_matches_the_local_engine(

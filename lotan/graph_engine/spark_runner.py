@@ -261,6 +261,11 @@ def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]
     return run
 
 
+def _own_resources(fn: StageFn) -> bool:
+    """Whether a stage asks Spark for resources of its own (runs under its own profile)."""
+    return bool(getattr(fn, "resources", None))
+
+
 _ARROW_ROUTED_SCHEMA = _ARROW_MESSAGE_SCHEMA.append(pa.field("route", pa.int32()))
 
 
@@ -395,13 +400,9 @@ class SparkRunner:
         return self._parts_df
 
     def _profile(self, fn: StageFn) -> Any:
-        """For a stage that asks for resources of its own (a dense stage under split
-        placement): its resource profile, or ``False`` where Spark has none (local mode);
-        None for every other stage."""
-        request = getattr(fn, "resources", None)
-        if not request:
-            return None
-        return dense_profile(self.spark, request) or False
+        """The resource profile of a stage that asks for resources of its own (a dense
+        stage under split placement; None in local mode, which has no profiles)."""
+        return dense_profile(self.spark, fn.resources)  # type: ignore[attr-defined]
 
     def run(
         self,
@@ -416,14 +417,13 @@ class SparkRunner:
         it and cleans up."""
         bc = self.spark.sparkContext.broadcast(value)
         first = 0
-        profile = self._profile(stages[0])
         if initial is not None:
             current = initial
-        elif self.store is not None and profile is not None:
+        elif self.store is not None and _own_resources(stages[0]):
             current = self._parts().mapInArrow(
                 _dense_stage(stages[0], 0, bc, self.store, self.router, first=True),
                 MESSAGE_SCHEMA,
-                profile=profile or None,
+                profile=self._profile(stages[0]),
             )
             first = 1
         elif self.store is not None:
@@ -438,12 +438,11 @@ class SparkRunner:
         else:
             current = self.spark.createDataFrame([], MESSAGE_SCHEMA)
         for k in range(first, len(stages)):
-            profile = self._profile(stages[k])
-            if profile is not None:
+            if _own_resources(stages[k]):
                 current = self.router.route(current, "dest").mapInArrow(
                     _dense_stage(stages[k], k, bc, self.store, self.router),
                     MESSAGE_SCHEMA,
-                    profile=profile or None,
+                    profile=self._profile(stages[k]),
                 )
                 continue
             # Cogrouped with the partition ids, so that every partition runs every stage,
