@@ -13,8 +13,8 @@ with one output per model:
 In the merged plan the aggregations of all models' ``l``-th layers fall in the same stage
 with the same weighting, so the physical plan groups them into one
 :class:`~lotan.planner.physical.Exchange`: their hidden states travel side by side as the
-columns of one tile per pair of partitions, one sparse product aggregates them, and one
-transposed product sends their gradients back. Dense work and losses stay per model.
+arrays of one tile per pair of partitions, each aggregated by its own sparse product, and
+their gradients go back the same way. Dense work and losses stay per model.
 
 Models batch together only when their plans have the same **structure** — the same number of
 stages and the same exchanges (stage, source stage, weighting); hidden sizes and dropout may

@@ -89,11 +89,26 @@ class EpochValue:
     epoch: int
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v) for k, v in self.params.items()}
+        return {k: _t(v) for k, v in self.params.items()}
+
+
+#: Byte alignment of every array that enters dense work (torch's own allocations have it).
+TENSOR_ALIGN = 64
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(a))
+    """``a`` as a tensor, without a copy when it starts on a :data:`TENSOR_ALIGN` boundary.
+
+    A tile decoded from Spark is a view at whatever address its Arrow buffer has, while the
+    same value handed over in memory (fused placement, the local engine) is a fresh
+    allocation. MKL documents that its results may depend on the alignment of the inputs,
+    so every input is given the same alignment: then split and fused placement, and two
+    runs of one seed, compute the same sums on every CPU, not only where MKL happens to
+    ignore alignment. The copy costs one pass over a misaligned input."""
+    t = torch.from_numpy(np.asarray(a))
+    if t.data_ptr() % TENSOR_ALIGN:
+        t = t.clone(memory_format=torch.contiguous_format)
+    return t
 
 
 @dataclass(frozen=True)
@@ -102,8 +117,7 @@ class Exchange:
     ``source``: the inputs travel side by side, as the arrays of one tile per (source,
     destination) pair; backward, their gradients do the same. Each input keeps its own
     contiguous array (no copies into one wide matrix and out again), and is aggregated by
-    its own sparse product (wide ones in column blocks, see
-    :data:`lotan.graph_engine.kernels.COLUMN_BLOCK`).
+    its own sparse product (:func:`lotan.graph_engine.kernels.spmm`).
 
     Attributes
     ----------

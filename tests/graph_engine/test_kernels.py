@@ -1,15 +1,28 @@
+"""The aggregation kernel: the right product, and a summation order fixed by our own code —
+checked bit for bit against a sequential float32 reference, whatever the width, the index
+dtype, the thread count or the CPU."""
+
 from __future__ import annotations
 
+import re
+
+import numba
 import numpy as np
 import pytest
 import torch
 
-from lotan.graph_engine.kernels import COLUMN_BLOCK, Aggregate, spmm, transpose_csr
+from lotan.graph_engine import kernels
+from lotan.graph_engine.kernels import Aggregate, spmm, transpose_csr
 
 
-def _random_csr(n_own: int, n_full: int, nnz: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _random_csr(
+    n_own: int, n_full: int, nnz: int, seed: int, hub: bool = False
+) -> tuple[torch.Tensor, ...]:
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.integers(0, n_own, nnz))
+    rows = rng.integers(0, n_own, nnz)
+    if hub:  # a third of the edges into row 0: power-law-like skew for the thread split
+        rows[: nnz // 3] = 0
+    rows = np.sort(rows)
     cols = rng.integers(0, n_full, nnz)
     indptr = np.zeros(n_own + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_own), out=indptr[1:])
@@ -24,6 +37,19 @@ def _random_csr(n_own: int, n_full: int, nnz: int, seed: int) -> tuple[torch.Ten
     )
 
 
+def _sequential(indptr: np.ndarray, cols: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """The documented order, written independently: edge ``k`` of every row is added to the
+    running sums of the rows that have one, one rounded product and one rounded sum at a
+    time (NumPy's elementwise float32 ops are IEEE 754)."""
+    deg = np.diff(indptr)
+    out = np.zeros((deg.shape[0], h.shape[1]), h.dtype)
+    for k in range(int(deg.max(initial=0))):
+        rows = np.nonzero(deg > k)[0]
+        e = indptr[rows] + k
+        out[rows] = out[rows] + w[e].astype(h.dtype)[:, None] * h[cols[e]]
+    return out
+
+
 def test_spmm_and_transpose_match_dense() -> None:
     indptr, cols, w, dense = _random_csr(7, 11, 30, 0)
     h = torch.randn(11, 4, dtype=torch.float64)
@@ -31,18 +57,77 @@ def test_spmm_and_transpose_match_dense() -> None:
     torch.testing.assert_close(spmm(indptr, cols, w, h), dense @ h)
     t_indptr, t_cols, perm = transpose_csr(indptr.numpy(), cols.numpy(), 11)
     torch.testing.assert_close(spmm(t_indptr, t_cols, w[perm], g), dense.T @ g)
+    torch.testing.assert_close(spmm(indptr, cols, w, h[:, 0]), dense @ h[:, 0])
 
 
-@pytest.mark.parametrize("width", [1, COLUMN_BLOCK, COLUMN_BLOCK + 1, 3 * COLUMN_BLOCK + 5])
-def test_wide_products_run_in_blocks_with_the_same_sums(width: int) -> None:
-    indptr, cols, w, dense = _random_csr(50, 80, 600, 2)
-    h = torch.randn(80, width)
-    out = spmm(indptr, cols, w.float(), h)
-    whole = torch.sparse_csr_tensor(indptr, cols, w.float(), size=(50, 80)) @ h
-    assert torch.equal(out, whole)  # bit for bit: each output element is the same sum
-    torch.testing.assert_close(out, dense.float() @ h, rtol=1e-5, atol=1e-5)
-    # A column slice of a wider batch gives what the slice alone gives.
-    assert torch.equal(spmm(indptr, cols, w.float(), h[:, :1].contiguous()), out[:, :1])
+@pytest.mark.parametrize("width", [1, 3, 4, 8, 16, 17, 53, 128])
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_every_column_is_the_sequential_sum_bit_for_bit(width: int, index: type) -> None:
+    indptr, cols, w, dense = _random_csr(300, 400, 6000, 2, hub=True)
+    ptr, idx = indptr.numpy().astype(index), cols.numpy().astype(index)
+    h = torch.randn(400, width)
+    out = spmm(ptr, idx, w.float(), h)
+    assert out.dtype == torch.float32
+    assert np.array_equal(out.numpy(), _sequential(ptr, idx, w.float().numpy(), h.numpy()))
+    torch.testing.assert_close(out, dense.float() @ h, rtol=1e-4, atol=1e-4)
+    # A column slice of a wider product is the product of the slice, bit for bit.
+    for lo, hi in ((0, 1), (width // 2, width), (width - 1, width)):
+        part = spmm(ptr, idx, w.float(), h[:, lo:hi].contiguous())
+        assert torch.equal(part, out[:, lo:hi]), (lo, hi)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_the_thread_count_does_not_change_a_bit(threads: int, monkeypatch) -> None:
+    indptr, cols, w, _ = _random_csr(500, 500, 20000, 4, hub=True)
+    h = torch.randn(500, 24)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 1)  # split even this small product
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = spmm(indptr, cols, w.float(), h)
+        torch.set_num_threads(threads)
+        many = spmm(indptr, cols, w.float(), h)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
+
+
+def test_the_compiled_kernel_has_no_fused_multiply_add() -> None:
+    """The order above holds because every product is rounded before it is added: the
+    compiled code must not contract ``w * h + acc`` into an FMA, nor reassociate. (Compiled
+    here with the kernel's own options but no cache: Numba cannot show cached code.)"""
+    options = {
+        k: v for k, v in kernels._csr_rows.targetoptions.items() if k not in ("cache", "nopython")
+    }
+    fresh = numba.njit(**options)(kernels._csr_rows.py_func)
+    indptr, cols, w, _ = _random_csr(20, 20, 60, 5)
+    for dtype in (np.float32, np.float64):
+        h = np.random.default_rng(0).standard_normal((20, 16)).astype(dtype)
+        out = np.empty_like(h)
+        fresh(indptr.numpy(), cols.numpy(), w.numpy().astype(dtype), h, out, 0, 20)
+        assert np.array_equal(out, spmm(indptr, cols, w, h).numpy())
+    for sig, ir in fresh.inspect_llvm().items():
+        assert re.search(r"\bfmul (float|double)", ir), sig  # the products are there
+        assert "llvm.fma" not in ir and "fmuladd" not in ir, sig
+        assert not re.search(r"\bf(add|mul) (fast|contract|reassoc)", ir), sig
+    for sig, asm in fresh.inspect_asm().items():
+        assert re.search(r"\bv?mul[sp][sd]", asm), sig
+        assert not re.search(r"\bv?fn?m(add|sub)\d", asm), sig
+
+
+def test_empty_rows_columns_and_graphs() -> None:
+    indptr = np.array([0, 0, 2, 2, 3])
+    cols = np.array([1, 4, 1])
+    w = np.array([0.5, -2.0, 1.5], np.float32)
+    h = torch.randn(6, 5)
+    out = spmm(indptr, cols, w, h)
+    assert torch.equal(out[0], torch.zeros(5)) and torch.equal(out[2], torch.zeros(5))
+    assert spmm(np.array([0]), np.array([], np.int64), np.array([], np.float32), h).shape == (
+        0,
+        5,
+    )
+    empty = spmm(np.array([0, 0, 0]), np.array([], np.int64), np.array([], np.float32), h)
+    assert torch.equal(empty, torch.zeros(2, 5))
 
 
 def test_aggregate_gradcheck() -> None:
