@@ -93,7 +93,10 @@ class Graph:
         weight: np.ndarray | None = None,
         name: str = "graph",
     ) -> Graph:
-        """From NumPy arrays. ``split`` holds names (``"train"``, ...) or int8 codes."""
+        """From NumPy arrays: ``x`` ``(N, F)`` real; ``src``, ``dst`` ``(E,)`` integer vertex
+        ids; ``y`` ``(N,)`` or ``(N, 1)`` integer class ids, ``-1`` unknown; ``split``
+        ``(N,)`` names (``"train"``, ...) or int8 codes; ``ids`` ``(N,)`` unique integers
+        (default ``0..N-1``); ``weight`` ``(E,)`` real and finite."""
         x = np.asarray(x)
         if x.ndim != 2:
             raise GraphInputError(
@@ -114,8 +117,8 @@ class Graph:
                 f"vertex ids must be unique; {int((counts > 1).sum())} ids occur more than "
                 f"once, e.g. {dup}; deduplicate the vertices table"
             )
-        if not np.issubdtype(x.dtype, np.number):
-            raise GraphInputError(f"features must be numeric, found dtype {x.dtype}")
+        if not (_is_real(x) or x.dtype == np.bool_):
+            raise GraphInputError(f"features must be real numbers, found dtype {x.dtype}")
         x = x.astype(np.float32)
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
@@ -124,9 +127,16 @@ class Graph:
                 f"e.g. ids {ids[bad][:5].tolist()}; impute or drop them"
             )
         y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y)
+        if y.shape == (n, 1):  # one column of class ids, as OGB stores them
+            y = y[:, 0]
         if y.shape != (n,):
             raise GraphInputError(
                 f"labels must be one integer class per vertex (shape ({n},)), found shape {y.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise GraphInputError(
+                f"labels must be integer class ids (-1 for unknown), found dtype {y.dtype}; "
+                "convert them with .astype(int) once they hold whole numbers"
             )
         y = y.astype(np.int64)
         if (y < -1).any():
@@ -140,6 +150,12 @@ class Graph:
             raise GraphInputError(
                 f"src and dst must be 1-D arrays of equal length, found {src.shape} and {dst.shape}"
             )
+        for col, ends in (("src", src), ("dst", dst)):
+            if ends.size and not np.issubdtype(ends.dtype, np.integer):
+                raise GraphInputError(
+                    f"{col} must hold integer vertex ids, found dtype {ends.dtype}; a float id "
+                    "would be truncated to another vertex — pass integer arrays"
+                )
         src = src.astype(np.int64)
         dst = dst.astype(np.int64)
         for col, ends in (("src", src), ("dst", dst)):
@@ -151,7 +167,12 @@ class Graph:
                     "edges"
                 )
         if weight is not None:
-            weight = np.asarray(weight, dtype=np.float32)
+            weight = np.asarray(weight)
+            if not _is_real(weight):
+                raise GraphInputError(
+                    f"edge weights must be real numbers, found dtype {weight.dtype}"
+                )
+            weight = weight.astype(np.float32)
             if weight.shape != src.shape:
                 raise GraphInputError(
                     f"edge weights must be one per edge ({src.shape[0]}), found shape "
@@ -181,38 +202,11 @@ class Graph:
     @classmethod
     def from_pyg(cls, data: Any, *, name: str = "graph") -> Graph:
         """From a ``torch_geometric.data.Data`` with ``x``, ``edge_index``, optional
-        ``edge_weight``, ``y`` and ``train_mask``/``val_mask``/``test_mask``."""
-        if getattr(data, "x", None) is None or getattr(data, "edge_index", None) is None:
-            raise GraphInputError(
-                "a PyG Data needs `x` (vertex features) and `edge_index`; found keys "
-                f"{sorted(data.keys()) if hasattr(data, 'keys') else type(data)}"
-            )
-        n = int(data.x.shape[0])
-        split = np.zeros(n, dtype=np.int8)
-        for name_, code in SPLIT_CODES.items():
-            mask = getattr(data, f"{name_}_mask", None)
-            if mask is None:
-                continue
-            mask = mask.cpu().numpy().astype(bool)
-            overlap = mask & (split != 0)
-            if overlap.any():
-                raise GraphInputError(
-                    f"{name_}_mask overlaps an earlier split on {int(overlap.sum())} vertices; "
-                    "a vertex may be in at most one of train/val/test"
-                )
-            split[mask] = code
-        y = getattr(data, "y", None)
-        ew = getattr(data, "edge_weight", None)
-        ei = data.edge_index.cpu().numpy()
-        return cls.from_arrays(
-            x=data.x.cpu().numpy(),
-            src=ei[0],
-            dst=ei[1],
-            y=None if y is None else y.cpu().numpy(),
-            split=split,
-            weight=None if ew is None else ew.cpu().numpy(),
-            name=name,
-        )
+        ``edge_weight``, ``y`` and ``train_mask``/``val_mask``/``test_mask``, each checked
+        for the dtype and shape PyG requires (see :mod:`lotan.pyg`)."""
+        from lotan.pyg import graph_from_pyg
+
+        return graph_from_pyg(data, name)
 
     @classmethod
     def from_dataframes(
@@ -485,24 +479,14 @@ class Graph:
 
     def to_pyg(self) -> Any:
         """The graph as a ``torch_geometric.data.Data`` (vertices in ``ids`` order)."""
-        import torch
-        from torch_geometric.data import Data
+        from lotan.pyg import graph_to_pyg
 
-        a = self.arrays()
-        order = np.argsort(a.ids)
-        ids = a.ids[order]
-        pos = np.searchsorted(ids, np.stack([a.src, a.dst]))
-        data = Data(
-            x=torch.from_numpy(a.x[order]),
-            edge_index=torch.from_numpy(pos),
-            y=torch.from_numpy(a.y[order]),
-        )
-        for name, code in SPLIT_CODES.items():
-            data[f"{name}_mask"] = torch.from_numpy(a.split[order] == code)
-        if a.weight is not None:
-            data.edge_weight = torch.from_numpy(a.weight)
-        data.ids = torch.from_numpy(ids)
-        return data
+        return graph_to_pyg(self)
+
+
+def _is_real(a: np.ndarray) -> bool:
+    """Integer or floating point (not bool, complex, strings or objects)."""
+    return bool(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating))
 
 
 def _split_codes(split: Any, n: int) -> np.ndarray:

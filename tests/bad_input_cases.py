@@ -273,6 +273,147 @@ def _overlap(spark: Any, tmp: Path) -> Any:
     return lotan.Graph.from_pyg(data)
 
 
+# ------------------------------------------------------------------ PyG Data fields
+def _from_pyg(**fields: Any) -> Any:
+    """``Graph.from_pyg`` of the 6-vertex graph's ``Data`` with ``fields`` replaced."""
+    data = _graph().to_pyg()
+    for key, value in fields.items():
+        data[key] = value
+    return lotan.Graph.from_pyg(data)
+
+
+@case(
+    "pyg-float-edge-index",
+    "PyG `edge_index` as a float tensor",
+    GraphInputError,
+    "data.edge_index must be an integer tensor (torch.long) of vertex indices, found torch.float32",
+)
+def _pyg_float_edges(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(edge_index=_graph().to_pyg().edge_index.float() + 0.7)
+
+
+@case(
+    "pyg-transposed-edge-index",
+    "PyG `edge_index` of shape `[E, 2]`",
+    GraphInputError,
+    "data.edge_index has shape [6, 2]; PyG expects [2, num_edges] (row 0 sources, row 1 "
+    "targets); it looks transposed — pass edge_index.t().contiguous()",
+)
+def _pyg_transposed(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(edge_index=_graph().to_pyg().edge_index.t().contiguous())
+
+
+@case(
+    "pyg-edge-index-range",
+    "PyG `edge_index` with an entry -1 or >= N",
+    GraphInputError,
+    "data.edge_index must hold vertex indices 0..5 (x has 6 rows); 2 edges have others, "
+    "e.g. [-1, 6]",
+)
+def _pyg_range(spark: Any, tmp: Path) -> Any:
+    ei = _graph().to_pyg().edge_index.clone()
+    ei[0, 1], ei[1, 3] = -1, 6
+    return _from_pyg(edge_index=ei)
+
+
+@case(
+    "pyg-sparse-adjacency",
+    "a PyG Data with `adj_t` (`T.ToSparseTensor`) instead of `edge_index`",
+    GraphInputError,
+    "a PyG Data needs `x` (vertex features) and `edge_index` (it has `adj_t`",
+)
+def _pyg_adj(spark: Any, tmp: Path) -> Any:
+    data = _graph().to_pyg()
+    data.adj_t = data.edge_index  # what T.ToSparseTensor leaves: no edge_index
+    del data.edge_index
+    return lotan.Graph.from_pyg(data)
+
+
+@case(
+    "pyg-edge-weight-shape",
+    "PyG `edge_weight` of shape `[E, 1]`",
+    GraphInputError,
+    "data.edge_weight must be a float tensor of shape [6] (one weight per edge of "
+    "edge_index), found torch.float32 of shape [6, 1]; flatten it with edge_weight.view(-1)",
+)
+def _pyg_weight(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(edge_weight=torch.ones(6, 1))
+
+
+@case(
+    "pyg-float-labels",
+    "PyG `y` as floats",
+    GraphInputError,
+    "data.y must hold one integer class id per vertex (torch.long, shape [6] or [6, 1]; -1 "
+    "for unknown), found torch.float32 of shape [6]",
+)
+def _pyg_float_y(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(y=torch.tensor([0.0, 1.0, 0.5, 1.0, 0.0, 1.0]))
+
+
+@case(
+    "pyg-label-shape",
+    "PyG `y` of shape `[N, 2]` (multi-label targets)",
+    GraphInputError,
+    "found torch.int64 of shape [6, 2]; Lotan trains single-label vertex classification",
+)
+def _pyg_y_shape(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(y=torch.zeros(6, 2, dtype=torch.long))
+
+
+@case(
+    "pyg-index-mask",
+    "PyG `train_mask` as a list of vertex indices",
+    GraphInputError,
+    "data.train_mask must be a boolean tensor of shape [6] (one entry per vertex), found "
+    "torch.int64 of shape [2]; it looks like a list of vertex indices; make it a mask with "
+    "torch_geometric.utils.index_to_mask(idx, size=6)",
+)
+def _pyg_index_mask(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(train_mask=torch.tensor([0, 1]))
+
+
+@case(
+    "pyg-mask-length",
+    "PyG `val_mask` with a length other than N",
+    GraphInputError,
+    "data.val_mask must be a boolean tensor of shape [6] (one entry per vertex), found "
+    "torch.bool of shape [5]",
+)
+def _pyg_mask_length(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(val_mask=torch.ones(5, dtype=torch.bool))
+
+
+@case(
+    "pyg-split-masks",
+    "PyG `train_mask` of shape `[N, 10]` (ten random splits)",
+    GraphInputError,
+    "found torch.bool of shape [6, 10]; it holds 10 splits; pick one, e.g. data.train_mask[:, 0]",
+)
+def _pyg_many_splits(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(train_mask=torch.zeros(6, 10, dtype=torch.bool))
+
+
+@case(
+    "float-edge-ids",
+    "`from_arrays` with float `src` (e.g. 3.7)",
+    GraphInputError,
+    "src must hold integer vertex ids, found dtype float64; a float id would be truncated",
+)
+def _float_ids(spark: Any, tmp: Path) -> Any:
+    return _graph(src=np.array([0.0, 1.0, 3.7, 3.0, 4.0, 5.0]))
+
+
+@case(
+    "float-labels",
+    "`from_arrays` with float labels",
+    GraphInputError,
+    "labels must be integer class ids (-1 for unknown), found dtype float64",
+)
+def _float_labels(spark: Any, tmp: Path) -> Any:
+    return _graph(y=np.array([0.0, 1.0, 0.0, 1.5, 0.0, 1.0]))
+
+
 # ------------------------------------------------------------------ model and settings
 @case(
     "input-width",

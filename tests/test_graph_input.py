@@ -70,6 +70,37 @@ def test_predict_maps_back_to_original_ids(spark) -> None:
     np.testing.assert_array_equal(remote["prediction"], local["prediction"])
 
 
+def test_from_pyg_reads_every_valid_form_of_a_field_the_same() -> None:
+    """int32 or int64 ``edge_index``, ``y`` as ``[N]`` or OGB's ``[N, 1]``, integer or float
+    ``edge_weight``, tensors or NumPy arrays: one graph."""
+    base = CASES["weighted"]().to_pyg()
+    expected = lotan.Graph.from_pyg(base).arrays()
+    variants = {
+        "int32 edge_index": {"edge_index": base.edge_index.int()},
+        "y [N, 1]": {"y": base.y.view(-1, 1)},
+        "float64 edge_weight": {"edge_weight": base.edge_weight.double()},
+        "numpy arrays": {k: base[k].numpy() for k in ("x", "edge_index", "y", "train_mask")},
+    }
+    for what, fields in variants.items():
+        data = base.clone()
+        for key, value in fields.items():
+            data[key] = value
+        got = lotan.Graph.from_pyg(data).arrays()
+        for name in ("ids", "x", "y", "split", "src", "dst", "weight"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), what)
+
+
+def test_from_pyg_raises_on_fields_of_another_kind() -> None:
+    data = CASES["weighted"]().to_pyg()
+    data.edge_weight = [1.0] * data.edge_index.shape[1]
+    with pytest.raises(GraphInputError, match=r"data\.edge_weight must be a torch\.Tensor"):
+        lotan.Graph.from_pyg(data)
+    data = CASES["weighted"]().to_pyg()
+    data.x = data.x[:, 0]
+    with pytest.raises(GraphInputError, match=r"data.x must be a 2-D tensor .* found shape \["):
+        lotan.Graph.from_pyg(data)
+
+
 # ---------------------------------------------------------------------------- bad input
 def _arrays(**overrides):
     n = 6
