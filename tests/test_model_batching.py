@@ -319,3 +319,22 @@ def test_best_and_table() -> None:
     assert len(table) == 4 and table["epochs_run"].tolist() == [6] * 4
     assert table["val_acc"].max() == top
     assert "GridResult(4 models)" in repr(results)
+
+
+def test_max_aggregation_models_batch_together_and_apart_from_sums() -> None:
+    """A max exchange is its own kind: max models share a batch, a mean model does not."""
+    graph = _graph()
+    torch.manual_seed(0)
+    models = [
+        GraphSAGE(graph.num_features, 8, 2, 3, aggr="max"),
+        GraphSAGE(graph.num_features, 12, 2, 3, aggr="max", dropout=0.5),
+        GraphSAGE(graph.num_features, 8, 2, 3, aggr="mean"),
+    ]
+    trials = [lotan.Trial(copy.deepcopy(m)) for m in models]
+    alone = _separate(trials, graph, engine="local", num_partitions=3, epochs=3)
+    results = lotan.fit_many(
+        models, graph, engine="local", num_partitions=3, epochs=3, progress=False
+    )
+    assert [b.members for b in results.batches] == [(0, 1), (2,)]
+    for batched, single in zip(results, alone, strict=True):
+        _assert_same(batched, single)

@@ -31,6 +31,7 @@ on narrow products, faster on wide ones. In an epoch it does not show: GCN 128�
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -118,6 +119,28 @@ def _as_array(a: np.ndarray | torch.Tensor, dtype: Any = None) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _run_rows(
+    kernel: Callable[..., None], indptr: np.ndarray, args: tuple[Any, ...], width: int
+) -> None:
+    """``kernel(*args, lo, hi)`` over the rows of CSR ``indptr``, on as many threads as
+    :func:`spmm` uses (whole rows each, so the result does not depend on the split)."""
+    rows = indptr.shape[0] - 1
+    nnz = int(indptr[-1]) if rows else 0
+    threads = min(torch.get_num_threads(), rows, max(1, nnz * width // PARALLEL_MIN_WORK))
+    if threads <= 1:
+        kernel(*args, 0, rows)
+        return
+    cuts = np.searchsorted(indptr, np.linspace(0, nnz, threads + 1)[1:-1]).tolist()
+    bounds = [0, *cuts, rows]
+    jobs = [
+        _pool(threads).submit(kernel, *(*args, lo, hi))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        if hi > lo
+    ]
+    for job in jobs:
+        job.result()
+
+
 def spmm(
     indptr: np.ndarray | torch.Tensor,
     indices: np.ndarray | torch.Tensor,
@@ -142,24 +165,9 @@ def spmm(
     if vector:
         h = h.reshape(-1, 1)
     w = _as_array(weights, h.dtype)
-    rows = ptr.shape[0] - 1
-    result = torch.empty((rows, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
-    out = result.numpy()  # a torch allocation: aligned like every input of dense work
-    nnz = int(ptr[-1]) if rows else 0
-    threads = min(torch.get_num_threads(), rows, max(1, nnz * h.shape[1] // PARALLEL_MIN_WORK))
-    if threads <= 1:
-        _csr_rows(ptr, idx, w, h, out, 0, rows)
-    else:
-        # Whole rows per thread, cut where the edges divide evenly.
-        cuts = np.searchsorted(ptr, np.linspace(0, nnz, threads + 1)[1:-1]).tolist()
-        bounds = [0, *cuts, rows]
-        jobs = [
-            _pool(threads).submit(_csr_rows, ptr, idx, w, h, out, lo, hi)
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-            if hi > lo
-        ]
-        for job in jobs:
-            job.result()
+    result = torch.empty((ptr.shape[0] - 1, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
+    # a torch allocation: aligned like every input of dense work
+    _run_rows(_csr_rows, ptr, (ptr, idx, w, h, result.numpy()), h.shape[1])
     return result.reshape(-1) if vector else result
 
 
@@ -188,3 +196,147 @@ class Aggregate(torch.autograd.Function):
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         t_indptr, t_indices, t_weights = ctx.transposed
         return (spmm(t_indptr, t_indices, t_weights, grads[0]), None, None, None)
+
+
+# ---------------------------------------------------------------------------- max and min
+@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def _csr_max_rows(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    dense: np.ndarray,
+    out: np.ndarray,
+    ties: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows ``lo..hi-1`` of the column-wise maximum over each row's edges with a non-zero
+    ``mask``, and how many ways the gradient splits (``ties``): the edges that attain it,
+    plus one where the maximum is exactly 0 — PyG's ``scatter_reduce`` starts from zeros
+    and its backward counts that zero as a tie too. 0 and 0 for a row without edges."""
+    width = dense.shape[1]
+    for r in range(lo, hi):
+        best = out[r]
+        count = ties[r]
+        for j in range(width):
+            count[j] = 0.0
+        for e in range(indptr[r], indptr[r + 1]):
+            if mask[e] == 0:
+                continue
+            src = dense[indices[e]]
+            for j in range(width):
+                v = src[j]
+                if count[j] == 0.0 or v > best[j]:
+                    best[j] = v
+                    count[j] = 1.0
+                elif v == best[j]:
+                    count[j] += 1.0
+        for j in range(width):
+            if count[j] == 0.0:
+                best[j] = 0.0
+            elif best[j] == 0.0:
+                count[j] += 1.0
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def _csr_max_grad_rows(
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_mask: np.ndarray,
+    dense: np.ndarray,
+    best: np.ndarray,
+    ties: np.ndarray,
+    grad: np.ndarray,
+    out: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows ``lo..hi-1`` (sources) of the gradient of the maximum: each source gets
+    ``grad / ties`` of every destination column it attains, in transposed-CSR order."""
+    width = dense.shape[1]
+    for s in range(lo, hi):
+        acc = out[s]
+        for j in range(width):
+            acc[j] = 0.0
+        src = dense[s]
+        for e in range(t_indptr[s], t_indptr[s + 1]):
+            if t_mask[e] == 0:
+                continue
+            r = t_indices[e]
+            b = best[r]
+            for j in range(width):
+                if src[j] == b[j]:
+                    acc[j] += grad[r, j] / ties[r, j]
+
+
+def _extreme(
+    indptr: np.ndarray, indices: np.ndarray, mask: np.ndarray, dense: np.ndarray, sign: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sign * max(sign * dense)`` per row over its masked edges, and the tie counts."""
+    h = dense if sign > 0 else -dense
+    rows = indptr.shape[0] - 1
+    best = np.empty((rows, h.shape[1]), h.dtype)
+    ties = np.empty((rows, h.shape[1]), h.dtype)
+    _run_rows(_csr_max_rows, indptr, (indptr, indices, mask, h, best, ties), h.shape[1])
+    return best, ties
+
+
+def segment_extreme(
+    reduce: str,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    dense: np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """``reduce`` (``"max"`` or ``"min"``) of ``dense`` rows over each CSR row's edges whose
+    ``mask`` is non-zero, column by column — PyG's ``aggr="max"|"min"`` (a row without edges
+    gets 0). ``min`` is ``-max(-x)``, exactly.
+
+    Shapes: ``dense`` ``(num_cols, d)`` → ``(num_rows, d)``.
+    """
+    sign = _sign(reduce)
+    ptr, idx, m, h = _as_array(indptr), _as_array(indices), _as_array(mask), _as_array(dense)
+    best, _ = _extreme(ptr, idx, m, h, sign)
+    result = torch.empty(best.shape, dtype=torch.from_numpy(h[:0]).dtype)
+    result.numpy()[:] = best if sign > 0 else -best
+    return result
+
+
+def segment_extreme_grad(
+    reduce: str,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_mask: np.ndarray,
+    dense: np.ndarray | torch.Tensor,
+    grad: np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """The gradient of :func:`segment_extreme` with respect to ``dense``: every edge that
+    attains its destination's extreme in a column gets an equal share of that column's
+    gradient — what PyG's ``scatter_reduce("amax"/"amin")`` backward gives, including its
+    one quirk: an extreme of exactly 0 also counts the zero the reduction starts from, so
+    ``k`` tied edges get ``1/(k+1)`` each. (With ``torch_scatter`` installed PyG routes the
+    gradient to one of the tied edges instead.) The
+    extreme is recomputed from ``dense``; ``t_*`` is the transposed index of the same edges
+    (sources by destinations), so each source's sum runs in a fixed order.
+
+    Shapes: ``dense`` ``(num_cols, d)``, ``grad`` ``(num_rows, d)`` → ``(num_cols, d)``.
+    """
+    sign = _sign(reduce)
+    ptr, idx, m, h = _as_array(indptr), _as_array(indices), _as_array(mask), _as_array(dense)
+    g = _as_array(grad, h.dtype)
+    best, ties = _extreme(ptr, idx, m, h, sign)
+    t_ptr, t_idx, t_m = _as_array(t_indptr), _as_array(t_indices), _as_array(t_mask)
+    signed = h if sign > 0 else -h
+    result = torch.empty(h.shape, dtype=torch.from_numpy(h[:0]).dtype)
+    args = (t_ptr, t_idx, t_m, signed, best, ties, g, result.numpy())
+    _run_rows(_csr_max_grad_rows, t_ptr, args, h.shape[1])
+    return result
+
+
+def _sign(reduce: str) -> float:
+    if reduce not in ("max", "min"):
+        raise ValueError(f"reduce must be 'max' or 'min', found {reduce!r}")
+    return 1.0 if reduce == "max" else -1.0

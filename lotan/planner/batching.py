@@ -72,7 +72,7 @@ class MergedPlan:
 
 
 def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:
-    return (n.op, inputs, n.width, n.norm, n.cached, n.act, n.negative_slope, n.eps, n.p)
+    return (n.op, inputs, n.width, n.norm, n.reduce, n.cached, n.act, n.negative_slope, n.eps, n.p)
 
 
 def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) -> MergedPlan:
@@ -128,9 +128,11 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
 
 def structure(plan: LogicalPlan) -> tuple[Any, ...]:
     """What must be equal for plans to share one physical plan: the number of stages and
-    the exchanges (consumer stage, source stage, weighting)."""
+    the exchanges (consumer stage, source stage, weighting, reduction)."""
     physical = PhysicalPlan.build(plan)
-    exchanges = sorted({(x.stage, x.source, x.norm) for x in physical.exchanges}, key=repr)
+    exchanges = sorted(
+        {(x.stage, x.source, x.norm, x.reduce) for x in physical.exchanges}, key=repr
+    )
     return (physical.num_stages, tuple(exchanges))
 
 
@@ -139,7 +141,8 @@ def describe_structure(key: tuple[Any, ...]) -> str:
     if not exchanges:
         return f"{stages} stage(s), no exchange"
     ex = ", ".join(
-        f"stage {source}->{stage} {norm.describe()}" for stage, source, norm in exchanges
+        f"stage {source}->{stage} {norm.describe() if reduce == 'sum' else reduce}"
+        for stage, source, norm, reduce in exchanges
     )
     return f"{stages} stages, exchanges {ex}"
 

@@ -68,7 +68,8 @@ def render_physical(
             bwd += b
             ins = ", ".join(f"%{u}" for u in x.inputs)
             aggs = ", ".join(f"%{a}" for a in x.aggs)
-            ops.append(f"exchange {ins} ({width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
+            how = "" if x.reduce == "sum" else f"{x.reduce}, "
+            ops.append(f"exchange {ins} ({how}{width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
         for i in physical.nodes_at(j):
             n = optimized.node(i)
             if n.op != "aggregate":

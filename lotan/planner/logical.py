@@ -1,7 +1,9 @@
 """The logical plan: a model as a DAG of graph and dense operations.
 
-Ops: ``input`` (the vertex features ``X``), ``aggregate`` (``Â ·`` with a :class:`NormSpec`:
-gcn / mean / sum / weighted_sum), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
+Ops: ``input`` (the vertex features ``X``), ``aggregate`` (a reduction over each vertex's
+in-edges: ``reduce="sum"`` is ``Â ·`` with the weights of a :class:`NormSpec` — gcn / mean /
+sum / weighted_sum; ``"max"`` / ``"min"`` take the column-wise extreme over the edges the
+NormSpec weighs non-zero), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
 (``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
 (masked cross-entropy) applies to each of ``outputs``: one for a model, one per model for a
 batch of models (:mod:`lotan.planner.batching`). Nodes are kept in topological order.
@@ -35,6 +37,8 @@ class Node:
     p: float = 0.0
     eps: float = 0.0
     norm: NormSpec | None = None
+    #: For ``aggregate``: ``"sum"`` (weighted by ``norm``; linear), ``"max"`` or ``"min"``.
+    reduce: str = "sum"
     cached: bool = False  # an aggregation of a constant, computed once per run
     origin: str = ""  # the module it was lowered from
     #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
@@ -60,7 +64,8 @@ class Node:
         args = ", ".join(f"%{i}" for i in self.inputs)
         extra = ""
         if self.op == "aggregate" and self.norm is not None:
-            extra = f"[{self.norm.describe()}{', cached' if self.cached else ''}]"
+            how = self.norm.describe() if self.reduce == "sum" else self.reduce
+            extra = f"[{how}{', cached' if self.cached else ''}]"
         elif self.op in ("linear", "bias") or (self.op == "scale_eps" and self.param):
             extra = f"[{self.param}]"
         elif self.op == "scale_eps":

@@ -3,7 +3,8 @@
 Supported:
 
 - ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN`` (``norm=None``, ``jk=None``);
-- a single ``GCNConv``, ``SAGEConv``, ``GINConv`` or ``SGConv`` used as the model;
+- a single ``GCNConv``, ``SAGEConv``, ``GINConv``, ``SGConv`` or ``GraphConv`` used as the
+  model;
 - any ``torch.nn.Module`` whose ``forward(x, edge_index)`` composes those convolutions,
   ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, activations (relu, leaky_relu, elu, gelu,
   tanh), dropout, additions and concatenation — captured with ``torch.fx``, the
@@ -11,7 +12,9 @@ Supported:
 
 Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(xW) + b``,
 ``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
-``SGConv`` is ``(Â^K x) W + b``.
+``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``. Aggregations
+are sums (``aggr="add"``, ``"sum"``, ``"mean"``) or column-wise extremes (``"max"``,
+``"min"``, for ``SAGEConv`` and ``GraphConv``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
     "torch_geometric.nn.models GCN, GraphSAGE, GIN (norm=None, jk=None); GCNConv, SAGEConv "
-    "(aggr='mean' or 'sum'), GINConv, SGConv; torch.nn.Linear, PyG Linear and MLP; "
+    "(aggr 'mean', 'sum', 'max', 'min'), GINConv, SGConv, GraphConv (aggr 'add', 'mean', "
+    "'max', 'min'); torch.nn.Linear, PyG Linear and MLP; "
     "activations relu, leaky_relu, elu, gelu, tanh; dropout; + and torch.cat in a "
     "forward(x, edge_index) that torch.fx can trace"
 )
@@ -105,8 +109,15 @@ class _Builder:
     def dropout(self, x: int, p: float, where: str) -> int:
         return self.add("dropout", (x,), self.width(x), p=float(p), origin=where) if p > 0 else x
 
-    def aggregate(self, x: int, norm: NormSpec, where: str) -> int:
-        return self.add("aggregate", (x,), self.width(x), norm=norm, origin=where)
+    def aggregate(self, x: int, norm: NormSpec, where: str, reduce: str = "sum") -> int:
+        return self.add("aggregate", (x,), self.width(x), norm=norm, reduce=reduce, origin=where)
+
+    def neighbours(self, x: int, aggr: str, where: str) -> int:
+        """PyG's ``aggr`` of the in-neighbours' rows, unweighted (every input edge, duplicates
+        and self loops included; no self loop added)."""
+        if aggr in ("max", "min"):
+            return self.aggregate(x, NormSpec(kind="sum"), where, reduce=aggr)
+        return self.aggregate(x, NormSpec(kind="mean" if aggr == "mean" else "sum"), where)
 
     def mlp(self, x: int, mlp: torch.nn.Module, prefix: str, where: str) -> int:
         from torch_geometric.nn.models import MLP
@@ -144,9 +155,9 @@ class _Builder:
         )
 
     def conv(self, x: int, conv: Any, prefix: str, where: str, weighted: bool) -> int:
-        from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+        from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
 
-        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv):
+        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv | GraphConv):
             raise UnsupportedModelError(
                 f"{where}: {type(conv).__name__} is not supported; supported: {SUPPORTED}"
             )
@@ -161,14 +172,13 @@ class _Builder:
                 h = self.add("bias", (h,), self.width(h), param=f"{prefix}bias", origin=where)
             return h
         if isinstance(conv, SAGEConv):
-            self._need_aggr(where, aggr, ("mean", "add", "sum"))
+            self._need_aggr(where, aggr, ("mean", "add", "sum", "max", "min"))
             if conv.normalize or conv.project or isinstance(conv.in_channels, tuple | list):
                 raise UnsupportedModelError(
                     f"{where}: SAGEConv(normalize=True / project=True / bipartite) is not "
                     "supported; use the defaults"
                 )
-            norm = NormSpec(kind="mean") if aggr == "mean" else NormSpec(kind="sum")
-            agg = self.aggregate(x, norm, where)
+            agg = self.neighbours(x, aggr, where)
             h = self.linear(agg, conv.lin_l, f"{prefix}lin_l.", f"{where}.lin_l")
             if conv.root_weight:
                 r = self.linear(x, conv.lin_r, f"{prefix}lin_r.", f"{where}.lin_r")
@@ -183,6 +193,24 @@ class _Builder:
                 s = self.add("scale_eps", (x,), self.width(x), eps=float(conv.eps), origin=where)
             h = self.add("add", (agg, s), self.width(x), origin=where)
             return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
+        if isinstance(conv, GraphConv):
+            self._need_aggr(where, aggr, ("add", "sum", "mean", "max", "min"))
+            if isinstance(conv.in_channels, tuple | list):
+                raise UnsupportedModelError(f"{where}: a bipartite GraphConv is not supported")
+            if weighted and self.has_edge_weight:
+                if aggr not in ("add", "sum"):
+                    raise UnsupportedModelError(
+                        f"{where}: GraphConv(aggr={aggr!r}) with edge weights is not "
+                        "supported (only aggr='add' weighs its messages); drop the weights or "
+                        "use aggr='add'"
+                    )
+                norm = NormSpec(kind="weighted_sum", add_self_loops=False, weighted=True)
+                agg = self.aggregate(x, norm, where)
+            else:
+                agg = self.neighbours(x, aggr, where)
+            h = self.linear(agg, conv.lin_rel, f"{prefix}lin_rel.", f"{where}.lin_rel")
+            r = self.linear(x, conv.lin_root, f"{prefix}lin_root.", f"{where}.lin_root")
+            return self.add("add", (h, r), self.width(h), origin=where)
         # SGConv
         self._need_aggr(where, aggr, ("add",))
         norm = NormSpec(
@@ -352,7 +380,7 @@ def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) ->
         For a module, option or call that is not supported, or a shape mismatch; the message
         names it.
     """
-    from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+    from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
     from torch_geometric.nn.models import GCN, GIN, GraphSAGE
     from torch_geometric.nn.models.basic_gnn import BasicGNN
 
@@ -363,7 +391,7 @@ def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) ->
         raise UnsupportedModelError(
             f"{type(model).__name__} is not supported; supported: {SUPPORTED}"
         )
-    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv):
+    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv):
         out = b.conv(0, model, "", type(model).__name__, weighted=True)
     elif isinstance(model, torch.nn.Module):
         out = _traced(b, model)

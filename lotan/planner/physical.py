@@ -47,7 +47,7 @@ from lotan.graph_engine.exchange import (
     forward_messages,
     reduce_partials,
 )
-from lotan.graph_engine.kernels import spmm
+from lotan.graph_engine.kernels import segment_extreme, segment_extreme_grad, spmm
 from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
 from lotan.graph_engine.runner import (
     DRIVER,
@@ -119,9 +119,15 @@ class Exchange:
     contiguous array (no copies into one wide matrix and out again), and is aggregated by
     its own sparse product (:func:`lotan.graph_engine.kernels.spmm`).
 
+    A ``max`` / ``min`` exchange (``reduce``) takes the extreme over the edges ``norm``
+    weighs non-zero; its backward needs the aggregated rows, so when training the
+    ``aggregate`` piece keeps them for the ``transpose`` piece (they ride in Spark's shuffle
+    like other saved values) and the extreme is recomputed there.
+
     Attributes
     ----------
     index : number of the exchange in the plan (names its messages).
+    reduce : ``"sum"`` (weighted by ``norm``), ``"max"`` or ``"min"``.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
     aggs : the aggregation nodes; ``agg_input[a]`` is the value ``a`` aggregates.
     stochastic : inputs that differ with dropout off (also sent in the evaluation stream).
@@ -132,6 +138,7 @@ class Exchange:
     stage: int
     source: int
     norm: NormSpec
+    reduce: str
     inputs: tuple[int, ...]
     widths: tuple[int, ...]
     aggs: tuple[int, ...]
@@ -350,7 +357,7 @@ def _options_of(piece: str, options: Mapping[str, Any]) -> dict[str, Any]:
     if piece == "forward":
         return dict(options)
     if piece == "aggregate":
-        return {"evals": options["evals"]}
+        return {"train": options["train"], "evals": options["evals"]}
     return {"seed": options["seed"]} if piece == "backward" else {}
 
 
@@ -366,16 +373,17 @@ def _exchanges(
     a computed value by the stage that computes it.
     """
     stochastic = logical.stochastic
-    groups: dict[tuple[int, int, NormSpec], list[int]] = {}
+    groups: dict[tuple[int, int, NormSpec, str], list[int]] = {}
     for n in logical.nodes:
         if n.op != "aggregate" or n.id not in stage_of or n.norm is None:
             continue
         (u,) = n.inputs
         j = stage_of[n.id]
         source = j - 1 if u in layout_values else stage_of[u]
-        groups.setdefault((j, source, n.norm), []).append(n.id)
+        groups.setdefault((j, source, n.norm, n.reduce), []).append(n.id)
     out = []
-    for index, ((j, source, norm), aggs) in enumerate(sorted(groups.items(), key=_group_order)):
+    ordered = sorted(groups.items(), key=_group_order)
+    for index, ((j, source, norm, reduce), aggs) in enumerate(ordered):
         inputs = tuple(dict.fromkeys(logical.node(a).inputs[0] for a in aggs))
         out.append(
             Exchange(
@@ -383,6 +391,7 @@ def _exchanges(
                 stage=j,
                 source=source,
                 norm=norm,
+                reduce=reduce,
                 inputs=inputs,
                 widths=tuple(logical.node(u).width for u in inputs),
                 aggs=tuple(aggs),
@@ -394,8 +403,10 @@ def _exchanges(
     return tuple(out)
 
 
-def _group_order(item: tuple[tuple[int, int, NormSpec], list[int]]) -> tuple[int, int, int]:
-    (j, source, _), aggs = item
+def _group_order(
+    item: tuple[tuple[int, int, NormSpec, str], list[int]],
+) -> tuple[int, int, int]:
+    (j, source, _, _), aggs = item
     return (j, source, aggs[0])
 
 
@@ -486,6 +497,7 @@ class _Aggregate(_Piece):
     """Graph work: ``Â`` of each input of the exchanges into stage ``j`` (both streams),
     to this partition's ``forward`` piece."""
 
+    train: bool = False
     evals: bool = False
     kind: ClassVar[str] = GRAPH
 
@@ -496,6 +508,8 @@ class _Aggregate(_Piece):
         out: list[Message] = []
         to = self.sched.of("forward", self.j)
         for x in self.plan.exchanges_into(self.j):
+            w = layout.weights[self.plan.norm_index[x.norm]]
+            keep: dict[str, np.ndarray] = {}
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
                 if (s and not self.evals) or not of:
                     continue
@@ -504,9 +518,17 @@ class _Aggregate(_Piece):
                     with phase("exchange"):
                         full = assemble(layout, by_source(inbox, f"x{x.index}{s}", key=str(u)))
                     with phase("spmm"):
-                        w = layout.weights[self.plan.norm_index[x.norm]]
-                        rows[str(u)] = spmm(layout.indptr, layout.indices, w, _t(full)).numpy()
+                        if x.reduce == "sum":
+                            z = spmm(layout.indptr, layout.indices, w, _t(full))
+                        else:
+                            z = segment_extreme(x.reduce, layout.indptr, layout.indices, w, full)
+                            if self.train and not s and u in x.grad_inputs:
+                                keep[str(u)] = full  # for the transpose piece
+                    rows[str(u)] = z.numpy()
                 out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+            if keep:
+                back = self.sched.of("transpose", self.j)
+                out.append(Message(back, part, part, f"h{x.index}", keep))
         return out
 
 
@@ -746,11 +768,27 @@ class _Transpose(_Piece):
             if not grads:
                 continue  # nothing flowed back into this stage on this partition
             (g,) = grads
-            w = layout.t_weights[plan.norm_index[x.norm]]
+            k = plan.norm_index[x.norm]
+            w = layout.t_weights[k]
+            if x.reduce != "sum":
+                (kept,) = [m.payload for m in inbox if m.tag == f"h{x.index}"]
             sends: dict[int, dict[str, np.ndarray]] = {}
             for u in x.grad_inputs:
                 with phase("spmm"):
-                    partial = spmm(layout.t_indptr, layout.t_indices, w, _t(g[str(u)]))
+                    if x.reduce == "sum":
+                        partial = spmm(layout.t_indptr, layout.t_indices, w, _t(g[str(u)]))
+                    else:
+                        partial = segment_extreme_grad(
+                            x.reduce,
+                            layout.indptr,
+                            layout.indices,
+                            layout.weights[k],
+                            layout.t_indptr,
+                            layout.t_indices,
+                            w,
+                            kept[str(u)],
+                            g[str(u)],
+                        )
                 with phase("exchange"):
                     for q, r in backward_messages(layout, partial.numpy()):
                         sends.setdefault(q, {})[str(u)] = r

@@ -143,3 +143,59 @@ def test_aggregate_gradcheck_with_empty_rows() -> None:
     w = torch.tensor([0.5, -2.0, 1.5], dtype=torch.float64)
     h = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: Aggregate.apply(x, indptr, cols, w), (h,))
+
+
+# ---------------------------------------------------------------------------- max and min
+def _torch_extreme(reduce: str, rows: torch.Tensor, cols: torch.Tensor, h: torch.Tensor, n: int):
+    """PyG's aggregation: ``scatter_reduce`` on zeros with ``include_self=False``."""
+    out = h.new_zeros((n, h.shape[1]))
+    index = rows.view(-1, 1).expand(-1, h.shape[1])
+    reduce_ = "amax" if reduce == "max" else "amin"
+    return out.scatter_reduce(0, index, h[cols], reduce_, include_self=False)
+
+
+@pytest.mark.parametrize("reduce", ["max", "min"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_segment_extreme_and_its_gradient_match_torch(reduce: str, dtype: torch.dtype) -> None:
+    """With many ties (small integers, as after a ReLU), masked-out edges and empty rows."""
+    indptr, cols, _, _ = _random_csr(30, 45, 200, 6)
+    rng = np.random.default_rng(7)
+    mask = (rng.random(200) > 0.2).astype(np.float32)
+    mask[indptr[3] : indptr[4]] = 0  # row 3 has edges, none of them real
+    h = torch.from_numpy(rng.integers(-2, 3, (45, 5))).to(dtype).requires_grad_(True)
+    g = torch.from_numpy(rng.standard_normal((30, 5))).to(dtype)
+    keep = torch.from_numpy(mask > 0)
+    rows = torch.repeat_interleave(torch.arange(30), torch.diff(indptr))
+    expected = _torch_extreme(reduce, rows[keep], cols[keep], h, 30)
+    (expected_grad,) = torch.autograd.grad(expected, h, g)
+    got = kernels.segment_extreme(reduce, indptr, cols, mask, h.detach())
+    assert got.dtype == dtype and torch.equal(got, expected.detach())
+    t_indptr, t_cols, perm = transpose_csr(indptr.numpy(), cols.numpy(), 45)
+    grad = kernels.segment_extreme_grad(
+        reduce, indptr, cols, mask, t_indptr, t_cols, mask[perm], h.detach(), g
+    )
+    torch.testing.assert_close(grad, expected_grad)
+    assert expected_grad.abs().sum() > 0 and (expected_grad == 0).any()
+
+
+def test_segment_extreme_gradient_splits_ties_evenly() -> None:
+    # Row 0 reads sources 1, 1 (a duplicate edge) and 2, all equal: a third each.
+    indptr, cols = np.array([0, 3]), np.array([1, 1, 2])
+    mask = np.ones(3, np.float32)
+    h = torch.tensor([[5.0], [1.0], [1.0]])
+    t_indptr, t_cols, perm = transpose_csr(indptr, cols, 3)
+    grad = kernels.segment_extreme_grad(
+        "max", indptr, cols, mask, t_indptr, t_cols, mask[perm], h, torch.tensor([[3.0]])
+    )
+    assert grad.view(-1).tolist() == [0.0, 2.0, 1.0]
+
+
+def test_an_extreme_of_zero_shares_its_gradient_with_the_starting_zero_as_pyg_does() -> None:
+    indptr, cols = np.array([0, 2]), np.array([0, 1])
+    mask = np.ones(2, np.float32)
+    h = torch.tensor([[0.0], [0.0]])
+    t_indptr, t_cols, perm = transpose_csr(indptr, cols, 2)
+    grad = kernels.segment_extreme_grad(
+        "max", indptr, cols, mask, t_indptr, t_cols, mask[perm], h, torch.tensor([[3.0]])
+    )
+    assert grad.view(-1).tolist() == [1.0, 1.0]  # 3 / (2 ties + the zero)

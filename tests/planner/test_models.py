@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv, GINConv, SAGEConv, SGConv
+from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
 from torch_geometric.nn.models import GIN, MLP, GraphSAGE
 
 import lotan
@@ -58,6 +58,18 @@ class SkipNet(torch.nn.Module):
         return self.head(self.conv3(h2, edge_index) + h)
 
 
+class MaxMinNet(torch.nn.Module):
+    """Extremes instead of sums: a max, then a min over ReLU outputs (many tied zeros)."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = SAGEConv(f, 8, aggr="max")
+        self.conv2 = GraphConv(8, c, aggr="min")
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(x, edge_index)), edge_index)
+
+
 MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
     "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
@@ -67,6 +79,8 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "residual": ResidualNet,
     "gin_sgc": GinSgcNet,
     "skip": SkipNet,
+    "max_min": MaxMinNet,
+    "graphconv": lambda f, c: GraphConv(f, c),  # weighted sum on a weighted graph
 }
 
 
@@ -97,8 +111,10 @@ def test_model_adam_five_epochs(name: str, engine: str, parts: int, spark) -> No
 def test_unsupported_parts_are_named() -> None:
     graph = CASES["disconnected"]()
     f = graph.num_features
-    with pytest.raises(UnsupportedModelError, match=r"aggr='max' is not supported"):
-        lotan.fit(GraphSAGE(f, 8, 2, 3, aggr="max"), graph, engine="local", progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"aggr='std' is not supported"):
+        lotan.fit(GraphSAGE(f, 8, 2, 3, aggr="std"), graph, engine="local", progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"GraphConv\(aggr='max'\) with edge weights"):
+        lotan.fit(GraphConv(f, 3, aggr="max"), CASES["weighted"](), engine="local", progress=False)
 
     class Sig(torch.nn.Module):
         def __init__(self) -> None:

@@ -54,6 +54,23 @@ def test_reorder_fires_when_it_shrinks_the_exchange() -> None:
     assert new.node(3).width == 8 and new.out_width == 8
 
 
+def test_reorder_never_moves_a_linear_map_across_a_max() -> None:
+    # max(H W) != max(H) W: the same plan as above, with a max instead of a sum.
+    plan = LogicalPlan(
+        (
+            Node(0, "input", (), 100),
+            Node(1, "linear", (0,), 64, param="w0"),
+            Node(2, "act", (1,), 64, act="relu"),
+            Node(3, "aggregate", (2,), 64, norm=NormSpec(kind="sum"), reduce="max"),
+            Node(4, "linear", (3,), 8, param="w1"),
+        ),
+        (4,),
+    )
+    new, fired = ReorderLinearAggregate(cache_constants=True).apply(plan)
+    assert not fired and new == plan
+    assert "%3 = aggregate[max](%2) -> 64" in new.describe()
+
+
 def test_reorder_prefers_caching_a_constant_aggregation() -> None:
     # Â(XW): 16 columns every epoch; (ÂX)W: ÂX is constant, cached, nothing exchanged.
     new, fired = ReorderLinearAggregate(cache_constants=True).apply(lin_then_agg(100, 16))

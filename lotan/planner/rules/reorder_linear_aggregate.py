@@ -3,8 +3,9 @@
 Identity: an aggregation is a linear map over vertices (``Â``, any weighting) and a
 bias-free linear layer is a linear map over features (``W``); they commute.
 
-Holds when: the linear op has no bias (Lotan lowers ``Linear`` as ``linear`` then ``bias``,
-so a bias stays where it was) and the intermediate value has no other consumer.
+Holds when: the aggregation is a sum (``reduce="sum"``: a max or min is not linear), the
+linear op has no bias (Lotan lowers ``Linear`` as ``linear`` then ``bias``, so a bias stays
+where it was) and the intermediate value has no other consumer.
 
 Fires when the swap lowers the width exchanged per epoch: an aggregation exchanges the width
 of its input — nothing at all when that input is constant and aggregations of constants are
@@ -51,6 +52,8 @@ class ReorderLinearAggregate:
         inner = plan.node(outer.inputs[0])
         pair = {outer.op, inner.op}
         if pair != {"linear", "aggregate"} or len(plan.consumers[inner.id]) != 1:
+            return None
+        if (outer if outer.op == "aggregate" else inner).reduce != "sum":
             return None
         (v,) = inner.inputs
         v_const = v in plan.constant
