@@ -427,12 +427,23 @@ def _in_width(spark: Any, tmp: Path) -> Any:
 
 @case(
     "unsupported-layer",
-    "a layer Lotan cannot plan (`GAT`)",
+    "a layer Lotan cannot plan (`GATv2Conv`)",
     UnsupportedModelError,
-    "GAT is not supported; supported: torch_geometric.nn.models GCN, GraphSAGE, GIN",
+    "GAT.convs[0]: GATv2Conv is not supported; supported: torch_geometric.nn.models GCN, "
+    "GraphSAGE, GIN, GAT",
 )
 def _unsupported(spark: Any, tmp: Path) -> Any:
-    return _fit(GAT(3, 4, 2, 2), _graph())
+    return _fit(GAT(3, 4, 2, 2, v2=True), _graph())
+
+
+@case(
+    "attention-dropout",
+    "`GAT(dropout=0.6)` (attention dropout, not yet supported)",
+    UnsupportedModelError,
+    "GATConv(dropout=0.6) is not supported yet (attention dropout); use dropout=0",
+)
+def _attention_dropout(spark: Any, tmp: Path) -> Any:
+    return _fit(GAT(3, 4, 2, 2, dropout=0.6), _graph())
 
 
 @case(

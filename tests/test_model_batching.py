@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 
 import lotan
 from lotan.errors import GraphInputError, LotanError
@@ -336,5 +336,20 @@ def test_max_aggregation_models_batch_together_and_apart_from_sums() -> None:
         models, graph, engine="local", num_partitions=3, epochs=3, progress=False
     )
     assert [b.members for b in results.batches] == [(0, 1), (2,)]
+    for batched, single in zip(results, alone, strict=True):
+        _assert_same(batched, single)
+
+
+def test_gat_configurations_batch_and_equal_their_own_fits() -> None:
+    graph = _graph()
+    trials = lotan.grid(
+        lambda hidden, heads: GAT(graph.num_features, hidden, 2, 3, heads=heads),
+        {"hidden": [8, 16], "heads": [1, 2], "lr": [0.01]},
+        seed=4,
+    )
+    kw = dict(engine="local", num_partitions=3, epochs=3, seed=5)
+    alone = _separate(trials, graph, **kw)
+    results = lotan.fit_many(trials, graph, progress=False, **kw)  # type: ignore[arg-type]
+    assert len(results.batches) == 1
     for batched, single in zip(results, alone, strict=True):
         _assert_same(batched, single)

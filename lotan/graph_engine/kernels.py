@@ -340,3 +340,229 @@ def _sign(reduce: str) -> float:
     if reduce not in ("max", "min"):
         raise ValueError(f"reduce must be 'max' or 'min', found {reduce!r}")
     return 1.0 if reduce == "max" else -1.0
+
+
+# ---------------------------------------------------------------------------- attention
+@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def _attention_rows(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    h: np.ndarray,
+    a_src: np.ndarray,
+    a_dst: np.ndarray,
+    slope: float,
+    out: np.ndarray,
+    alpha: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows ``lo..hi-1`` of GAT's aggregation, head by head: edge scores
+    ``leaky_relu(a_src[j] + a_dst[i])``, their softmax over the row's masked edges (shifted
+    by the row's maximum, as PyG's ``softmax``), and ``Σ_j α_ij h_j``. The coefficients go
+    to ``alpha`` (``(E, heads)``, 0 on masked-out edges)."""
+    heads = a_src.shape[1]
+    width = h.shape[1] // heads
+    zero = out.dtype.type(0)
+    for r in range(lo, hi):
+        acc = out[r]
+        for j in range(acc.shape[0]):
+            acc[j] = zero
+        start, end = indptr[r], indptr[r + 1]
+        for k in range(heads):
+            top = zero - np.inf  # (the input's float type)
+            for e in range(start, end):
+                alpha[e, k] = zero
+                if mask[e] == 0:
+                    continue
+                v = a_src[indices[e], k] + a_dst[r, k]
+                v = v if v > 0 else v * slope
+                alpha[e, k] = v
+                if v > top:
+                    top = v
+            if top == zero - np.inf:
+                continue  # no edge: an empty softmax, a zero row
+            total = zero
+            for e in range(start, end):
+                if mask[e] != 0:
+                    alpha[e, k] = np.exp(alpha[e, k] - top)
+                    total += alpha[e, k]
+            base = k * width
+            for e in range(start, end):
+                if mask[e] == 0:
+                    continue
+                a = alpha[e, k] / total
+                alpha[e, k] = a
+                src = h[indices[e]]
+                for c in range(width):
+                    acc[base + c] += a * src[base + c]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def _attention_grad_rows(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    h: np.ndarray,
+    a_src: np.ndarray,
+    a_dst: np.ndarray,
+    slope: float,
+    alpha: np.ndarray,
+    grad: np.ndarray,
+    d_score: np.ndarray,
+    d_dst: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Destination side of GAT's backward for rows ``lo..hi-1``: the gradient of each
+    edge's pre-activation score (``d_score``, ``(E, heads)``: softmax and leaky-ReLU
+    backward) and of ``a_dst`` (the sum over the row's edges)."""
+    heads = a_src.shape[1]
+    width = h.shape[1] // heads
+    zero = grad.dtype.type(0)
+    for r in range(lo, hi):
+        start, end = indptr[r], indptr[r + 1]
+        g = grad[r]
+        for k in range(heads):
+            base = k * width
+            weighted = zero
+            for e in range(start, end):
+                d_score[e, k] = zero
+                if mask[e] == 0:
+                    continue
+                src = h[indices[e]]
+                dot = zero
+                for c in range(width):
+                    dot += g[base + c] * src[base + c]
+                d_score[e, k] = dot  # ∂L/∂α for now
+                weighted += alpha[e, k] * dot
+            total = zero
+            for e in range(start, end):
+                if mask[e] == 0:
+                    continue
+                d = alpha[e, k] * (d_score[e, k] - weighted)
+                if not (a_src[indices[e], k] + a_dst[r, k] > 0):
+                    d = d * slope
+                d_score[e, k] = d
+                total += d
+            d_dst[r, k] = total
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def _attention_source_rows(
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_perm: np.ndarray,
+    t_mask: np.ndarray,
+    alpha: np.ndarray,
+    d_score: np.ndarray,
+    grad: np.ndarray,
+    d_h: np.ndarray,
+    d_src: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Source side of GAT's backward for rows ``lo..hi-1`` of ``[own | halo]``, over the
+    transposed index in its fixed order: ``∂h_j = Σ_i α_ij ∂out_i`` and
+    ``∂a_src_j = Σ_i ∂score_ij``."""
+    heads = alpha.shape[1]
+    width = d_h.shape[1] // heads
+    zero = d_h.dtype.type(0)
+    for s in range(lo, hi):
+        acc = d_h[s]
+        for j in range(acc.shape[0]):
+            acc[j] = zero
+        for k in range(heads):
+            d_src[s, k] = zero
+        for t in range(t_indptr[s], t_indptr[s + 1]):
+            if t_mask[t] == 0:
+                continue
+            e = t_perm[t]
+            g = grad[t_indices[t]]
+            for k in range(heads):
+                d_src[s, k] += d_score[e, k]
+                a = alpha[e, k]
+                base = k * width
+                for c in range(width):
+                    acc[base + c] += a * g[base + c]
+
+
+def _attention_args(
+    indptr: Any, indices: Any, mask: Any, h: Any, a_src: Any, a_dst: Any
+) -> tuple[np.ndarray, ...]:
+    hh = _as_array(h)
+    return (
+        _as_array(indptr),
+        _as_array(indices),
+        _as_array(mask),
+        hh,
+        _as_array(a_src, hh.dtype),
+        _as_array(a_dst, hh.dtype),
+    )
+
+
+def _attention_alpha(args: tuple[np.ndarray, ...], slope: float) -> tuple[np.ndarray, ...]:
+    ptr, idx, h, a_s = args[0], args[1], args[3], args[4]
+    out = torch.empty((ptr.shape[0] - 1, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
+    alpha = np.empty((idx.shape[0], a_s.shape[1]), h.dtype)
+    _run_rows(_attention_rows, ptr, (*args, h.dtype.type(slope), out.numpy(), alpha), h.shape[1])
+    return out, alpha  # type: ignore[return-value]
+
+
+def attention(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    h: np.ndarray | torch.Tensor,
+    a_src: np.ndarray | torch.Tensor,
+    a_dst: np.ndarray | torch.Tensor,
+    negative_slope: float,
+) -> torch.Tensor:
+    """GAT's aggregation over each row's edges with a non-zero ``mask``:
+    ``out_i = Σ_j α_ij h_j`` per head, ``α_i· = softmax_j(leaky_relu(a_src_j + a_dst_i))``
+    (PyG's ``GATConv`` between its linear map and its bias; an empty row gets 0).
+
+    Shapes: ``h`` ``(num_cols, heads·C)``, ``a_src`` ``(num_cols, heads)``, ``a_dst``
+    ``(num_rows, heads)`` or longer (rows past ``num_rows`` are not read) →
+    ``(num_rows, heads·C)``.
+    """
+    out, _ = _attention_alpha(
+        _attention_args(indptr, indices, mask, h, a_src, a_dst), negative_slope
+    )
+    return out  # type: ignore[return-value]
+
+
+def attention_grad(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_perm: np.ndarray,
+    t_mask: np.ndarray,
+    h: np.ndarray | torch.Tensor,
+    a_src: np.ndarray | torch.Tensor,
+    a_dst: np.ndarray | torch.Tensor,
+    negative_slope: float,
+    grad: np.ndarray | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`attention` with respect to ``h``, ``a_src`` and ``a_dst`` (each
+    of its input's shape; ``a_dst`` rows past ``num_rows`` get 0). The coefficients are
+    recomputed; sums over a source's edges run over the transposed index (``t_perm[t]`` is
+    the CSR edge of transposed edge ``t``), in a fixed order."""
+    args = _attention_args(indptr, indices, mask, h, a_src, a_dst)
+    ptr, hh, a_s, a_d = args[0], args[3], args[4], args[5]
+    _, alpha = _attention_alpha(args, negative_slope)
+    g = _as_array(grad, hh.dtype)
+    rows = ptr.shape[0] - 1
+    d_score = np.empty_like(alpha)
+    d_dst = torch.zeros(a_d.shape, dtype=torch.from_numpy(hh[:0]).dtype)
+    slope = hh.dtype.type(negative_slope)
+    step = (*args, slope, alpha, g, d_score, d_dst.numpy()[:rows])
+    _run_rows(_attention_grad_rows, ptr, step, hh.shape[1])
+    t_ptr = _as_array(t_indptr)
+    d_h = torch.empty(hh.shape, dtype=d_dst.dtype)
+    d_src = torch.empty(a_s.shape, dtype=d_dst.dtype)
+    back = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask), alpha, d_score)
+    _run_rows(_attention_source_rows, t_ptr, (*back, g, d_h.numpy(), d_src.numpy()), hh.shape[1])
+    return d_h, d_src, d_dst

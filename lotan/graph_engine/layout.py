@@ -56,19 +56,23 @@ class NormSpec:
     kind : ``"gcn"`` — ``D^-1/2 (A + I) D^-1/2`` with edge weights (``GCNConv``, ``SGConv``);
         ``"weighted_sum"`` — raw edge weights (``GCNConv(normalize=False)``);
         ``"sum"`` — unweighted sum over in-edges (``GINConv``);
-        ``"mean"`` — unweighted mean over in-edges (``SAGEConv``).
+        ``"mean"`` — unweighted mean over in-edges (``SAGEConv``);
+        ``"loops"`` — weight 1 on every in-edge but self loops, and on one added self loop
+        per vertex (PyG's ``remove_self_loops`` + ``add_self_loops``: ``GATConv``'s edges).
     add_self_loops : for ``gcn``: one self loop per vertex, replacing existing ones (PyG's
         ``add_remaining_self_loops``).
     fill_value : for ``gcn``: weight of an added self loop.
     weighted : for ``gcn`` / ``weighted_sum``: use the graph's edge weights (else 1).
     """
 
-    kind: Literal["gcn", "weighted_sum", "sum", "mean"] = "gcn"
+    kind: Literal["gcn", "weighted_sum", "sum", "mean", "loops"] = "gcn"
     add_self_loops: bool = True
     fill_value: float = 1.0
     weighted: bool = True
 
     def describe(self) -> str:
+        if self.kind == "loops":
+            return "A-loops+I"
         if self.kind != "gcn":
             return self.kind
         loops = f"+{self.fill_value:g}I" if self.add_self_loops else ""
@@ -93,6 +97,9 @@ class PartitionLayout:
     t_indptr, t_indices, t_weights : the same edges indexed the other way — CSR of ``Âᵀ``
         (``[own | halo]`` rows by own columns) — for the backward aggregation; set by
         :func:`normalize_weights` (empty before).
+    t_perm : ``(nnz,)`` the CSR edge of each transposed edge (``t_weights`` is
+        ``weights[:, t_perm]``; per-edge values of the forward pass, e.g. attention
+        coefficients, are read through it).
     constants : ``(n_own, d)`` arrays computed once per plan (cached aggregations), by name.
     halo_parts, halo_counts : one block per remote owner, ascending by partition.
     halo_locals : ``(n_halo,)`` owner-local row of each halo row.
@@ -111,6 +118,7 @@ class PartitionLayout:
     t_indptr: np.ndarray
     t_indices: np.ndarray
     t_weights: np.ndarray
+    t_perm: np.ndarray
     halo_parts: np.ndarray
     halo_counts: np.ndarray
     halo_locals: np.ndarray
@@ -207,10 +215,13 @@ def build_in_structure(
     deg = np.zeros((n_own, len(norms)), dtype=np.float64)
     for k, norm in enumerate(norms):
         w = weights[k]
-        if norm.kind in ("sum", "mean") or not norm.weighted:
-            w[:m] = 1.0  # GINConv / SAGEConv ignore edge weights
+        if norm.kind in ("sum", "mean", "loops") or not norm.weighted:
+            w[:m] = 1.0  # GINConv / SAGEConv / GATConv ignore edge weights
         else:
             w[:m] = raw
+        if norm.kind == "loops":
+            w[is_loop] = 0.0
+            w[m:] = 1.0
         if norm.kind == "gcn" and norm.add_self_loops:
             loop_weight = np.full(n_own, norm.fill_value, dtype=np.float64)
             if is_loop.any():
@@ -269,6 +280,7 @@ def build_in_structure(
         t_indptr=_empty(idx),
         t_indices=_empty(idx),
         t_weights=np.zeros((len(norms), 0), dtype=np.float32),
+        t_perm=_empty(idx),
         halo_parts=halo_parts.astype(np.int64),
         halo_counts=halo_counts.astype(np.int64),
         halo_locals=halo_locals.astype(np.int64),
@@ -339,4 +351,5 @@ def normalize_weights(
         t_indptr=t_indptr,
         t_indices=t_indices,
         t_weights=np.ascontiguousarray(weights[:, perm]),
+        t_perm=perm.astype(t_indices.dtype),
     )

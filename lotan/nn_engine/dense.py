@@ -80,23 +80,29 @@ class DenseNode:
     ----------
     id : node id (unique within a plan).
     op : ``linear`` (``x @ Wᵀ``), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
-        ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``).
+        ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``), ``head_dot`` (per
+        head, the dot product of ``x`` with the parameter: ``(x.view(N, H, C) * a).sum(-1)``,
+        GAT's attention scores) and ``head_mean`` (``x.view(N, H, C).mean(1)``).
     inputs : ids of the input values.
     param : parameter name for ``linear`` / ``bias`` / ``scale_eps`` (``None``: ``eps`` fixed).
     act, negative_slope : for ``act``.
     p : dropout probability.
     eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
+    heads : ``H`` of ``head_dot`` / ``head_mean``.
     key : seeds this node's dropout mask with the stage seed (default: ``id``).
     """
 
     id: int
-    op: Literal["linear", "bias", "act", "dropout", "add", "concat", "scale_eps"]
+    op: Literal[
+        "linear", "bias", "act", "dropout", "add", "concat", "scale_eps", "head_dot", "head_mean"
+    ]
     inputs: tuple[int, ...]
     param: str | None = None
     act: str | None = None
     negative_slope: float = 0.01
     p: float = 0.0
     eps: float = 0.0
+    heads: int = 1
     key: int | None = None
 
 
@@ -136,6 +142,12 @@ def _eval(
     if op == "scale_eps":
         eps = params[str(node.param)] if node.param is not None else node.eps
         return (1 + eps) * args[0]
+    if op == "head_dot":
+        x = args[0]
+        return (x.view(x.shape[0], node.heads, -1) * params[str(node.param)]).sum(dim=-1)
+    if op == "head_mean":
+        x = args[0]
+        return x.view(x.shape[0], node.heads, -1).mean(dim=1)
     raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
 
 

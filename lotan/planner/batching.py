@@ -72,7 +72,19 @@ class MergedPlan:
 
 
 def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:
-    return (n.op, inputs, n.width, n.norm, n.reduce, n.cached, n.act, n.negative_slope, n.eps, n.p)
+    return (
+        n.op,
+        inputs,
+        n.width,
+        n.norm,
+        n.reduce,
+        n.heads,
+        n.cached,
+        n.act,
+        n.negative_slope,
+        n.eps,
+        n.p,
+    )
 
 
 def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) -> MergedPlan:

@@ -69,6 +69,11 @@ def render_physical(
             ins = ", ".join(f"%{u}" for u in x.inputs)
             aggs = ", ".join(f"%{a}" for a in x.aggs)
             how = "" if x.reduce == "sum" else f"{x.reduce}, "
+            if x.reduce == "attention":
+                # α per edge and head (forward), and its gradient too (backward).
+                heads = sum(optimized.node(a).heads for a in x.aggs)
+                edge = stats["max_edges"] * heads * FLOAT_BYTES * 2
+                how += f"edge values {_mb(edge)} on the largest partition, "
             ops.append(f"exchange {ins} ({how}{width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
         for i in physical.nodes_at(j):
             n = optimized.node(i)

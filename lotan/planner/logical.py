@@ -3,7 +3,9 @@
 Ops: ``input`` (the vertex features ``X``), ``aggregate`` (a reduction over each vertex's
 in-edges: ``reduce="sum"`` is ``Â ·`` with the weights of a :class:`NormSpec` — gcn / mean /
 sum / weighted_sum; ``"max"`` / ``"min"`` take the column-wise extreme over the edges the
-NormSpec weighs non-zero), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
+NormSpec weighs non-zero; ``"attention"`` is GAT's softmax-weighted sum over those edges,
+from three inputs: the rows ``h`` and the scores ``a_src`` of the sources and ``a_dst`` of
+the destination), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
 (``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
 (masked cross-entropy) applies to each of ``outputs``: one for a model, one per model for a
 batch of models (:mod:`lotan.planner.batching`). Nodes are kept in topological order.
@@ -20,7 +22,9 @@ from lotan.nn_engine.dense import DenseNode
 
 __all__ = ["DENSE_OPS", "LogicalPlan", "Node"]
 
-DENSE_OPS = frozenset({"linear", "bias", "act", "dropout", "add", "concat", "scale_eps"})
+DENSE_OPS = frozenset(
+    {"linear", "bias", "act", "dropout", "add", "concat", "scale_eps", "head_dot", "head_mean"}
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,10 @@ class Node:
     p: float = 0.0
     eps: float = 0.0
     norm: NormSpec | None = None
-    #: For ``aggregate``: ``"sum"`` (weighted by ``norm``; linear), ``"max"`` or ``"min"``.
+    #: For ``aggregate``: ``"sum"`` (weighted by ``norm``; linear), ``"max"``, ``"min"``, or
+    #: ``"attention"`` (GAT: inputs ``(h, a_src, a_dst)``, ``heads``, ``negative_slope``).
     reduce: str = "sum"
+    heads: int = 1
     cached: bool = False  # an aggregation of a constant, computed once per run
     origin: str = ""  # the module it was lowered from
     #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
@@ -57,6 +63,7 @@ class Node:
             negative_slope=self.negative_slope,
             p=self.p,
             eps=self.eps,
+            heads=self.heads,
             key=self.id if self.key is None else self.key,
         )
 
@@ -65,8 +72,10 @@ class Node:
         extra = ""
         if self.op == "aggregate" and self.norm is not None:
             how = self.norm.describe() if self.reduce == "sum" else self.reduce
+            if self.reduce == "attention":
+                how = f"attention {self.heads} heads, {self.norm.describe()}"
             extra = f"[{how}{', cached' if self.cached else ''}]"
-        elif self.op in ("linear", "bias") or (self.op == "scale_eps" and self.param):
+        elif self.op in ("linear", "bias", "head_dot") or (self.op == "scale_eps" and self.param):
             extra = f"[{self.param}]"
         elif self.op == "scale_eps":
             extra = f"[eps={self.eps:g}]"

@@ -12,7 +12,10 @@ Supported:
 
 Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(xW) + b``,
 ``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
-``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``. Aggregations
+``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``,
+``GATConv`` is ``h = x W``, per-head scores ``a_src = h·att_src``, ``a_dst = h·att_dst``,
+then the attention aggregation of ``(h, a_src, a_dst)``, the mean over heads unless
+``concat``, the residual ``x W_res`` and the bias. Aggregations
 are sums (``aggr="add"``, ``"sum"``, ``"mean"``) or column-wise extremes (``"max"``,
 ``"min"``, for ``SAGEConv`` and ``GraphConv``).
 """
@@ -32,12 +35,14 @@ from lotan.planner.logical import LogicalPlan, Node
 __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
-    "torch_geometric.nn.models GCN, GraphSAGE, GIN (norm=None, jk=None); GCNConv, SAGEConv "
-    "(aggr 'mean', 'sum', 'max', 'min'), GINConv, SGConv, GraphConv (aggr 'add', 'mean', "
-    "'max', 'min'); torch.nn.Linear, PyG Linear and MLP; "
-    "activations relu, leaky_relu, elu, gelu, tanh; dropout; + and torch.cat in a "
-    "forward(x, edge_index) that torch.fx can trace"
+    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with "
+    "v2=False and dropout=0); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, "
+    "SGConv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv (heads, concat, "
+    "negative_slope, add_self_loops, bias, residual; no attention dropout or edge_dim yet); "
+    "torch.nn.Linear, PyG Linear and MLP; activations relu, leaky_relu, elu, gelu, tanh; "
+    "dropout; + and torch.cat in a forward(x, edge_index) that torch.fx can trace"
 )
+
 
 _ACT_MODULES: dict[type, str] = {
     torch.nn.ReLU: "relu",
@@ -155,9 +160,9 @@ class _Builder:
         )
 
     def conv(self, x: int, conv: Any, prefix: str, where: str, weighted: bool) -> int:
-        from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+        from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
 
-        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv | GraphConv):
+        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv):
             raise UnsupportedModelError(
                 f"{where}: {type(conv).__name__} is not supported; supported: {SUPPORTED}"
             )
@@ -193,6 +198,8 @@ class _Builder:
                 s = self.add("scale_eps", (x,), self.width(x), eps=float(conv.eps), origin=where)
             h = self.add("add", (agg, s), self.width(x), origin=where)
             return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
+        if isinstance(conv, GATConv):
+            return self.gat(x, conv, prefix, where, aggr)
         if isinstance(conv, GraphConv):
             self._need_aggr(where, aggr, ("add", "sum", "mean", "max", "min"))
             if isinstance(conv.in_channels, tuple | list):
@@ -222,6 +229,47 @@ class _Builder:
         for _ in range(int(conv.K)):
             h = self.aggregate(h, norm, where)
         return self.linear(h, conv.lin, f"{prefix}lin.", f"{where}.lin")
+
+    def gat(self, x: int, conv: Any, prefix: str, where: str, aggr: str) -> int:
+        self._need_aggr(where, aggr, ("add",))
+        if conv.lin is None:
+            raise UnsupportedModelError(f"{where}: a bipartite GATConv is not supported")
+        if conv.edge_dim is not None:
+            raise UnsupportedModelError(
+                f"{where}: GATConv(edge_dim=...) is not supported yet (edge features); use "
+                "edge_dim=None"
+            )
+        if conv.dropout > 0:
+            raise UnsupportedModelError(
+                f"{where}: GATConv(dropout={conv.dropout:g}) is not supported yet (attention "
+                "dropout); use dropout=0 (models.GAT passes its dropout on: GAT(dropout=0)), "
+                "and torch.nn.Dropout / F.dropout on the features"
+            )
+        heads, channels = int(conv.heads), int(conv.out_channels)
+        h = self.linear(x, conv.lin, f"{prefix}lin.", f"{where}.lin")
+        scores = [
+            self.add("head_dot", (h,), heads, param=f"{prefix}{name}", heads=heads, origin=where)
+            for name in ("att_src", "att_dst")
+        ]
+        edges = NormSpec(kind="loops") if conv.add_self_loops else NormSpec(kind="sum")
+        out = self.add(
+            "aggregate",
+            (h, *scores),
+            heads * channels,
+            norm=edges,
+            reduce="attention",
+            heads=heads,
+            negative_slope=float(conv.negative_slope),
+            origin=where,
+        )
+        if not conv.concat:
+            out = self.add("head_mean", (out,), channels, heads=heads, origin=where)
+        if conv.res is not None:
+            r = self.linear(x, conv.res, f"{prefix}res.", f"{where}.res")
+            out = self.add("add", (out, r), self.width(out), origin=where)
+        if conv.bias is not None:
+            out = self.add("bias", (out,), self.width(out), param=f"{prefix}bias", origin=where)
+        return out
 
     @staticmethod
     def _need_aggr(where: str, aggr: str, allowed: tuple[str, ...]) -> None:
@@ -380,18 +428,18 @@ def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) ->
         For a module, option or call that is not supported, or a shape mismatch; the message
         names it.
     """
-    from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
-    from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+    from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+    from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
     from torch_geometric.nn.models.basic_gnn import BasicGNN
 
     b = _Builder(in_width, has_edge_weight)
-    if isinstance(model, GCN | GraphSAGE | GIN):
+    if isinstance(model, GCN | GraphSAGE | GIN | GAT):
         out = _basic_gnn(b, model)
     elif isinstance(model, BasicGNN):
         raise UnsupportedModelError(
             f"{type(model).__name__} is not supported; supported: {SUPPORTED}"
         )
-    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv):
+    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv):
         out = b.conv(0, model, "", type(model).__name__, weighted=True)
     elif isinstance(model, torch.nn.Module):
         out = _traced(b, model)

@@ -41,13 +41,20 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from lotan.errors import UnsupportedModelError
 from lotan.graph_engine.exchange import (
     assemble,
     backward_messages,
     forward_messages,
     reduce_partials,
 )
-from lotan.graph_engine.kernels import segment_extreme, segment_extreme_grad, spmm
+from lotan.graph_engine.kernels import (
+    attention,
+    attention_grad,
+    segment_extreme,
+    segment_extreme_grad,
+    spmm,
+)
 from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
 from lotan.graph_engine.runner import (
     DRIVER,
@@ -120,16 +127,21 @@ class Exchange:
     its own sparse product (:func:`lotan.graph_engine.kernels.spmm`).
 
     A ``max`` / ``min`` exchange (``reduce``) takes the extreme over the edges ``norm``
-    weighs non-zero; its backward needs the aggregated rows, so when training the
+    weighs non-zero, an ``attention`` one GAT's softmax-weighted sum over them (its sources'
+    rows and scores travel side by side, and so do the destination scores, of which only
+    the own rows are read). Their backward needs the aggregated rows, so when training the
     ``aggregate`` piece keeps them for the ``transpose`` piece (they ride in Spark's shuffle
-    like other saved values) and the extreme is recomputed there.
+    like other saved values), which recomputes the forward pass from them. An attention
+    node's output travels under its own id (``n<id>``), a single-input one's under its
+    input's (two aggregations of one value are computed once).
 
     Attributes
     ----------
     index : number of the exchange in the plan (names its messages).
     reduce : ``"sum"`` (weighted by ``norm``), ``"max"`` or ``"min"``.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
-    aggs : the aggregation nodes; ``agg_input[a]`` is the value ``a`` aggregates.
+    aggs : the aggregation nodes; ``agg_inputs[a]`` are the values ``a`` aggregates (one;
+        for ``attention``, ``(h, a_src, a_dst)``).
     stochastic : inputs that differ with dropout off (also sent in the evaluation stream).
     grad_inputs : inputs whose gradient flows back.
     """
@@ -142,7 +154,7 @@ class Exchange:
     inputs: tuple[int, ...]
     widths: tuple[int, ...]
     aggs: tuple[int, ...]
-    agg_input: Mapping[int, int]
+    agg_inputs: Mapping[int, tuple[int, ...]]
     stochastic: tuple[int, ...]
     grad_inputs: tuple[int, ...]
 
@@ -377,14 +389,19 @@ def _exchanges(
     for n in logical.nodes:
         if n.op != "aggregate" or n.id not in stage_of or n.norm is None:
             continue
-        (u,) = n.inputs
         j = stage_of[n.id]
-        source = j - 1 if u in layout_values else stage_of[u]
-        groups.setdefault((j, source, n.norm, n.reduce), []).append(n.id)
+        sources = {j - 1 if u in layout_values else stage_of[u] for u in n.inputs}
+        if len(sources) != 1:
+            raise UnsupportedModelError(
+                f"%{n.id} ({n.origin}) aggregates values computed in different stages "
+                f"{sorted(sources)}; an attention layer needs its inputs from one stage — keep "
+                "PlannerFlags(fuse=True)"
+            )
+        groups.setdefault((j, sources.pop(), n.norm, n.reduce), []).append(n.id)
     out = []
     ordered = sorted(groups.items(), key=_group_order)
     for index, ((j, source, norm, reduce), aggs) in enumerate(ordered):
-        inputs = tuple(dict.fromkeys(logical.node(a).inputs[0] for a in aggs))
+        inputs = tuple(dict.fromkeys(u for a in aggs for u in logical.node(a).inputs))
         out.append(
             Exchange(
                 index=index,
@@ -395,7 +412,7 @@ def _exchanges(
                 inputs=inputs,
                 widths=tuple(logical.node(u).width for u in inputs),
                 aggs=tuple(aggs),
-                agg_input={a: logical.node(a).inputs[0] for a in aggs},
+                agg_inputs={a: logical.node(a).inputs for a in aggs},
                 stochastic=tuple(u for u in inputs if u in stochastic),
                 grad_inputs=tuple(u for u in inputs if u in requires_grad),
             )
@@ -510,8 +527,10 @@ class _Aggregate(_Piece):
         for x in self.plan.exchanges_into(self.j):
             w = layout.weights[self.plan.norm_index[x.norm]]
             keep: dict[str, np.ndarray] = {}
+            if x.reduce == "attention":
+                out += self._attention(part, layout, inbox, x, w, keep)
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
-                if (s and not self.evals) or not of:
+                if (s and not self.evals) or not of or x.reduce == "attention":
                     continue
                 rows = {}
                 for u in of:
@@ -529,6 +548,46 @@ class _Aggregate(_Piece):
             if keep:
                 back = self.sched.of("transpose", self.j)
                 out.append(Message(back, part, part, f"h{x.index}", keep))
+        return out
+
+    def _attention(
+        self,
+        part: int,
+        layout: PartitionLayout,
+        inbox: list[Message],
+        x: Exchange,
+        mask: np.ndarray,
+        keep: dict[str, np.ndarray],
+    ) -> list[Message]:
+        """The attention nodes of exchange ``x``, in both streams (a node is in the
+        evaluation stream when one of its inputs is); their inputs are kept for backward."""
+        to = self.sched.of("forward", self.j)
+        stoch = self.plan.stochastic
+        full: dict[str, dict[int, np.ndarray]] = {"": {}, EVAL: {}}
+        with phase("exchange"):
+            for u in x.inputs:
+                full[""][u] = assemble(layout, by_source(inbox, f"x{x.index}", key=str(u)))
+            if self.evals:
+                for u in x.stochastic:
+                    got = by_source(inbox, f"x{x.index}{EVAL}", key=str(u))
+                    full[EVAL][u] = assemble(layout, got)
+        out = []
+        for s in ("", EVAL) if self.evals else ("",):
+            rows = {}
+            for a in x.aggs:
+                if s and a not in stoch:
+                    continue
+                node = self.plan.logical.node(a)
+                h, a_src, a_dst = (full[s].get(u, full[""][u]) for u in node.inputs)
+                with phase("spmm"):
+                    z = attention(
+                        layout.indptr, layout.indices, mask, h, a_src, a_dst, node.negative_slope
+                    )
+                rows[f"n{a}"] = z.numpy()
+            if rows:
+                out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+        if self.train:
+            keep.update({str(u): full[""][u] for u in x.inputs})
         return out
 
 
@@ -565,16 +624,15 @@ class _Forward(_Piece):
 
         # Inputs: aggregations (from the aggregate piece), carried values, layout values.
         for x in plan.exchanges_into(j):
-            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
-                if s and not self.evals:
-                    continue
-                for u in of:
-                    z = _t(by_source(inbox, f"z{x.index}{s}", key=str(u))[part])
-                    for a in x.aggs:
-                        if x.agg_input[a] == u:
-                            vals[s][a] = z
-                            if self.train and not s:
-                                save[f"s{a}"] = z.numpy()
+            for s in streams:
+                for a in x.aggs:
+                    if s and a not in stoch:
+                        continue
+                    key = f"n{a}" if x.reduce == "attention" else str(x.agg_inputs[a][0])
+                    z = _t(by_source(inbox, f"z{x.index}{s}", key=key)[part])
+                    vals[s][a] = z
+                    if self.train and not s:
+                        save[f"s{a}"] = z.numpy()
         for k in plan.stage_inputs(j):
             if k in vals[""]:
                 continue
@@ -712,7 +770,8 @@ def _backprop(
     want = [
         k
         for k in inputs
-        if k in plan.requires_grad or (k in here and here[k].agg_input[k] in plan.requires_grad)
+        if k in plan.requires_grad
+        or (k in here and any(u in plan.requires_grad for u in here[k].agg_inputs[k]))
     ]
     dense = plan.dense_graph(j)
     with phase("dense"):
@@ -733,10 +792,12 @@ def _backprop(
         if not x.grad_inputs:
             continue
         sums: dict[str, np.ndarray] = {}
-        for u in x.grad_inputs:
+        if x.reduce == "attention":
+            sums = {f"n{a}": grads[a].contiguous().numpy() for a in x.aggs if a in grads}
+        for u in x.grad_inputs if x.reduce != "attention" else ():
             g: torch.Tensor | None = None
             for a in x.aggs:
-                if x.agg_input[a] == u:
+                if x.agg_inputs[a] == (u,):
                     g = grads[a] if g is None else g + grads[a]
             assert g is not None
             sums[str(u)] = g.contiguous().numpy()
@@ -773,7 +834,14 @@ class _Transpose(_Piece):
             if x.reduce != "sum":
                 (kept,) = [m.payload for m in inbox if m.tag == f"h{x.index}"]
             sends: dict[int, dict[str, np.ndarray]] = {}
-            for u in x.grad_inputs:
+            if x.reduce == "attention":
+                with phase("spmm"):
+                    partials = self._attention_grads(layout, x, kept, g)
+                with phase("exchange"):
+                    for u in x.grad_inputs:
+                        for q, r in backward_messages(layout, partials[u]):
+                            sends.setdefault(q, {})[str(u)] = r
+            for u in x.grad_inputs if x.reduce != "attention" else ():
                 with phase("spmm"):
                     if x.reduce == "sum":
                         partial = spmm(layout.t_indptr, layout.t_indices, w, _t(g[str(u)]))
@@ -795,6 +863,41 @@ class _Transpose(_Piece):
             target = self.sched.of("backward", x.source)
             out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
         return out
+
+    def _attention_grads(
+        self,
+        layout: PartitionLayout,
+        x: Exchange,
+        kept: Mapping[str, np.ndarray],
+        g: Mapping[str, np.ndarray],
+    ) -> dict[int, np.ndarray]:
+        """``[own | halo]`` partial gradients of the inputs of exchange ``x``'s attention
+        nodes, summed over the nodes that read each input."""
+        k = self.plan.norm_index[x.norm]
+        totals: dict[int, np.ndarray] = {}
+        for a in x.aggs:
+            if f"n{a}" not in g:
+                continue
+            node = self.plan.logical.node(a)
+            h, a_src, a_dst = (kept[str(u)] for u in node.inputs)
+            grads = attention_grad(
+                layout.indptr,
+                layout.indices,
+                layout.weights[k],
+                layout.t_indptr,
+                layout.t_indices,
+                layout.t_perm,
+                layout.t_weights[k],
+                h,
+                a_src,
+                a_dst,
+                node.negative_slope,
+                g[f"n{a}"],
+            )
+            for u, d in zip(node.inputs, grads, strict=True):
+                if u in x.grad_inputs:
+                    totals[u] = d.numpy() if u not in totals else totals[u] + d.numpy()
+        return totals
 
 
 @dataclass(frozen=True)

@@ -199,3 +199,70 @@ def test_an_extreme_of_zero_shares_its_gradient_with_the_starting_zero_as_pyg_do
         "max", indptr, cols, mask, t_indptr, t_cols, mask[perm], h, torch.tensor([[3.0]])
     )
     assert grad.view(-1).tolist() == [1.0, 1.0]  # 3 / (2 ties + the zero)
+
+
+# ---------------------------------------------------------------------------- attention
+def _torch_attention(rows, cols, h, a_src, a_dst, slope, n, heads):
+    """PyG's GATConv between ``lin`` and ``bias``, written with its own ``softmax``."""
+    from torch_geometric.utils import softmax
+
+    score = torch.nn.functional.leaky_relu(a_src[cols] + a_dst[rows], slope)
+    alpha = softmax(score, rows, num_nodes=n)
+    msg = alpha.unsqueeze(-1) * h.view(h.shape[0], heads, -1)[cols]
+    out = msg.new_zeros((n, heads, msg.shape[-1])).index_add(0, rows, msg)
+    return out.reshape(n, -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_and_its_gradients_match_pyg(dtype: torch.dtype) -> None:
+    heads, width, n_own, n_full = 3, 4, 25, 40
+    indptr, cols, _, _ = _random_csr(n_own, n_full, 150, 8)
+    rng = np.random.default_rng(9)
+    mask = (rng.random(150) > 0.15).astype(np.float32)
+    mask[indptr[2] : indptr[3]] = 0  # row 2: no real edge, an empty softmax
+    h = torch.randn(n_full, heads * width, dtype=dtype, requires_grad=True)
+    a_src = torch.randn(n_full, heads, dtype=dtype, requires_grad=True)
+    a_dst = torch.randn(n_full, heads, dtype=dtype, requires_grad=True)
+    g = torch.randn(n_own, heads * width, dtype=dtype)
+    keep = torch.from_numpy(mask > 0)
+    rows = torch.repeat_interleave(torch.arange(n_own), torch.diff(indptr))
+    expected = _torch_attention(rows[keep], cols[keep], h, a_src, a_dst, 0.2, n_own, heads)
+    grads = torch.autograd.grad(expected, (h, a_src, a_dst), g)
+    got = kernels.attention(indptr, cols, mask, h.detach(), a_src.detach(), a_dst.detach(), 0.2)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected.detach())
+    assert torch.equal(got[2], torch.zeros(heads * width, dtype=dtype))
+    t_indptr, t_cols, perm = transpose_csr(indptr.numpy(), cols.numpy(), n_full)
+    mine = kernels.attention_grad(
+        indptr, cols, mask, t_indptr, t_cols, perm, mask[perm],
+        h.detach(), a_src.detach(), a_dst.detach(), 0.2, g,
+    )  # fmt: skip
+    for name, a, b in zip(("h", "a_src", "a_dst"), mine, grads, strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert torch.equal(mine[2][n_own:], torch.zeros(n_full - n_own, heads, dtype=dtype))
+
+
+def test_attention_gradcheck() -> None:
+    indptr, cols, _, _ = _random_csr(6, 9, 25, 10)
+    mask = np.ones(25)
+    t_indptr, t_cols, perm = transpose_csr(indptr.numpy(), cols.numpy(), 9)
+
+    class Attention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, h, a_s, a_d):  # type: ignore[override]
+            ctx.save_for_backward(h, a_s, a_d)
+            return kernels.attention(indptr, cols, mask, h, a_s, a_d, 0.2)
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            h, a_s, a_d = ctx.saved_tensors
+            return kernels.attention_grad(
+                indptr, cols, mask, t_indptr, t_cols, perm, mask[perm], h, a_s, a_d, 0.2, g
+            )
+
+    inputs = (
+        torch.randn(9, 4, dtype=torch.float64, requires_grad=True),
+        torch.randn(9, 2, dtype=torch.float64, requires_grad=True),
+        torch.randn(9, 2, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(Attention.apply, inputs)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv, GINConv, GraphConv, SAGEConv, SGConv
-from torch_geometric.nn.models import GIN, MLP, GraphSAGE
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+from torch_geometric.nn.models import GAT, GIN, MLP, GraphSAGE
 
 import lotan
 from lotan.errors import UnsupportedModelError
@@ -70,6 +70,19 @@ class MaxMinNet(torch.nn.Module):
         return self.conv2(F.relu(self.conv1(x, edge_index)), edge_index)
 
 
+class AttentionNet(torch.nn.Module):
+    """Two GATConv layers: concatenated heads with added self loops, then one averaged head
+    over the graph's own edges (self loops kept as they are) with a residual."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = GATConv(f, 4, heads=2, negative_slope=0.1)
+        self.conv2 = GATConv(8, c, heads=2, concat=False, add_self_loops=False, residual=True)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.elu(self.conv1(x, edge_index)), edge_index)
+
+
 MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
     "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
@@ -81,6 +94,8 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "skip": SkipNet,
     "max_min": MaxMinNet,
     "graphconv": lambda f, c: GraphConv(f, c),  # weighted sum on a weighted graph
+    "gat": lambda f, c: GAT(f, 8, 2, c, heads=2),
+    "attention": AttentionNet,
 }
 
 
@@ -140,3 +155,18 @@ def test_unsupported_parts_are_named() -> None:
         UnsupportedModelError, match=r"Bad.head: shape mismatch, the layer expects 4"
     ):
         lotan.fit(Bad(), graph, engine="local", progress=False)
+
+
+def test_explain_shows_attention_and_its_edge_values() -> None:
+    graph = CASES["directed_multi"]()
+    torch.manual_seed(0)
+    text = lotan.explain(GAT(graph.num_features, 8, 2, 3, heads=2), graph, print_=False)
+    assert "aggregate[attention 2 heads, A-loops+I](%1, %2, %3) -> 8" in text
+    assert "exchange %1, %2, %3 (attention, edge values" in text
+    with pytest.raises(UnsupportedModelError, match=r"attention layer needs its inputs from one"):
+        lotan.explain(
+            GAT(graph.num_features, 8, 2, 3, heads=2),
+            graph,
+            planner=lotan.PlannerFlags(fuse=False),
+            print_=False,
+        )

@@ -24,8 +24,9 @@ class CacheConstantAggregates:
         fired = []
         nodes = []
         for n in plan.nodes:
-            if n.op == "aggregate" and not n.cached and n.inputs[0] in plan.constant:
+            if n.op == "aggregate" and not n.cached and all(i in plan.constant for i in n.inputs):
                 n = replace(n, cached=True)
-                fired.append(f"%{n.id}: aggregate of constant %{n.inputs[0]} cached")
+                of = ", ".join(f"%{i}" for i in n.inputs)
+                fired.append(f"%{n.id}: aggregate of constant {of} cached")
             nodes.append(n)
         return (plan.with_nodes(nodes) if fired else plan), fired
