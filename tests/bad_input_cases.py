@@ -437,13 +437,15 @@ def _unsupported(spark: Any, tmp: Path) -> Any:
 
 
 @case(
-    "attention-dropout",
-    "`GAT(dropout=0.6)` (attention dropout, not yet supported)",
+    "edge-features",
+    "`GATConv(edge_dim=4)` (edge features, not yet supported)",
     UnsupportedModelError,
-    "GATConv(dropout=0.6) is not supported yet (attention dropout); use dropout=0",
+    "GATConv(edge_dim=...) is not supported yet (edge features); use edge_dim=None",
 )
-def _attention_dropout(spark: Any, tmp: Path) -> Any:
-    return _fit(GAT(3, 4, 2, 2, dropout=0.6), _graph())
+def _edge_features(spark: Any, tmp: Path) -> Any:
+    from torch_geometric.nn import GATConv
+
+    return _fit(GATConv(3, 2, edge_dim=4), _graph())
 
 
 @case(

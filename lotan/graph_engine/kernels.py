@@ -352,6 +352,7 @@ def _attention_rows(
     a_src: np.ndarray,
     a_dst: np.ndarray,
     slope: float,
+    drop: np.ndarray,
     out: np.ndarray,
     alpha: np.ndarray,
     lo: int,
@@ -359,8 +360,9 @@ def _attention_rows(
 ) -> None:  # pragma: no cover - compiled
     """Rows ``lo..hi-1`` of GAT's aggregation, head by head: edge scores
     ``leaky_relu(a_src[j] + a_dst[i])``, their softmax over the row's masked edges (shifted
-    by the row's maximum, as PyG's ``softmax``), and ``Σ_j α_ij h_j``. The coefficients go
-    to ``alpha`` (``(E, heads)``, 0 on masked-out edges)."""
+    by the row's maximum, as PyG's ``softmax``), and ``Σ_j (α_ij drop_ij) h_j`` (``drop``:
+    the attention dropout multiplier per edge and head). The coefficients before dropout
+    go to ``alpha`` (``(E, heads)``, 0 on masked-out edges)."""
     heads = a_src.shape[1]
     width = h.shape[1] // heads
     zero = out.dtype.type(0)
@@ -393,6 +395,7 @@ def _attention_rows(
                     continue
                 a = alpha[e, k] / total
                 alpha[e, k] = a
+                a = a * drop[e, k]
                 src = h[indices[e]]
                 for c in range(width):
                     acc[base + c] += a * src[base + c]
@@ -407,6 +410,7 @@ def _attention_grad_rows(
     a_src: np.ndarray,
     a_dst: np.ndarray,
     slope: float,
+    drop: np.ndarray,
     alpha: np.ndarray,
     grad: np.ndarray,
     d_score: np.ndarray,
@@ -434,6 +438,7 @@ def _attention_grad_rows(
                 dot = zero
                 for c in range(width):
                     dot += g[base + c] * src[base + c]
+                dot = dot * drop[e, k]
                 d_score[e, k] = dot  # ∂L/∂α for now
                 weighted += alpha[e, k] * dot
             total = zero
@@ -455,6 +460,7 @@ def _attention_source_rows(
     t_perm: np.ndarray,
     t_mask: np.ndarray,
     alpha: np.ndarray,
+    drop: np.ndarray,
     d_score: np.ndarray,
     grad: np.ndarray,
     d_h: np.ndarray,
@@ -464,7 +470,7 @@ def _attention_source_rows(
 ) -> None:  # pragma: no cover - compiled
     """Source side of GAT's backward for rows ``lo..hi-1`` of ``[own | halo]``, over the
     transposed index in its fixed order: ``∂h_j = Σ_i α_ij ∂out_i`` and
-    ``∂a_src_j = Σ_i ∂score_ij``."""
+    ``∂a_src_j = Σ_i ∂score_ij`` (``α`` times its dropout multiplier)."""
     heads = alpha.shape[1]
     width = d_h.shape[1] // heads
     zero = d_h.dtype.type(0)
@@ -481,7 +487,7 @@ def _attention_source_rows(
             g = grad[t_indices[t]]
             for k in range(heads):
                 d_src[s, k] += d_score[e, k]
-                a = alpha[e, k]
+                a = alpha[e, k] * drop[e, k]
                 base = k * width
                 for c in range(width):
                     acc[base + c] += a * g[base + c]
@@ -501,12 +507,23 @@ def _attention_args(
     )
 
 
-def _attention_alpha(args: tuple[np.ndarray, ...], slope: float) -> tuple[np.ndarray, ...]:
+def _drop(drop: Any, args: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The dropout multipliers, ``(E, heads)``; ones without dropout (``x * 1`` is exact)."""
+    h, a_s, idx = args[3], args[4], args[1]
+    if drop is None:
+        return np.ones((idx.shape[0], a_s.shape[1]), h.dtype)
+    return _as_array(drop, h.dtype)
+
+
+def _attention_alpha(
+    args: tuple[np.ndarray, ...], slope: float, drop: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
     ptr, idx, h, a_s = args[0], args[1], args[3], args[4]
     out = torch.empty((ptr.shape[0] - 1, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
     alpha = np.empty((idx.shape[0], a_s.shape[1]), h.dtype)
-    _run_rows(_attention_rows, ptr, (*args, h.dtype.type(slope), out.numpy(), alpha), h.shape[1])
-    return out, alpha  # type: ignore[return-value]
+    step = (*args, h.dtype.type(slope), drop, out.numpy(), alpha)
+    _run_rows(_attention_rows, ptr, step, h.shape[1])
+    return out, alpha
 
 
 def attention(
@@ -517,19 +534,20 @@ def attention(
     a_src: np.ndarray | torch.Tensor,
     a_dst: np.ndarray | torch.Tensor,
     negative_slope: float,
+    drop: np.ndarray | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GAT's aggregation over each row's edges with a non-zero ``mask``:
     ``out_i = Σ_j α_ij h_j`` per head, ``α_i· = softmax_j(leaky_relu(a_src_j + a_dst_i))``
-    (PyG's ``GATConv`` between its linear map and its bias; an empty row gets 0).
+    (PyG's ``GATConv`` between its linear map and its bias; an empty row gets 0). ``drop``
+    multiplies each coefficient after the softmax (attention dropout: 0 or ``1/(1-p)``).
 
     Shapes: ``h`` ``(num_cols, heads·C)``, ``a_src`` ``(num_cols, heads)``, ``a_dst``
     ``(num_rows, heads)`` or longer (rows past ``num_rows`` are not read) →
     ``(num_rows, heads·C)``.
     """
-    out, _ = _attention_alpha(
-        _attention_args(indptr, indices, mask, h, a_src, a_dst), negative_slope
-    )
-    return out  # type: ignore[return-value]
+    args = _attention_args(indptr, indices, mask, h, a_src, a_dst)
+    out, _ = _attention_alpha(args, negative_slope, _drop(drop, args))
+    return out
 
 
 def attention_grad(
@@ -545,6 +563,7 @@ def attention_grad(
     a_dst: np.ndarray | torch.Tensor,
     negative_slope: float,
     grad: np.ndarray | torch.Tensor,
+    drop: np.ndarray | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`attention` with respect to ``h``, ``a_src`` and ``a_dst`` (each
     of its input's shape; ``a_dst`` rows past ``num_rows`` get 0). The coefficients are
@@ -552,17 +571,18 @@ def attention_grad(
     the CSR edge of transposed edge ``t``), in a fixed order."""
     args = _attention_args(indptr, indices, mask, h, a_src, a_dst)
     ptr, hh, a_s, a_d = args[0], args[3], args[4], args[5]
-    _, alpha = _attention_alpha(args, negative_slope)
+    mult = _drop(drop, args)
+    _, alpha = _attention_alpha(args, negative_slope, mult)
     g = _as_array(grad, hh.dtype)
     rows = ptr.shape[0] - 1
     d_score = np.empty_like(alpha)
     d_dst = torch.zeros(a_d.shape, dtype=torch.from_numpy(hh[:0]).dtype)
     slope = hh.dtype.type(negative_slope)
-    step = (*args, slope, alpha, g, d_score, d_dst.numpy()[:rows])
+    step = (*args, slope, mult, alpha, g, d_score, d_dst.numpy()[:rows])
     _run_rows(_attention_grad_rows, ptr, step, hh.shape[1])
     t_ptr = _as_array(t_indptr)
     d_h = torch.empty(hh.shape, dtype=d_dst.dtype)
     d_src = torch.empty(a_s.shape, dtype=d_dst.dtype)
-    back = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask), alpha, d_score)
+    back = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask), alpha, mult, d_score)
     _run_rows(_attention_source_rows, t_ptr, (*back, g, d_h.numpy(), d_src.numpy()), hh.shape[1])
     return d_h, d_src, d_dst

@@ -103,6 +103,7 @@ class PartitionLayout:
     constants : ``(n_own, d)`` arrays computed once per plan (cached aggregations), by name.
     halo_parts, halo_counts : one block per remote owner, ascending by partition.
     halo_locals : ``(n_halo,)`` owner-local row of each halo row.
+    halo_ids : ``(n_halo,)`` vertex id of each halo row (edge keys need both ends' ids).
     send_parts, send_offsets, send_index : for each partition that needs rows of this one,
         the own rows it needs, in the order of its halo.
     """
@@ -122,6 +123,7 @@ class PartitionLayout:
     halo_parts: np.ndarray
     halo_counts: np.ndarray
     halo_locals: np.ndarray
+    halo_ids: np.ndarray
     send_parts: np.ndarray
     send_offsets: np.ndarray
     send_index: np.ndarray
@@ -138,6 +140,23 @@ class PartitionLayout:
     @property
     def num_edges(self) -> int:
         return int(self.indices.shape[0])
+
+    def edge_keys(self) -> np.ndarray:
+        """``(nnz,)`` uint64 key of every CSR edge, the same wherever the edge is prepared:
+        a hash of (source id, target id, rank among the edges with both ends equal) — what
+        per-edge random masks (attention dropout) are drawn from, so that they do not
+        depend on the partitioning. Duplicate edges get distinct keys; which duplicate gets
+        which does not matter, they are the same edge."""
+        rows = np.repeat(np.arange(self.num_own), np.diff(self.indptr))
+        cols = self.indices.astype(np.int64)
+        e = np.arange(cols.shape[0])
+        new_run = np.ones(cols.shape[0], dtype=bool)
+        new_run[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+        rank = e - np.maximum.accumulate(np.where(new_run, e, 0))
+        ids = np.concatenate([self.ids, self.halo_ids]).astype(np.uint64)
+        key = _mix64(ids[cols] ^ np.uint64(0x243F6A8885A308D3))
+        key = _mix64(key ^ ids[rows])
+        return _mix64(key ^ rank.astype(np.uint64))
 
     def send_list(self, k: int) -> np.ndarray:
         """Own rows to send to partition ``send_parts[k]``."""
@@ -169,6 +188,14 @@ class PartitionLayout:
         return cls.from_arrays(decode_tile(buf))
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
 def _empty(dtype: type) -> np.ndarray:
     return np.zeros(0, dtype=dtype)
 
@@ -184,6 +211,7 @@ def build_in_structure(
     dst_local: np.ndarray,
     weight: np.ndarray,
     norms: tuple[NormSpec, ...],
+    src_id: np.ndarray,
 ) -> tuple[PartitionLayout, np.ndarray, dict[int, np.ndarray]]:
     """Step 1 of preparation, at the owner of the edge targets.
 
@@ -193,6 +221,7 @@ def build_in_structure(
     ids, x, y, split : own vertices, sorted by id (row ``i`` is local row ``i``).
     src_part, src_local, dst_local, weight : this partition's in-edges.
     norms : the normalizations to prepare weights for.
+    src_id : the vertex id of each in-edge's source.
 
     Returns
     -------
@@ -248,9 +277,12 @@ def build_in_structure(
         pairs = np.unique(np.stack([key_parts, key_locals], axis=1), axis=0)
         halo_parts_all, halo_locals = pairs[:, 0], pairs[:, 1]
         pos = _pair_positions(halo_parts_all, halo_locals, key_parts, key_locals)
+        halo_ids = np.empty(halo_locals.shape[0], dtype=np.int64)
+        halo_ids[pos] = np.asarray(src_id, np.int64)[remote[:m]]
         halo_parts, halo_counts = np.unique(halo_parts_all, return_counts=True)
     else:
         halo_locals = _empty(np.int64)
+        halo_ids = _empty(np.int64)
         pos = _empty(np.int64)
         halo_parts, halo_counts = _empty(np.int64), _empty(np.int64)
 
@@ -284,6 +316,7 @@ def build_in_structure(
         halo_parts=halo_parts.astype(np.int64),
         halo_counts=halo_counts.astype(np.int64),
         halo_locals=halo_locals.astype(np.int64),
+        halo_ids=halo_ids,
         send_parts=_empty(np.int64),
         send_offsets=np.zeros(1, dtype=np.int64),
         send_index=_empty(np.int64),

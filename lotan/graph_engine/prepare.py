@@ -130,6 +130,7 @@ def prepare_local(
             dl[esel],
             w[esel],
             norms,
+            ids[src_idx[esel]],
         )
         msgs += _step1_messages(layout, deg, requests)
     _, out = LocalRunner().run(PREPARE_STAGES, norms, initial=msgs)
@@ -164,6 +165,7 @@ def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int]) -> Any:
             edges.column("dl").to_numpy(),
             edges.column("weight").to_numpy(zero_copy_only=False),
             norms,
+            edges.column("src").to_numpy(),
         )
         return messages_to_table(_step1_messages(layout, deg, requests))
 
@@ -235,7 +237,7 @@ def prepare_spark(
         ),
         "dst",
     )
-    e = router.route(e.select("dp", "sp", "sl", "dl", "weight"), "dp")
+    e = router.route(e.select("dp", "sp", "sl", "dl", "weight", "src"), "dp")
     step1 = (
         e.groupBy("route")
         .cogroup(v.groupBy("route"))

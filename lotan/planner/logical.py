@@ -51,6 +51,11 @@ class Node:
     #: keeps each model's own ids here, so every model draws the masks it draws alone.
     key: int | None = None
 
+    @property
+    def random(self) -> bool:
+        """A dropout (of features, or of attention coefficients) that drops something."""
+        return self.p > 0 and (self.op == "dropout" or self.reduce == "attention")
+
     def dense(self) -> DenseNode:
         if self.op not in DENSE_OPS:
             raise ValueError(f"node {self.id} ({self.op}) is not a dense op")
@@ -74,6 +79,7 @@ class Node:
             how = self.norm.describe() if self.reduce == "sum" else self.reduce
             if self.reduce == "attention":
                 how = f"attention {self.heads} heads, {self.norm.describe()}"
+                how += f", dropout {self.p:g}" if self.p > 0 else ""
             extra = f"[{how}{', cached' if self.cached else ''}]"
         elif self.op in ("linear", "bias", "head_dot") or (self.op == "scale_eps" and self.param):
             extra = f"[{self.param}]"
@@ -125,7 +131,7 @@ class LogicalPlan:
         """Nodes downstream of a dropout: they differ with dropout off."""
         s: set[int] = set()
         for n in self.nodes:
-            if (n.op == "dropout" and n.p > 0) or any(i in s for i in n.inputs):
+            if n.random or any(i in s for i in n.inputs):
                 s.add(n.id)
         return frozenset(s)
 
@@ -158,7 +164,7 @@ class LogicalPlan:
 
     @property
     def has_dropout(self) -> bool:
-        return any(n.op == "dropout" and n.p > 0 for n in self.nodes)
+        return any(n.random for n in self.nodes)
 
     def with_nodes(self, nodes: list[Node]) -> LogicalPlan:
         """A new plan from ``nodes`` (re-sorted topologically, unused nodes dropped)."""

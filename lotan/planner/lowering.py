@@ -14,7 +14,8 @@ Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(
 ``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
 ``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``,
 ``GATConv`` is ``h = x W``, per-head scores ``a_src = h·att_src``, ``a_dst = h·att_dst``,
-then the attention aggregation of ``(h, a_src, a_dst)``, the mean over heads unless
+then the attention aggregation of ``(h, a_src, a_dst)`` (with its dropout), the mean over
+heads unless
 ``concat``, the residual ``x W_res`` and the bias. Aggregations
 are sums (``aggr="add"``, ``"sum"``, ``"mean"``) or column-wise extremes (``"max"``,
 ``"min"``, for ``SAGEConv`` and ``GraphConv``).
@@ -36,9 +37,9 @@ __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
     "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with "
-    "v2=False and dropout=0); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, "
+    "v2=False); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, "
     "SGConv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv (heads, concat, "
-    "negative_slope, add_self_loops, bias, residual; no attention dropout or edge_dim yet); "
+    "negative_slope, add_self_loops, bias, residual, dropout; no edge_dim yet); "
     "torch.nn.Linear, PyG Linear and MLP; activations relu, leaky_relu, elu, gelu, tanh; "
     "dropout; + and torch.cat in a forward(x, edge_index) that torch.fx can trace"
 )
@@ -239,12 +240,6 @@ class _Builder:
                 f"{where}: GATConv(edge_dim=...) is not supported yet (edge features); use "
                 "edge_dim=None"
             )
-        if conv.dropout > 0:
-            raise UnsupportedModelError(
-                f"{where}: GATConv(dropout={conv.dropout:g}) is not supported yet (attention "
-                "dropout); use dropout=0 (models.GAT passes its dropout on: GAT(dropout=0)), "
-                "and torch.nn.Dropout / F.dropout on the features"
-            )
         heads, channels = int(conv.heads), int(conv.out_channels)
         h = self.linear(x, conv.lin, f"{prefix}lin.", f"{where}.lin")
         scores = [
@@ -260,6 +255,7 @@ class _Builder:
             reduce="attention",
             heads=heads,
             negative_slope=float(conv.negative_slope),
+            p=float(conv.dropout),
             origin=where,
         )
         if not conv.concat:

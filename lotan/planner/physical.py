@@ -64,7 +64,7 @@ from lotan.graph_engine.runner import (
     phase,
     record_device,
 )
-from lotan.nn_engine.dense import DenseGraph, mix_seed
+from lotan.nn_engine.dense import DenseGraph, dropout_scale, mix_seed
 from lotan.nn_engine.device import task_resources
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.logical import LogicalPlan
@@ -369,8 +369,8 @@ def _options_of(piece: str, options: Mapping[str, Any]) -> dict[str, Any]:
     if piece == "forward":
         return dict(options)
     if piece == "aggregate":
-        return {"train": options["train"], "evals": options["evals"]}
-    return {"seed": options["seed"]} if piece == "backward" else {}
+        return {"train": options["train"], "evals": options["evals"], "seed": options["seed"]}
+    return {"seed": options["seed"]} if piece in ("backward", "transpose") else {}
 
 
 def _exchanges(
@@ -425,6 +425,18 @@ def _group_order(
 ) -> tuple[int, int, int]:
     (j, source, _, _), aggs = item
     return (j, source, aggs[0])
+
+
+def _attention_dropout(
+    node: Any, layout: PartitionLayout, seed: int, value: Any
+) -> torch.Tensor | None:
+    """The attention dropout multipliers ``(E, heads)`` of ``node`` in this epoch (``None``
+    without dropout): keyed by the edges' keys (:meth:`PartitionLayout.edge_keys`), so every
+    partitioning drops the same coefficients, and drawn again identically by backward."""
+    if node.p <= 0:
+        return None
+    key = mix_seed(mix_seed(seed, value.epoch), node.id if node.key is None else node.key)
+    return dropout_scale(layout.edge_keys(), node.heads, node.p, key)
 
 
 def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
@@ -516,6 +528,7 @@ class _Aggregate(_Piece):
 
     train: bool = False
     evals: bool = False
+    seed: int = 0
     kind: ClassVar[str] = GRAPH
 
     def __call__(
@@ -528,7 +541,7 @@ class _Aggregate(_Piece):
             w = layout.weights[self.plan.norm_index[x.norm]]
             keep: dict[str, np.ndarray] = {}
             if x.reduce == "attention":
-                out += self._attention(part, layout, inbox, x, w, keep)
+                out += self._attention(part, layout, inbox, x, w, keep, value)
             for s, of in (("", x.inputs), (EVAL, x.stochastic)):
                 if (s and not self.evals) or not of or x.reduce == "attention":
                     continue
@@ -558,9 +571,11 @@ class _Aggregate(_Piece):
         x: Exchange,
         mask: np.ndarray,
         keep: dict[str, np.ndarray],
+        value: Any,
     ) -> list[Message]:
         """The attention nodes of exchange ``x``, in both streams (a node is in the
-        evaluation stream when one of its inputs is); their inputs are kept for backward."""
+        evaluation stream when one of its inputs is, or it drops coefficients); their
+        inputs are kept for backward."""
         to = self.sched.of("forward", self.j)
         stoch = self.plan.stochastic
         full: dict[str, dict[int, np.ndarray]] = {"": {}, EVAL: {}}
@@ -579,9 +594,17 @@ class _Aggregate(_Piece):
                     continue
                 node = self.plan.logical.node(a)
                 h, a_src, a_dst = (full[s].get(u, full[""][u]) for u in node.inputs)
+                drop = _attention_dropout(node, layout, self.seed, value) if self.train else None
                 with phase("spmm"):
                     z = attention(
-                        layout.indptr, layout.indices, mask, h, a_src, a_dst, node.negative_slope
+                        layout.indptr,
+                        layout.indices,
+                        mask,
+                        h,
+                        a_src,
+                        a_dst,
+                        node.negative_slope,
+                        None if s else drop,
                     )
                 rows[f"n{a}"] = z.numpy()
             if rows:
@@ -816,6 +839,7 @@ class _Transpose(_Piece):
     """Graph work: ``Âᵀ`` of the gradients of stage ``j``'s aggregations, side by side, back
     to the partitions that own the rows (the forward exchange, the other way)."""
 
+    seed: int = 0
     kind: ClassVar[str] = GRAPH
 
     def __call__(
@@ -836,7 +860,7 @@ class _Transpose(_Piece):
             sends: dict[int, dict[str, np.ndarray]] = {}
             if x.reduce == "attention":
                 with phase("spmm"):
-                    partials = self._attention_grads(layout, x, kept, g)
+                    partials = self._attention_grads(layout, x, kept, g, value)
                 with phase("exchange"):
                     for u in x.grad_inputs:
                         for q, r in backward_messages(layout, partials[u]):
@@ -870,6 +894,7 @@ class _Transpose(_Piece):
         x: Exchange,
         kept: Mapping[str, np.ndarray],
         g: Mapping[str, np.ndarray],
+        value: Any,
     ) -> dict[int, np.ndarray]:
         """``[own | halo]`` partial gradients of the inputs of exchange ``x``'s attention
         nodes, summed over the nodes that read each input."""
@@ -893,6 +918,7 @@ class _Transpose(_Piece):
                 a_dst,
                 node.negative_slope,
                 g[f"n{a}"],
+                _attention_dropout(node, layout, self.seed, value),
             )
             for u, d in zip(node.inputs, grads, strict=True):
                 if u in x.grad_inputs:

@@ -202,19 +202,23 @@ def test_an_extreme_of_zero_shares_its_gradient_with_the_starting_zero_as_pyg_do
 
 
 # ---------------------------------------------------------------------------- attention
-def _torch_attention(rows, cols, h, a_src, a_dst, slope, n, heads):
-    """PyG's GATConv between ``lin`` and ``bias``, written with its own ``softmax``."""
+def _torch_attention(rows, cols, h, a_src, a_dst, slope, n, heads, drop=None):
+    """PyG's GATConv between ``lin`` and ``bias``, written with its own ``softmax``;
+    ``drop`` stands for ``F.dropout``'s multiplier on the coefficients."""
     from torch_geometric.utils import softmax
 
     score = torch.nn.functional.leaky_relu(a_src[cols] + a_dst[rows], slope)
     alpha = softmax(score, rows, num_nodes=n)
+    if drop is not None:
+        alpha = alpha * drop
     msg = alpha.unsqueeze(-1) * h.view(h.shape[0], heads, -1)[cols]
     out = msg.new_zeros((n, heads, msg.shape[-1])).index_add(0, rows, msg)
     return out.reshape(n, -1)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_attention_and_its_gradients_match_pyg(dtype: torch.dtype) -> None:
+def test_attention_and_its_gradients_match_pyg(dtype: torch.dtype, dropout: float) -> None:
     heads, width, n_own, n_full = 3, 4, 25, 40
     indptr, cols, _, _ = _random_csr(n_own, n_full, 150, 8)
     rng = np.random.default_rng(9)
@@ -226,17 +230,20 @@ def test_attention_and_its_gradients_match_pyg(dtype: torch.dtype) -> None:
     g = torch.randn(n_own, heads * width, dtype=dtype)
     keep = torch.from_numpy(mask > 0)
     rows = torch.repeat_interleave(torch.arange(n_own), torch.diff(indptr))
-    expected = _torch_attention(rows[keep], cols[keep], h, a_src, a_dst, 0.2, n_own, heads)
+    drop = (torch.rand(150, heads, dtype=dtype) >= dropout).to(dtype) / (1 - dropout)
+    expected = _torch_attention(
+        rows[keep], cols[keep], h, a_src, a_dst, 0.2, n_own, heads, drop[keep]
+    )
     grads = torch.autograd.grad(expected, (h, a_src, a_dst), g)
-    got = kernels.attention(indptr, cols, mask, h.detach(), a_src.detach(), a_dst.detach(), 0.2)
+    detached = (h.detach(), a_src.detach(), a_dst.detach())
+    got = kernels.attention(indptr, cols, mask, *detached, 0.2, drop)
     assert got.dtype == dtype
     torch.testing.assert_close(got, expected.detach())
     assert torch.equal(got[2], torch.zeros(heads * width, dtype=dtype))
     t_indptr, t_cols, perm = transpose_csr(indptr.numpy(), cols.numpy(), n_full)
     mine = kernels.attention_grad(
-        indptr, cols, mask, t_indptr, t_cols, perm, mask[perm],
-        h.detach(), a_src.detach(), a_dst.detach(), 0.2, g,
-    )  # fmt: skip
+        indptr, cols, mask, t_indptr, t_cols, perm, mask[perm], *detached, 0.2, g, drop
+    )
     for name, a, b in zip(("h", "a_src", "a_dst"), mine, grads, strict=True):
         torch.testing.assert_close(a, b, msg=name)
     assert torch.equal(mine[2][n_own:], torch.zeros(n_full - n_own, heads, dtype=dtype))

@@ -108,3 +108,28 @@ def test_spark_preparation_equals_local(spark, tmp_path, parts: int) -> None:
             np.testing.assert_allclose(
                 remote[p].to_arrays()[field], value, rtol=1e-6, err_msg=field
             )
+
+
+def test_edge_keys_do_not_depend_on_the_partitioning() -> None:
+    """Every edge (duplicates apart) keeps its key whatever partition prepares it."""
+    from lotan.graph_engine.layout import NormSpec
+    from lotan.graph_engine.prepare import prepare_local
+    from tests.graph_cases import CASES
+
+    a = CASES["directed_multi"]().arrays()
+
+    def keys(parts: int) -> list[tuple[int, int, int]]:
+        layouts = prepare_local(
+            a.ids, a.x, a.y, a.split, a.src, a.dst, None, parts, (NormSpec(kind="loops"),)
+        )
+        out = []
+        for lay in layouts.values():
+            ids = np.concatenate([lay.ids, lay.halo_ids])
+            rows = np.repeat(np.arange(lay.num_own), np.diff(lay.indptr))
+            ends = zip(ids[lay.indices].tolist(), lay.ids[rows].tolist(), strict=True)
+            out += [(*e, k) for e, k in zip(ends, lay.edge_keys().tolist(), strict=True)]
+        return sorted(out)
+
+    one = keys(1)
+    assert len({k for *_, k in one}) == len(one)  # distinct, duplicates included
+    assert keys(3) == one == keys(5)
