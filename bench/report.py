@@ -76,6 +76,60 @@ def _accuracy(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str
     return [*lines, ""]
 
 
+def _gat(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    from bench.suite import GAT_PROTOCOL, PUBLISHED_GAT
+
+    rows = [r for r in records if r["experiment"] == "gat"]
+    if not rows:
+        return []
+    cfg = config.get("gat", {})
+    g = GAT_PROTOCOL
+    lines = [
+        "## GAT: accuracy (original protocol), epoch time and memory",
+        "",
+        f"PyG's `examples/gat.py` model: `GATConv` with {g['heads']} heads × {g['hidden']} "
+        f"hidden, ELU, dropout {g['dropout']} on the inputs and on the attention coefficients, "
+        f"{g['out_heads']} averaged output head; Adam lr {g['lr']}, weight decay "
+        f"{g['weight_decay']}. Accuracy: {cfg.get('accuracy_epochs')} epochs, test accuracy at "
+        f"the best validation epoch, mean ± std over {cfg.get('seeds')} seeds, next to the "
+        "published numbers (Veličković et al., 2018). Timing: median of epochs 2.."
+        f"{cfg.get('epochs')} on the SBM graphs, each system in a fresh process; Spark "
+        f"`local[*]`, {cfg.get('partitions')} partitions; ratios to PyG in the same run. DGL's "
+        "`GATConv` is not measured yet.",
+        "",
+        "| dataset | system | test accuracy (%) | validation (%) | published |",
+        "|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if r["task"] == "accuracy"):
+        name, system = GRAPH_NAMES.get(r["graph"], r["graph"]), SYSTEM_NAMES[r["system"]]
+        pub = PUBLISHED_GAT.get(r["graph"], "")
+        if not r.get("ok"):
+            lines.append(f"| {name} | {system} | failed: {r.get('error')} | | {pub} |")
+            continue
+        lines.append(
+            f"| {name} | {system} | {_mean_std(r['test'])} | {_mean_std(r['val'])} | {pub} |"
+        )
+    lines += [
+        "",
+        "| graph | system | epoch (s) | ÷ PyG | first epoch (s) | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    timing = [r for r in rows if r["task"] == "epochs"]
+    base = {r["graph"]: r["epoch"] for r in timing if r["system"] == "pyg" and r.get("ok")}
+    for r in timing:
+        system = SYSTEM_NAMES[r["system"]]
+        if not r.get("ok"):
+            lines.append(f"| {r['graph']} | {system} | {r.get('error')} | | | |")
+            continue
+        b = base.get(r["graph"])
+        ratio = f"{r['epoch'] / b:.2f}" if b else ""
+        lines.append(
+            f"| {r['graph']} | {system} | {r['epoch']:.3f} | {ratio} | {r['first_epoch']:.2f} | "
+            f"{_rss(r)} |"
+        )
+    return [*lines, ""]
+
+
 def _scale(records: list[dict[str, Any]], config: dict[str, Any], out: Path) -> list[str]:
     rows = [r for r in records if r["experiment"] == "scale"]
     if not rows:
@@ -311,6 +365,7 @@ def render(results_path: Path) -> Path:
         "",
     ]
     lines += _accuracy(results["records"], results["config"])
+    lines += _gat(results["records"], results["config"])
     lines += _scale(results["records"], results["config"], out)
     lines += _depth_width(results["records"], results["config"], out)
     lines += _batching(results["records"], results["config"])

@@ -5,7 +5,8 @@ environment through :mod:`bench.dgl_worker` with the same spec.
 
 Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report the test
 accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
-``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``),
+``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``, or
+``gat``: :class:`Gat`, with ``heads`` and ``out_heads``),
 ``hidden``, ``layers``, ``dropout``, ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
 ``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional);
 for Lotan also ``local_partitions`` (local engine, default 1), ``partitioner``, ``planner``
@@ -26,9 +27,37 @@ from typing import Any
 import numpy as np
 
 
+def _gat_class() -> Any:
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.nn import GATConv
+
+    class Gat(torch.nn.Module):
+        """PyG's ``examples/gat.py`` (Veličković et al.): dropout on the inputs and on the
+        attention coefficients, ``heads`` concatenated heads of ``hidden`` channels, ELU,
+        then ``out_heads`` averaged output heads."""
+
+        def __init__(self, f: int, hidden: int, c: int, heads: int, out_heads: int, p: float):
+            super().__init__()
+            self.p = p
+            self.conv1 = GATConv(f, hidden, heads, dropout=p)
+            self.conv2 = GATConv(hidden * heads, c, heads=out_heads, concat=False, dropout=p)
+
+        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+            x = F.dropout(x, p=self.p, training=self.training)
+            x = F.elu(self.conv1(x, edge_index))
+            x = F.dropout(x, p=self.p, training=self.training)
+            return self.conv2(x, edge_index)
+
+    return Gat
+
+
 def _model(spec: dict[str, Any], f: int, c: int, *, csr: bool = False) -> Any:
     from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 
+    if spec["model"] == "gat":
+        gat = _gat_class()
+        return gat(f, spec["hidden"], c, spec["heads"], spec["out_heads"], spec["dropout"])
     cls = {"gcn": GCN, "sage": GraphSAGE, "gin": GIN}[spec["model"]]
     kw: dict[str, Any] = {"dropout": spec["dropout"]}
     if csr and spec["model"] == "gcn":

@@ -82,19 +82,30 @@ class DenseNode:
     op : ``linear`` (``x @ Wᵀ``), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
         ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``), ``head_dot`` (per
         head, the dot product of ``x`` with the parameter: ``(x.view(N, H, C) * a).sum(-1)``,
-        GAT's attention scores) and ``head_mean`` (``x.view(N, H, C).mean(1)``).
+        GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``) and ``scale``
+        (``x * factor``).
     inputs : ids of the input values.
     param : parameter name for ``linear`` / ``bias`` / ``scale_eps`` (``None``: ``eps`` fixed).
     act, negative_slope : for ``act``.
     p : dropout probability.
     eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
     heads : ``H`` of ``head_dot`` / ``head_mean``.
+    factor : the constant of ``scale``.
     key : seeds this node's dropout mask with the stage seed (default: ``id``).
     """
 
     id: int
     op: Literal[
-        "linear", "bias", "act", "dropout", "add", "concat", "scale_eps", "head_dot", "head_mean"
+        "linear",
+        "bias",
+        "act",
+        "dropout",
+        "add",
+        "concat",
+        "scale_eps",
+        "head_dot",
+        "head_mean",
+        "scale",
     ]
     inputs: tuple[int, ...]
     param: str | None = None
@@ -103,6 +114,7 @@ class DenseNode:
     p: float = 0.0
     eps: float = 0.0
     heads: int = 1
+    factor: float = 1.0
     key: int | None = None
 
 
@@ -145,6 +157,8 @@ def _eval(
     if op == "head_dot":
         x = args[0]
         return (x.view(x.shape[0], node.heads, -1) * params[str(node.param)]).sum(dim=-1)
+    if op == "scale":
+        return args[0] * node.factor
     if op == "head_mean":
         x = args[0]
         return x.view(x.shape[0], node.heads, -1).mean(dim=1)

@@ -79,6 +79,7 @@ def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:
         n.norm,
         n.reduce,
         n.heads,
+        n.factor,
         n.cached,
         n.act,
         n.negative_slope,

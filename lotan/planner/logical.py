@@ -23,7 +23,18 @@ from lotan.nn_engine.dense import DenseNode
 __all__ = ["DENSE_OPS", "LogicalPlan", "Node"]
 
 DENSE_OPS = frozenset(
-    {"linear", "bias", "act", "dropout", "add", "concat", "scale_eps", "head_dot", "head_mean"}
+    {
+        "linear",
+        "bias",
+        "act",
+        "dropout",
+        "add",
+        "concat",
+        "scale_eps",
+        "head_dot",
+        "head_mean",
+        "scale",
+    }
 )
 
 
@@ -45,6 +56,8 @@ class Node:
     #: ``"attention"`` (GAT: inputs ``(h, a_src, a_dst)``, ``heads``, ``negative_slope``).
     reduce: str = "sum"
     heads: int = 1
+    #: For ``scale``: the constant factor.
+    factor: float = 1.0
     cached: bool = False  # an aggregation of a constant, computed once per run
     origin: str = ""  # the module it was lowered from
     #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
@@ -69,6 +82,7 @@ class Node:
             p=self.p,
             eps=self.eps,
             heads=self.heads,
+            factor=self.factor,
             key=self.id if self.key is None else self.key,
         )
 
@@ -89,6 +103,8 @@ class Node:
             extra = f"[{self.act}]"
         elif self.op == "dropout":
             extra = f"[p={self.p:g}]"
+        elif self.op == "scale":
+            extra = f"[{self.factor:g}]"
         return f"%{self.id} = {self.op}{extra}({args}) -> {self.width}"
 
 
@@ -138,7 +154,7 @@ class LogicalPlan:
     @staticmethod
     def _deterministic(n: Node) -> bool:
         """Parameter-free and not random."""
-        return n.op in ("aggregate", "act", "add", "concat") or (
+        return n.op in ("aggregate", "act", "add", "concat", "scale", "head_mean") or (
             n.op == "scale_eps" and n.param is None
         )
 

@@ -13,12 +13,12 @@ Supported:
 Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(xW) + b``,
 ``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
 ``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``,
-``GATConv`` is ``h = x W``, per-head scores ``a_src = h·att_src``, ``a_dst = h·att_dst``,
-then the attention aggregation of ``(h, a_src, a_dst)`` (with its dropout), the mean over
-heads unless
-``concat``, the residual ``x W_res`` and the bias. Aggregations
-are sums (``aggr="add"``, ``"sum"``, ``"mean"``) or column-wise extremes (``"max"``,
-``"min"``, for ``SAGEConv`` and ``GraphConv``).
+``APPNP`` is ``K`` times ``(1 - α) Â x + α x_0``, ``GATConv`` is ``h = x W``, per-head
+scores ``a_src = h·att_src`` and ``a_dst = h·att_dst``, the attention aggregation of
+``(h, a_src, a_dst)`` (with its dropout), the mean over heads unless ``concat``, the
+residual ``x W_res`` and the bias. Aggregations are sums (``aggr="add"``, ``"sum"``,
+``"mean"``), column-wise extremes (``"max"``, ``"min"``, for ``SAGEConv`` and
+``GraphConv``) or attention.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ __all__ = ["SUPPORTED", "lower_model"]
 SUPPORTED = (
     "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with "
     "v2=False); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, "
-    "SGConv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv (heads, concat, "
+    "SGConv, APPNP (dropout=0), GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv "
+    "(heads, concat, "
     "negative_slope, add_self_loops, bias, residual, dropout; no edge_dim yet); "
     "torch.nn.Linear, PyG Linear and MLP; activations relu, leaky_relu, elu, gelu, tanh; "
     "dropout; + and torch.cat in a forward(x, edge_index) that torch.fx can trace"
@@ -161,9 +162,18 @@ class _Builder:
         )
 
     def conv(self, x: int, conv: Any, prefix: str, where: str, weighted: bool) -> int:
-        from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+        from torch_geometric.nn import (
+            APPNP,
+            GATConv,
+            GCNConv,
+            GINConv,
+            GraphConv,
+            SAGEConv,
+            SGConv,
+        )
 
-        if not isinstance(conv, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv):
+        kinds = GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv | APPNP
+        if not isinstance(conv, kinds):
             raise UnsupportedModelError(
                 f"{where}: {type(conv).__name__} is not supported; supported: {SUPPORTED}"
             )
@@ -201,6 +211,8 @@ class _Builder:
             return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
         if isinstance(conv, GATConv):
             return self.gat(x, conv, prefix, where, aggr)
+        if isinstance(conv, APPNP):
+            return self.appnp(x, conv, where, aggr, weighted)
         if isinstance(conv, GraphConv):
             self._need_aggr(where, aggr, ("add", "sum", "mean", "max", "min"))
             if isinstance(conv.in_channels, tuple | list):
@@ -230,6 +242,29 @@ class _Builder:
         for _ in range(int(conv.K)):
             h = self.aggregate(h, norm, where)
         return self.linear(h, conv.lin, f"{prefix}lin.", f"{where}.lin")
+
+    def appnp(self, x: int, conv: Any, where: str, aggr: str, weighted: bool) -> int:
+        """``K`` times ``x = (1 - α) Â x + α h`` from ``h = x`` — PyG's order of operations
+        (``x * (1 - α)``, then ``+ α h``)."""
+        self._need_aggr(where, aggr, ("add",))
+        if conv.dropout > 0:
+            raise UnsupportedModelError(
+                f"{where}: APPNP(dropout={conv.dropout:g}) is not supported (it drops edge "
+                "weights); use dropout=0 and dropout modules on the features"
+            )
+        weighted = weighted and self.has_edge_weight
+        if conv.normalize:
+            norm = NormSpec(kind="gcn", add_self_loops=bool(conv.add_self_loops), weighted=weighted)
+        else:
+            norm = NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
+        alpha = float(conv.alpha)
+        teleport = self.add("scale", (x,), self.width(x), factor=alpha, origin=where)
+        h = x
+        for _ in range(int(conv.K)):
+            h = self.aggregate(h, norm, where)
+            h = self.add("scale", (h,), self.width(h), factor=1 - alpha, origin=where)
+            h = self.add("add", (h, teleport), self.width(h), origin=where)
+        return h
 
     def gat(self, x: int, conv: Any, prefix: str, where: str, aggr: str) -> int:
         self._need_aggr(where, aggr, ("add",))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+from torch_geometric.nn import APPNP, GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
 from torch_geometric.nn.models import GAT, GIN, MLP, GraphSAGE
 
 import lotan
@@ -83,6 +83,18 @@ class AttentionNet(torch.nn.Module):
         return self.conv2(F.elu(self.conv1(x, edge_index)), edge_index)
 
 
+class AppnpNet(torch.nn.Module):
+    """An MLP, then APPNP's propagation (Klicpera et al.): ``x_0`` feeds every step."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.mlp = MLP([f, 8, c], norm=None, dropout=0.0)
+        self.prop = APPNP(K=4, alpha=0.1)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.prop(self.mlp(x), edge_index)
+
+
 MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
     "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
@@ -96,6 +108,7 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphconv": lambda f, c: GraphConv(f, c),  # weighted sum on a weighted graph
     "gat": lambda f, c: GAT(f, 8, 2, c, heads=2),
     "attention": AttentionNet,
+    "appnp": AppnpNet,
 }
 
 
@@ -170,3 +183,14 @@ def test_explain_shows_attention_and_its_edge_values() -> None:
             planner=lotan.PlannerFlags(fuse=False),
             print_=False,
         )
+
+
+def test_deep_propagation_matches_pyg() -> None:
+    """APPNP at depth 16: 17 stages, ``x_0`` carried to every one of them."""
+    graph = CASES["directed_multi"]()
+    torch.manual_seed(3)
+    model = AppnpNet(graph.num_features, 3)
+    model.prop.K = 16
+    assert_one_epoch_matches(model, graph, "local", 3, None)
+    text = lotan.explain(model, graph, print_=False, num_partitions=3)
+    assert "per epoch: 17 forward + 16 backward stages" in text
