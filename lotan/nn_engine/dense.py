@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from lotan.nn_engine.device import to_device, to_host
 
-__all__ = ["ACTIVATIONS", "DenseGraph", "DenseNode", "mix_seed"]
+__all__ = ["ACTIVATIONS", "DENSE_OPS", "DenseGraph", "DenseNode", "DenseOp", "mix_seed"]
 
 #: Activations a dense node can apply: name -> function of (tensor, negative_slope).
 ACTIVATIONS = {
@@ -72,6 +72,22 @@ def mix_seed(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
 
 
+DenseOp = Literal[
+    "linear",
+    "bias",
+    "act",
+    "dropout",
+    "add",
+    "concat",
+    "scale_eps",
+    "head_dot",
+    "head_mean",
+    "scale",
+]
+#: Every dense op (:class:`DenseNode` ``op``), as a set.
+DENSE_OPS: frozenset[str] = frozenset(get_args(DenseOp))
+
+
 @dataclass(frozen=True)
 class DenseNode:
     """One dense operation on the values of earlier nodes.
@@ -95,18 +111,7 @@ class DenseNode:
     """
 
     id: int
-    op: Literal[
-        "linear",
-        "bias",
-        "act",
-        "dropout",
-        "add",
-        "concat",
-        "scale_eps",
-        "head_dot",
-        "head_mean",
-        "scale",
-    ]
+    op: DenseOp
     inputs: tuple[int, ...]
     param: str | None = None
     act: str | None = None

@@ -18,24 +18,9 @@ from functools import cached_property
 
 from lotan.errors import UnsupportedModelError
 from lotan.graph_engine.layout import NormSpec
-from lotan.nn_engine.dense import DenseNode
+from lotan.nn_engine.dense import DENSE_OPS, DenseNode
 
 __all__ = ["DENSE_OPS", "LogicalPlan", "Node"]
-
-DENSE_OPS = frozenset(
-    {
-        "linear",
-        "bias",
-        "act",
-        "dropout",
-        "add",
-        "concat",
-        "scale_eps",
-        "head_dot",
-        "head_mean",
-        "scale",
-    }
-)
 
 
 @dataclass(frozen=True)
