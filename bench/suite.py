@@ -468,7 +468,8 @@ def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = 
         "suite": name,
         "config": suite,
         "machine": machine(),
-        "dgl": {"pins": [*PINS, OLD_SETUPTOOLS]} if dgl else None,
+        # Without DGL this run measured no DGL row; the merged ones keep their pins.
+        "dgl": {"pins": [*PINS, OLD_SETUPTOOLS]} if dgl else previous.get("dgl"),
         "seconds": seconds,
         "records": records,
     }
