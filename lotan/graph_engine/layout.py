@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -141,12 +142,13 @@ class PartitionLayout:
     def num_edges(self) -> int:
         return int(self.indices.shape[0])
 
+    @cached_property
     def edge_keys(self) -> np.ndarray:
         """``(nnz,)`` uint64 key of every CSR edge, the same wherever the edge is prepared:
         a hash of (source id, target id, rank among the edges with both ends equal) — what
         per-edge random masks (attention dropout) are drawn from, so that they do not
         depend on the partitioning. Duplicate edges get distinct keys; which duplicate gets
-        which does not matter, they are the same edge."""
+        which does not matter, they are the same edge. Computed once per layout."""
         rows = np.repeat(np.arange(self.num_own), np.diff(self.indptr))
         cols = self.indices.astype(np.int64)
         e = np.arange(cols.shape[0])

@@ -138,7 +138,7 @@ class Exchange:
     Attributes
     ----------
     index : number of the exchange in the plan (names its messages).
-    reduce : ``"sum"`` (weighted by ``norm``), ``"max"`` or ``"min"``.
+    reduce : ``"sum"`` (weighted by ``norm``), ``"max"``, ``"min"`` or ``"attention"``.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
     aggs : the aggregation nodes; ``agg_inputs[a]`` are the values ``a`` aggregates (one;
         for ``attention``, ``(h, a_src, a_dst)``).
@@ -431,12 +431,12 @@ def _attention_dropout(
     node: Any, layout: PartitionLayout, seed: int, value: Any
 ) -> torch.Tensor | None:
     """The attention dropout multipliers ``(E, heads)`` of ``node`` in this epoch (``None``
-    without dropout): keyed by the edges' keys (:meth:`PartitionLayout.edge_keys`), so every
+    without dropout): keyed by the edges' keys (:attr:`PartitionLayout.edge_keys`), so every
     partitioning drops the same coefficients, and drawn again identically by backward."""
     if node.p <= 0:
         return None
     key = mix_seed(mix_seed(seed, value.epoch), node.id if node.key is None else node.key)
-    return dropout_scale(layout.edge_keys(), node.heads, node.p, key)
+    return dropout_scale(layout.edge_keys, node.heads, node.p, key)
 
 
 def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
@@ -536,31 +536,47 @@ class _Aggregate(_Piece):
     ) -> list[Message]:
         assert layout is not None
         out: list[Message] = []
-        to = self.sched.of("forward", self.j)
         for x in self.plan.exchanges_into(self.j):
             w = layout.weights[self.plan.norm_index[x.norm]]
             keep: dict[str, np.ndarray] = {}
             if x.reduce == "attention":
                 out += self._attention(part, layout, inbox, x, w, keep, value)
-            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
-                if (s and not self.evals) or not of or x.reduce == "attention":
-                    continue
-                rows = {}
-                for u in of:
-                    with phase("exchange"):
-                        full = assemble(layout, by_source(inbox, f"x{x.index}{s}", key=str(u)))
-                    with phase("spmm"):
-                        if x.reduce == "sum":
-                            z = spmm(layout.indptr, layout.indices, w, _t(full))
-                        else:
-                            z = segment_extreme(x.reduce, layout.indptr, layout.indices, w, full)
-                            if self.train and not s and u in x.grad_inputs:
-                                keep[str(u)] = full  # for the transpose piece
-                    rows[str(u)] = z.numpy()
-                out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+            else:
+                out += self._single_input(part, layout, inbox, x, w, keep)
             if keep:
                 back = self.sched.of("transpose", self.j)
                 out.append(Message(back, part, part, f"h{x.index}", keep))
+        return out
+
+    def _single_input(
+        self,
+        part: int,
+        layout: PartitionLayout,
+        inbox: list[Message],
+        x: Exchange,
+        w: np.ndarray,
+        keep: dict[str, np.ndarray],
+    ) -> list[Message]:
+        """Sums (the CSR product) and extremes of exchange ``x``'s inputs, in both streams;
+        a max/min input whose gradient flows back is kept for backward."""
+        to = self.sched.of("forward", self.j)
+        out = []
+        for s, of in (("", x.inputs), (EVAL, x.stochastic)):
+            if (s and not self.evals) or not of:
+                continue
+            rows = {}
+            for u in of:
+                with phase("exchange"):
+                    full = assemble(layout, by_source(inbox, f"x{x.index}{s}", key=str(u)))
+                with phase("spmm"):
+                    if x.reduce == "sum":
+                        z = spmm(layout.indptr, layout.indices, w, _t(full))
+                    else:
+                        z = segment_extreme(x.reduce, layout.indptr, layout.indices, w, full)
+                        if self.train and not s and u in x.grad_inputs:
+                            keep[str(u)] = full  # for the transpose piece
+                rows[str(u)] = z.numpy()
+            out.append(Message(to, part, part, f"z{x.index}{s}", rows))
         return out
 
     def _attention(
@@ -594,7 +610,8 @@ class _Aggregate(_Piece):
                     continue
                 node = self.plan.logical.node(a)
                 h, a_src, a_dst = (full[s].get(u, full[""][u]) for u in node.inputs)
-                drop = _attention_dropout(node, layout, self.seed, value) if self.train else None
+                train_stream = self.train and not s  # evaluation runs without dropout
+                drop = _attention_dropout(node, layout, self.seed, value) if train_stream else None
                 with phase("spmm"):
                     z = attention(
                         layout.indptr,
@@ -604,7 +621,7 @@ class _Aggregate(_Piece):
                         a_src,
                         a_dst,
                         node.negative_slope,
-                        None if s else drop,
+                        drop,
                     )
                 rows[f"n{a}"] = z.numpy()
             if rows:
@@ -815,15 +832,16 @@ def _backprop(
         if not x.grad_inputs:
             continue
         sums: dict[str, np.ndarray] = {}
-        if x.reduce == "attention":
+        if x.reduce == "attention":  # one gradient per node: its inputs are several
             sums = {f"n{a}": grads[a].contiguous().numpy() for a in x.aggs if a in grads}
-        for u in x.grad_inputs if x.reduce != "attention" else ():
-            g: torch.Tensor | None = None
-            for a in x.aggs:
-                if x.agg_inputs[a] == (u,):
-                    g = grads[a] if g is None else g + grads[a]
-            assert g is not None
-            sums[str(u)] = g.contiguous().numpy()
+        else:  # one per input: the nodes that aggregate it add up
+            for u in x.grad_inputs:
+                g: torch.Tensor | None = None
+                for a in x.aggs:
+                    if x.agg_inputs[a] == (u,):
+                        g = grads[a] if g is None else g + grads[a]
+                assert g is not None
+                sums[str(u)] = g.contiguous().numpy()
         out.append(Message(sched.of("transpose", j), part, part, f"a{x.index}", sums))
     # Values carried from earlier stages: their gradients go straight to their producer.
     for k, g in grads.items():
@@ -854,39 +872,50 @@ class _Transpose(_Piece):
                 continue  # nothing flowed back into this stage on this partition
             (g,) = grads
             k = plan.norm_index[x.norm]
-            w = layout.t_weights[k]
+            kept: Mapping[str, np.ndarray] = {}  # a max/min or attention layer's inputs
             if x.reduce != "sum":
                 (kept,) = [m.payload for m in inbox if m.tag == f"h{x.index}"]
-            sends: dict[int, dict[str, np.ndarray]] = {}
-            if x.reduce == "attention":
-                with phase("spmm"):
+            with phase("spmm"):
+                if x.reduce == "attention":
                     partials = self._attention_grads(layout, x, kept, g, value)
-                with phase("exchange"):
-                    for u in x.grad_inputs:
-                        for q, r in backward_messages(layout, partials[u]):
-                            sends.setdefault(q, {})[str(u)] = r
-            for u in x.grad_inputs if x.reduce != "attention" else ():
-                with phase("spmm"):
-                    if x.reduce == "sum":
-                        partial = spmm(layout.t_indptr, layout.t_indices, w, _t(g[str(u)]))
-                    else:
-                        partial = segment_extreme_grad(
-                            x.reduce,
-                            layout.indptr,
-                            layout.indices,
-                            layout.weights[k],
-                            layout.t_indptr,
-                            layout.t_indices,
-                            w,
-                            kept[str(u)],
-                            g[str(u)],
-                        )
-                with phase("exchange"):
-                    for q, r in backward_messages(layout, partial.numpy()):
+                else:
+                    partials = {
+                        u: self._single_grad(layout, x, k, kept, g, u) for u in x.grad_inputs
+                    }
+            sends: dict[int, dict[str, np.ndarray]] = {}
+            with phase("exchange"):
+                for u in x.grad_inputs:
+                    for q, r in backward_messages(layout, partials[u]):
                         sends.setdefault(q, {})[str(u)] = r
             target = self.sched.of("backward", x.source)
             out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
         return out
+
+    def _single_grad(
+        self,
+        layout: PartitionLayout,
+        x: Exchange,
+        k: int,
+        kept: Mapping[str, np.ndarray],
+        g: Mapping[str, np.ndarray],
+        u: int,
+    ) -> np.ndarray:
+        """``[own | halo]`` partial gradient of input ``u`` of a sum or max/min exchange."""
+        if x.reduce == "sum":
+            return spmm(
+                layout.t_indptr, layout.t_indices, layout.t_weights[k], _t(g[str(u)])
+            ).numpy()
+        return segment_extreme_grad(
+            x.reduce,
+            layout.indptr,
+            layout.indices,
+            layout.weights[k],
+            layout.t_indptr,
+            layout.t_indices,
+            layout.t_weights[k],
+            kept[str(u)],
+            g[str(u)],
+        ).numpy()
 
     def _attention_grads(
         self,

@@ -127,7 +127,7 @@ def test_edge_keys_do_not_depend_on_the_partitioning() -> None:
             ids = np.concatenate([lay.ids, lay.halo_ids])
             rows = np.repeat(np.arange(lay.num_own), np.diff(lay.indptr))
             ends = zip(ids[lay.indices].tolist(), lay.ids[rows].tolist(), strict=True)
-            out += [(*e, k) for e, k in zip(ends, lay.edge_keys().tolist(), strict=True)]
+            out += [(*e, k) for e, k in zip(ends, lay.edge_keys.tolist(), strict=True)]
         return sorted(out)
 
     one = keys(1)
