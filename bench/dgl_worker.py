@@ -12,7 +12,11 @@ reference when it builds the environment).
 
 Models mirror PyG's ``BasicGNN`` (``torch_geometric.nn.models``): ``layers`` convolutions,
 ReLU and dropout between them; ``GraphConv(norm="both")`` on the graph with self loops
-(PyG's ``gcn_norm``), ``SAGEConv("mean")``, ``GINConv`` (sum) over a 2-layer MLP.
+(PyG's ``gcn_norm``), ``SAGEConv("mean")``, ``GINConv`` (sum) over a 2-layer MLP; ``gat``
+mirrors ``bench.systems``' GAT (PyG's ``examples/gat.py``) with DGL's ``GATConv``: dropout on
+the inputs, ``heads`` concatenated heads, ELU, dropout, ``out_heads`` averaged heads,
+attention dropout on both layers, on the graph with one self loop per vertex (PyG's
+``GATConv(add_self_loops=True)``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import dgl  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from dgl.nn import GINConv, GraphConv, SAGEConv  # noqa: E402
+from dgl.nn import GATConv, GINConv, GraphConv, SAGEConv  # noqa: E402
 
 
 class Net(torch.nn.Module):
@@ -59,10 +63,24 @@ class Net(torch.nn.Module):
         return x
 
 
+class Gat(torch.nn.Module):
+    def __init__(self, f: int, hidden: int, c: int, heads: int, out_heads: int, p: float):
+        super().__init__()
+        self.p = p
+        self.conv1 = GATConv(f, hidden, heads, feat_drop=0.0, attn_drop=p)
+        self.conv2 = GATConv(hidden * heads, c, out_heads, feat_drop=0.0, attn_drop=p)
+
+    def forward(self, g: Any, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.p, self.training)
+        x = F.elu(self.conv1(g, x).flatten(1))
+        x = F.dropout(x, self.p, self.training)
+        return self.conv2(g, x).mean(1)
+
+
 def _graph(data: dict[str, np.ndarray], kind: str) -> Any:
     n = data["x"].shape[0]
     g = dgl.graph((torch.from_numpy(data["src"]), torch.from_numpy(data["dst"])), num_nodes=n)
-    if kind == "gcn":  # PyG's gcn_norm: one self loop per vertex
+    if kind in ("gcn", "gat"):  # PyG's gcn_norm / GATConv: one self loop per vertex
         g = dgl.add_self_loop(dgl.remove_self_loop(g))
     return g
 
@@ -74,7 +92,12 @@ def run(spec: dict[str, Any], data: dict[str, np.ndarray], seed: int) -> dict[st
     masks = [torch.from_numpy(data[k]) for k in ("train", "val", "test")]
     torch.manual_seed(seed)
     c = int(y.max()) + 1
-    model = Net(spec["model"], x.shape[1], spec["hidden"], spec["layers"], c, spec["dropout"])
+    if spec["model"] == "gat":
+        model: torch.nn.Module = Gat(
+            x.shape[1], spec["hidden"], c, spec["heads"], spec["out_heads"], spec["dropout"]
+        )
+    else:
+        model = Net(spec["model"], x.shape[1], spec["hidden"], spec["layers"], c, spec["dropout"])
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     times, curve = [], []
     for _ in range(spec["epochs"]):

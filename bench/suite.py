@@ -103,7 +103,7 @@ SUITES: dict[str, dict[str, Any]] = {
             "seeds": 10,
             "accuracy_epochs": 200,
             "graphs": ["sbm10k", "sbm100k"],
-            "systems": ["pyg", "lotan-local", "lotan-spark"],
+            "systems": ["pyg", "dgl", "lotan-local", "lotan-spark"],
             "epochs": 4,
             "partitions": 2,
         },

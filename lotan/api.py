@@ -35,7 +35,7 @@ def _plan_for(
     model: torch.nn.Module, graph: Graph, flags: PlannerFlags
 ) -> tuple[LogicalPlan, LogicalPlan, list[tuple[str, list[str]]]]:
     """(logical plan, optimized plan, rules fired) of ``model`` on ``graph``."""
-    logical = lower_model(model, graph.num_features, graph.has_edge_weight)
+    logical = lower_model(model, graph.num_features, graph.has_edge_weight, graph.num_edge_features)
     optimized, fired = optimize(logical, flags)
     check_weights(optimized, graph)
     return logical, optimized, fired

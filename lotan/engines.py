@@ -125,7 +125,17 @@ class LocalEngine:
             if partitioner == "label_propagation" and num_partitions > 1:
                 owner = self._label_propagation(graph, num_partitions)
             layouts = prepare_local(
-                a.ids, a.x, a.y, a.split, a.src, a.dst, a.weight, num_partitions, norms, owner
+                a.ids,
+                a.x,
+                a.y,
+                a.split,
+                a.src,
+                a.dst,
+                a.weight,
+                num_partitions,
+                norms,
+                owner,
+                a.edge_attr,
             )
             graph._prepared[key] = LocalRunner(layouts)
         runner: LocalRunner = graph._prepared[key]
@@ -222,7 +232,14 @@ class SparkEngine:
                 owner = self._label_propagation(graph, num_partitions)
             directory = LayoutStore.new_dir(cache_root(self.spark))
             sizes = prepare_spark(
-                self.spark, vertices, edges, num_partitions, norms, directory, owner
+                self.spark,
+                vertices,
+                edges,
+                num_partitions,
+                norms,
+                directory,
+                owner,
+                graph.num_edge_features,
             )
             graph._prepared[key] = SparkRunner(
                 self.spark, num_partitions, LayoutStore(directory), sizes

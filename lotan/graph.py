@@ -3,7 +3,8 @@
 Column names follow GraphFrames: vertices have ``id`` (any integer ids, not necessarily
 dense), ``features`` (``array<float>``), ``label`` (integer, null when unknown) and ``split``
 (``"train"``/``"val"``/``"test"``/null); edges have ``src``, ``dst`` and an optional
-``weight``. Edges are directed, ``src -> dst``, as PyG's ``edge_index``.
+``weight`` and optional edge features ``attr`` (``array<float>``, the same length on every
+edge: PyG's ``edge_attr``). Edges are directed, ``src -> dst``, as PyG's ``edge_index``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class GraphArrays:
     src: np.ndarray  # (E,) int64 vertex ids
     dst: np.ndarray  # (E,) int64 vertex ids
     weight: np.ndarray | None  # (E,) float32
+    edge_attr: np.ndarray | None = None  # (E, D) float32
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class GraphStats:
     num_test: int = 0
     #: The smallest edge weight (1.0 without weights).
     min_weight: float = 1.0
+    #: Features per edge (0: the graph has none).
+    num_edge_features: int = 0
 
 
 class Graph:
@@ -91,12 +95,14 @@ class Graph:
         split: np.ndarray | None = None,
         ids: np.ndarray | None = None,
         weight: np.ndarray | None = None,
+        edge_attr: np.ndarray | None = None,
         name: str = "graph",
     ) -> Graph:
         """From NumPy arrays: ``x`` ``(N, F)`` real; ``src``, ``dst`` ``(E,)`` integer vertex
         ids; ``y`` ``(N,)`` or ``(N, 1)`` integer class ids, ``-1`` unknown; ``split``
         ``(N,)`` names (``"train"``, ...) or int8 codes; ``ids`` ``(N,)`` unique integers
-        (default ``0..N-1``); ``weight`` ``(E,)`` real and finite."""
+        (default ``0..N-1``); ``weight`` ``(E,)`` real and finite; ``edge_attr`` ``(E, D)``
+        (or ``(E,)``: one feature per edge) real and finite, edge features."""
         x = np.asarray(x)
         if x.ndim != 2:
             raise GraphInputError(
@@ -183,7 +189,8 @@ class Graph:
                     f"edge weights must be finite; {int((~np.isfinite(weight)).sum())} are "
                     "NaN or inf"
                 )
-        arrays = GraphArrays(ids, x, y, codes, src, dst, weight)
+        edge_attr = _edge_features(edge_attr, int(src.shape[0]))
+        arrays = GraphArrays(ids, x, y, codes, src, dst, weight, edge_attr)
         stats = GraphStats(
             num_vertices=n,
             num_edges=int(src.shape[0]),
@@ -194,6 +201,7 @@ class Graph:
             num_val=int((codes == SPLIT_CODES["val"]).sum()),
             num_test=int((codes == SPLIT_CODES["test"]).sum()),
             min_weight=float(weight.min()) if weight is not None and weight.size else 1.0,
+            num_edge_features=int(edge_attr.shape[1]) if edge_attr is not None else 0,
         )
         _check_edges(stats, "src/dst")
         _check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
@@ -233,6 +241,7 @@ class Graph:
         for col in EDGE_COLUMNS:
             if etypes[col] not in ("tinyint", "smallint", "int", "bigint"):
                 raise GraphInputError(f"edges.{col} must be an integer column, found {etypes[col]}")
+        attr_width = _edge_attr_column(edges, etypes)
         has_weight = "weight" in edges.columns
         if not has_weight:
             edges = edges.withColumn("weight", F.lit(1.0))
@@ -302,12 +311,14 @@ class Graph:
                 ).cast("long")
             ).alias("badw"),
             F.min("weight").alias("minw"),
+            *_edge_attr_checks(attr_width),
         ).first()
         assert erow is not None
         if erow["badw"]:
             raise GraphInputError(
                 f"edge weights must be finite; {erow['badw']} are null, NaN or inf"
             )
+        attr_width = _check_edge_attr_row(erow, attr_width)
         stats = GraphStats(
             num_vertices=int(row["n"]),
             num_edges=int(erow["m"]),
@@ -318,6 +329,7 @@ class Graph:
             num_val=int(row["val"] or 0),
             num_test=int(row["test"] or 0),
             min_weight=float(erow["minw"]) if erow["minw"] is not None else 1.0,
+            num_edge_features=attr_width,
         )
         _check_edges(stats, "the edges DataFrame")
         _check_train_labels(stats, int(row["train_unlabeled"] or 0))
@@ -376,6 +388,11 @@ class Graph:
         return self._stats.has_weight
 
     @property
+    def num_edge_features(self) -> int:
+        """Features per edge (``edge_attr``); 0 when the graph has none."""
+        return self._stats.num_edge_features
+
+    @property
     def min_edge_weight(self) -> float:
         """The smallest edge weight (1.0 for an unweighted graph)."""
         return self._stats.min_weight
@@ -411,6 +428,9 @@ class Graph:
                     h.update(np.ascontiguousarray(arr).tobytes())
                 w = a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
                 edges = np.stack([a.src, a.dst, w.astype(np.float64).view(np.int64)], axis=1)
+                if a.edge_attr is not None:
+                    attr = np.ascontiguousarray(a.edge_attr.view(np.int32))
+                    edges = np.concatenate([edges, attr.astype(np.int64)], axis=1)
                 edges = edges[np.lexsort(edges.T[::-1])]
                 h.update(np.ascontiguousarray(edges).tobytes())
             else:
@@ -420,7 +440,7 @@ class Graph:
                 sums = []
                 tables = (
                     (self._vertices, VERTEX_COLUMNS),
-                    (self._edges, (*EDGE_COLUMNS, "weight")),
+                    (self._edges, (*EDGE_COLUMNS, "weight", *self._attr_column)),
                 )
                 for df, cols in tables:
                     row = df.agg(F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("h")).first()
@@ -435,7 +455,7 @@ class Graph:
         if self._arrays is None:
             assert self._vertices is not None and self._edges is not None
             vt = self._vertices.select(*VERTEX_COLUMNS).toArrow()
-            et = self._edges.select("src", "dst", "weight").toArrow()
+            et = self._edges.select("src", "dst", "weight", *self._attr_column).toArrow()
             n = vt.num_rows
             feats = vt.column("features").combine_chunks()
             x = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)
@@ -453,6 +473,11 @@ class Graph:
                     if self._stats.has_weight
                     else None
                 ),
+                edge_attr=(
+                    _features_matrix(et.column("attr"), et.num_rows, self.num_edge_features)
+                    if self._attr_column
+                    else None
+                ),
             )
         return self._arrays
 
@@ -463,19 +488,23 @@ class Graph:
         import pyarrow as pa
 
         a = self.arrays()
-        n, f = a.x.shape
-        offsets = pa.array(
-            np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32)
-        )
-        features = pa.ListArray.from_arrays(offsets, pa.array(a.x.reshape(-1)))
+        features = _list_array(a.x)
         labels = pa.array(np.where(a.y >= 0, a.y, 0), mask=a.y < 0)
         split = pa.array([_SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
         vt = pa.table(
             {"id": pa.array(a.ids), "features": features, "label": labels, "split": split}
         )
         weight = a.weight if a.weight is not None else np.ones(a.src.shape[0], np.float32)
-        et = pa.table({"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)})
+        columns = {"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)}
+        if a.edge_attr is not None:
+            columns["attr"] = _list_array(a.edge_attr)
+        et = pa.table(columns)
         return spark.createDataFrame(vt), spark.createDataFrame(et)
+
+    @property
+    def _attr_column(self) -> tuple[str, ...]:
+        """``("attr",)`` when the graph has edge features."""
+        return ("attr",) if self.num_edge_features else ()
 
     def to_pyg(self) -> Any:
         """The graph as a ``torch_geometric.data.Data`` (vertices in ``ids`` order)."""
@@ -537,3 +566,97 @@ def _check_train_labels(stats: GraphStats, unlabeled_train: int) -> None:
             f"{unlabeled_train} train vertices have no label; give them a label or take them "
             "out of the train split"
         )
+
+
+def _list_array(rows: np.ndarray) -> Any:
+    """``(n, f)`` float32 rows as an Arrow ``list<float>`` array."""
+    import pyarrow as pa
+
+    n, f = rows.shape
+    offsets = pa.array(
+        np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32)
+    )
+    return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1)))
+
+
+def _features_matrix(column: Any, rows: int, width: int) -> np.ndarray:
+    """An Arrow ``list<float>`` column of equal-length lists as ``(rows, width)`` float32."""
+    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(rows, width)
+
+
+def _edge_features(edge_attr: Any, num_edges: int) -> np.ndarray | None:
+    """``edge_attr`` checked (real, finite, one row per edge) as ``(E, D)`` float32."""
+    if edge_attr is None:
+        return None
+    a = np.asarray(edge_attr)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)  # one feature per edge, as PyG's layers read a 1-D edge_attr
+    if a.ndim != 2 or a.shape[0] != num_edges:
+        raise GraphInputError(
+            f"edge features must be one row per edge, shape ({num_edges}, D), found shape "
+            f"{np.shape(edge_attr)}"
+        )
+    if not (_is_real(a) or a.dtype == np.bool_):
+        raise GraphInputError(f"edge features must be real numbers, found dtype {a.dtype}")
+    a = a.astype(np.float32)
+    if a.shape[1] == 0:
+        raise GraphInputError(
+            "edge features have 0 columns; drop them (edge_attr=None) or give each edge a value"
+        )
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise GraphInputError(
+            f"edge features must be finite; {int(bad.sum())} edges have NaN or inf features, "
+            f"e.g. edges {np.flatnonzero(bad)[:5].tolist()}; impute or drop them"
+        )
+    return a
+
+
+def _edge_attr_column(edges: DataFrame, types: dict[str, str]) -> int:
+    """-1 when the edges table has an ``attr`` column (its width is checked by Spark), else
+    0."""
+    if "attr" not in edges.columns:
+        return 0
+    if not types["attr"].startswith("array<") or types["attr"] == "array<string>":
+        raise GraphInputError(
+            f"edges.attr (edge features) must be array<float>, found {types['attr']}; collect "
+            "the feature columns with F.array(...) first"
+        )
+    return -1
+
+
+def _edge_attr_checks(attr_width: int) -> list[Any]:
+    """Aggregations that check the ``attr`` column: lengths and finiteness."""
+    if not attr_width:
+        return []
+    from pyspark.sql import functions as F
+
+    bad = F.exists("attr", lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
+    return [
+        F.min(F.size("attr")).alias("amin"),
+        F.max(F.size("attr")).alias("amax"),
+        F.sum((F.col("attr").isNull() | bad).cast("long")).alias("abad"),
+    ]
+
+
+def _check_edge_attr_row(erow: Any, attr_width: int) -> int:
+    """The edge feature width from the checks of :func:`_edge_attr_checks`."""
+    if not attr_width or erow["amin"] is None:
+        return 0
+    if erow["abad"]:
+        raise GraphInputError(
+            f"edge features must be finite; {erow['abad']} edges have a null, NaN or inf attr; "
+            "impute or drop them"
+        )
+    if erow["amin"] != erow["amax"]:
+        raise GraphInputError(
+            f"every edge needs the same number of features; edges.attr has lengths from "
+            f"{erow['amin']} to {erow['amax']}; pad or fix edges.attr"
+        )
+    if erow["amin"] == 0:
+        raise GraphInputError(
+            "edges.attr is empty on every edge; drop the column or give each edge features"
+        )
+    return int(erow["amin"])

@@ -8,9 +8,9 @@ one read as a different graph, an index list taken for a mask).
 
 Fields read: ``x`` ``[N, F]``; ``edge_index`` ``[2, E]`` integer, entries in ``0..N-1``;
 ``edge_weight`` ``[E]``; ``y`` ``[N]`` or ``[N, 1]`` integer class ids (``-1`` unknown);
-``train_mask`` / ``val_mask`` / ``test_mask`` ``[N]`` boolean. ``edge_attr`` is not read:
-no supported layer takes edge features, and a model whose layers do is refused by the
-planner.
+``train_mask`` / ``val_mask`` / ``test_mask`` ``[N]`` boolean; ``edge_attr`` ``[E, D]`` (or
+``[E]``) real and finite, the edge features that ``GINEConv`` and ``GATConv(edge_dim=...)``
+read.
 """
 
 from __future__ import annotations
@@ -139,6 +139,19 @@ def _edge_weight(data: Any, num_edges: int) -> np.ndarray | None:
     return ew
 
 
+def _edge_attr(data: Any, num_edges: int) -> np.ndarray | None:
+    ea = _field(data, "edge_attr")
+    if ea is None:
+        return None
+    shaped = ea.ndim in (1, 2) and ea.shape[0] == num_edges
+    if ea.dtype == np.bool_ or not np.issubdtype(ea.dtype, np.number) or not shaped:
+        raise GraphInputError(
+            f"data.edge_attr must be a float tensor of shape [{num_edges}, num_edge_features] "
+            f"(one row per edge of edge_index), found {_dtype(ea)} of shape {_shape(ea.shape)}"
+        )
+    return ea
+
+
 def graph_from_pyg(data: Any, name: str = "graph") -> Graph:
     """The :class:`~lotan.graph.Graph` of a ``torch_geometric.data.Data`` (vertex ``i`` of
     the Data is vertex id ``i``); see the module docstring for the fields and their checks."""
@@ -167,6 +180,7 @@ def graph_from_pyg(data: Any, name: str = "graph") -> Graph:
         y=_labels(data, n),
         split=_split(data, n),
         weight=_edge_weight(data, int(ei.shape[1])),
+        edge_attr=_edge_attr(data, int(ei.shape[1])),
         name=name,
     )
 
@@ -190,5 +204,7 @@ def graph_to_pyg(graph: Graph) -> Any:
         data[f"{name}_mask"] = torch.from_numpy(a.split[order] == code)
     if a.weight is not None:
         data.edge_weight = torch.from_numpy(a.weight)
+    if a.edge_attr is not None:
+        data.edge_attr = torch.from_numpy(a.edge_attr)
     data.ids = torch.from_numpy(ids)
     return data

@@ -149,6 +149,88 @@ def _ragged(spark: Any, tmp: Path) -> Any:
     return lotan.Graph.from_dataframes(v.withColumn("features", short), e)
 
 
+# ------------------------------------------------------------------ edge features
+@case(
+    "edge-attr-shape",
+    "edge features with a row count other than the edges'",
+    GraphInputError,
+    "edge features must be one row per edge, shape (6, D), found shape (5, 2)",
+)
+def _edge_attr_shape(spark: Any, tmp: Path) -> Any:
+    return _graph(edge_attr=np.ones((5, 2), np.float32))
+
+
+@case(
+    "nan-edge-attr",
+    "NaN (or inf) in the edge features",
+    GraphInputError,
+    "edge features must be finite; 1 edges have NaN or inf features, e.g. edges [2]",
+)
+def _nan_edge_attr(spark: Any, tmp: Path) -> Any:
+    attr = np.ones((6, 2), np.float32)
+    attr[2, 0] = np.inf
+    return _graph(edge_attr=attr)
+
+
+@case(
+    "edge-attr-not-array",
+    "an edges `attr` column of strings",
+    GraphInputError,
+    "edges.attr (edge features) must be array<float>, found string",
+    spark=True,
+)
+def _edge_attr_type(spark: Any, tmp: Path) -> Any:
+    v, e = _frames(spark)
+    return lotan.Graph.from_dataframes(v, e.withColumn("attr", e["src"].cast("string")))
+
+
+@case(
+    "ragged-edge-attr",
+    "edge feature arrays of different lengths",
+    GraphInputError,
+    "every edge needs the same number of features; edges.attr has lengths from 1 to 2",
+    spark=True,
+)
+def _ragged_edge_attr(spark: Any, tmp: Path) -> Any:
+    from pyspark.sql import functions as F
+
+    v, e = _graph(edge_attr=np.ones((6, 2), np.float32)).dataframes(spark)
+    short = F.when(F.col("src") == 0, F.slice("attr", 1, 1)).otherwise(F.col("attr"))
+    return lotan.Graph.from_dataframes(v, e.withColumn("attr", short))
+
+
+@case(
+    "pyg-edge-attr-shape",
+    "PyG `edge_attr` with a row count other than `edge_index`'s",
+    GraphInputError,
+    "data.edge_attr must be a float tensor of shape [6, num_edge_features] (one row per edge "
+    "of edge_index), found torch.float32 of shape [7, 2]",
+)
+def _pyg_edge_attr(spark: Any, tmp: Path) -> Any:
+    return _from_pyg(edge_attr=torch.ones(7, 2))
+
+
+@case(
+    "edge-dim-mismatch",
+    "`GATConv(edge_dim=4)` on a graph with 2 edge features",
+    UnsupportedModelError,
+    "GAT.convs[0]: shape mismatch, the layer expects 4 edge features but the graph has 2; "
+    "fix edge_dim",
+)
+def _edge_dim(spark: Any, tmp: Path) -> Any:
+    return _fit(GAT(3, 4, 2, 2, edge_dim=4), _graph(edge_attr=np.ones((6, 2), np.float32)))
+
+
+@case(
+    "no-edge-features",
+    "a layer that reads edge features (`GATConv(edge_dim=2)`) on a graph without them",
+    UnsupportedModelError,
+    "GAT.convs[0] reads edge features, but the graph has none; give the graph edge features",
+)
+def _no_edge_attr(spark: Any, tmp: Path) -> Any:
+    return _fit(GAT(3, 4, 2, 2, edge_dim=2), _graph())
+
+
 # ------------------------------------------------------------------ vertices and edges
 @case(
     "duplicate-ids",
@@ -427,25 +509,14 @@ def _in_width(spark: Any, tmp: Path) -> Any:
 
 @case(
     "unsupported-layer",
-    "a layer Lotan cannot plan (`GATv2Conv`)",
+    "a model Lotan cannot plan (`EdgeCNN`)",
     UnsupportedModelError,
-    "GAT.convs[0]: GATv2Conv is not supported; supported: torch_geometric.nn.models GCN, "
-    "GraphSAGE, GIN, GAT",
+    "EdgeCNN is not supported; supported: torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT",
 )
 def _unsupported(spark: Any, tmp: Path) -> Any:
-    return _fit(GAT(3, 4, 2, 2, v2=True), _graph())
+    from torch_geometric.nn.models import EdgeCNN
 
-
-@case(
-    "edge-features",
-    "`GATConv(edge_dim=4)` (edge features, not yet supported)",
-    UnsupportedModelError,
-    "GATConv(edge_dim=...) is not supported yet (edge features); use edge_dim=None",
-)
-def _edge_features(spark: Any, tmp: Path) -> Any:
-    from torch_geometric.nn import GATConv
-
-    return _fit(GATConv(3, 2, edge_dim=4), _graph())
+    return _fit(EdgeCNN(3, 4, 2, 2), _graph())
 
 
 @case(

@@ -29,6 +29,7 @@ def _graph(
     features: int = 6,
     classes: int = 3,
     weight: np.ndarray | None = None,
+    edge_attr: np.ndarray | None = None,
 ) -> lotan.Graph:
     rng = np.random.default_rng(seed)
     ids = (rng.permutation(n) * 37 + 1_000_003).astype(np.int64)  # sparse, shuffled
@@ -39,7 +40,14 @@ def _graph(
     )
     split[0] = "train"
     return lotan.Graph.from_arrays(
-        x=x, ids=ids, y=y, split=split, src=ids[src], dst=ids[dst], weight=weight
+        x=x,
+        ids=ids,
+        y=y,
+        split=split,
+        src=ids[src],
+        dst=ids[dst],
+        weight=weight,
+        edge_attr=edge_attr,
     )
 
 
@@ -53,6 +61,19 @@ def directed_multi() -> lotan.Graph:
     src = np.concatenate([src, [3, 3, 7, 5, 5]])  # duplicate edges, self loops (one doubled)
     dst = np.concatenate([dst, [9, 9, 7, 5, 5]])
     return _graph(n, src, dst, seed=1)
+
+
+@case
+def edge_features() -> lotan.Graph:
+    """``directed_multi`` with 3 features per edge: duplicate edges with different features,
+    self loops (replaced by GAT's added ones, whose features are the in-edge mean), isolated
+    vertices and vertices without in-edges (an added loop with zero features)."""
+    rng = np.random.default_rng(5)
+    n = 40
+    src = np.concatenate([rng.integers(0, 34, 160), [3, 3, 7, 5, 5, 36]])
+    dst = np.concatenate([rng.integers(0, 34, 160), [9, 9, 7, 5, 5, 37]])
+    attr = rng.standard_normal((src.shape[0], 3)).astype(np.float32)
+    return _graph(n, src, dst, seed=5, edge_attr=attr)
 
 
 @case

@@ -26,18 +26,13 @@ def pyg_reference(
     """Logits, loss and gradients of the first epoch, and the parameters after ``epochs``."""
     model = copy.deepcopy(model)
     data = graph.to_pyg()
-    ew = getattr(data, "edge_weight", None)
     opt_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     optim = opt_cls[optimizer](model.parameters(), **opt)
     first: tuple[torch.Tensor, float, dict[str, torch.Tensor]] | None = None
     model.train()
     for _ in range(epochs):
         optim.zero_grad()
-        takes_weight = len(inspect.signature(model.forward).parameters) > 2
-        if ew is not None and takes_weight:
-            out = model(data.x, data.edge_index, ew)
-        else:
-            out = model(data.x, data.edge_index)
+        out = call_pyg(model, data)
         loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
         loss.backward()
         if first is None:
@@ -47,6 +42,30 @@ def pyg_reference(
     assert first is not None
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     return Reference(first[0], first[1], first[2], params)
+
+
+def call_pyg(model: torch.nn.Module, data: object) -> torch.Tensor:
+    """``model`` on ``data`` as a PyG user calls it: the edge weights and edge features
+    passed where its forward takes them (``edge_weight`` as the third positional argument,
+    ``edge_attr`` by name)."""
+    from torch_geometric.nn.models.basic_gnn import BasicGNN
+
+    ew = getattr(data, "edge_weight", None)
+    ea = getattr(data, "edge_attr", None)
+    x, ei = data.x, data.edge_index  # type: ignore[attr-defined]
+    if isinstance(model, BasicGNN):
+        kw = {}
+        if model.supports_edge_weight and ew is not None:
+            kw["edge_weight"] = ew
+        if model.supports_edge_attr and ea is not None:
+            kw["edge_attr"] = ea
+        return model(x, ei, **kw)
+    names = list(inspect.signature(model.forward).parameters)
+    if "edge_attr" in names and ea is not None:
+        return model(x, ei, edge_attr=ea)
+    if len(names) > 2 and names[2] != "edge_attr" and ew is not None:
+        return model(x, ei, ew)
+    return model(x, ei)
 
 
 ATOL = 1e-5

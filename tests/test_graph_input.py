@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch_geometric.nn.models import GCN
+from torch_geometric.nn.models import GAT, GCN
 
 import lotan
 from lotan.errors import GraphInputError, LotanError, UnsupportedModelError
@@ -33,10 +33,16 @@ def _train(
     return {k: v.detach() for k, v in m.named_parameters()}
 
 
-def test_every_input_kind_trains_identically(spark, tmp_path) -> None:
-    base = CASES["weighted"]()
+@pytest.mark.parametrize("name", ["weighted", "edge_features"])
+def test_every_input_kind_trains_identically(name: str, spark, tmp_path) -> None:
+    """In memory, from PyG, from DataFrames and from Parquet; with edge weights, and with edge
+    features (the edges table's ``attr`` column, PyG's ``edge_attr``) read by GAT's scores."""
+    base = CASES[name]()
     torch.manual_seed(0)
-    model = GCN(base.num_features, 8, 2, 3)
+    if base.num_edge_features:
+        model: torch.nn.Module = GAT(base.num_features, 8, 2, 3, heads=2, edge_dim=3)
+    else:
+        model = GCN(base.num_features, 8, 2, 3)
     expected = _train(base, model, "local", spark)
 
     from_pyg = lotan.Graph.from_pyg(base.to_pyg())  # ids become 0..N-1 in id order
@@ -46,6 +52,7 @@ def test_every_input_kind_trains_identically(spark, tmp_path) -> None:
     edges.write.parquet(str(tmp_path / "e"))
     from_parquet = lotan.Graph.from_parquet(str(tmp_path / "v"), str(tmp_path / "e"), spark=spark)
 
+    assert from_df.num_edge_features == from_pyg.num_edge_features == base.num_edge_features
     for graph, engine in [
         (from_pyg, "local"),
         (from_df, "local"),
@@ -235,7 +242,8 @@ def test_model_and_graph_mismatch() -> None:
 def test_unsupported_models_and_settings() -> None:
     graph = lotan.Graph.from_arrays(**_arrays())
     with pytest.raises(
-        UnsupportedModelError, match=r"forward must take \(x, edge_index\), found \['input'\]"
+        UnsupportedModelError,
+        match=r"forward must take \(x, edge_index\) or \(x, edge_index, edge_attr\), found",
     ):
         lotan.fit(torch.nn.Linear(3, 2), graph, engine="local", progress=False)
     with pytest.raises(UnsupportedModelError, match=r"GCN\(jk='cat'\)"):

@@ -353,3 +353,36 @@ def test_gat_configurations_batch_and_equal_their_own_fits() -> None:
     assert len(results.batches) == 1
     for batched, single in zip(results, alone, strict=True):
         _assert_same(batched, single)
+
+
+def test_edge_feature_models_batch_and_equal_their_own_fits() -> None:
+    """GATv2 with edge features and GINE: the edge functions' own parameters (``att``, the
+    edge projections) are renamed per model like the dense ones."""
+    from torch_geometric.nn import GINEConv
+    from torch_geometric.nn.models import MLP
+
+    class Gine(torch.nn.Module):
+        def __init__(self, hidden: int) -> None:
+            super().__init__()
+            self.conv = GINEConv(MLP([6, hidden, 3], norm=None), edge_dim=3, train_eps=True)
+
+        def forward(
+            self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor
+        ) -> torch.Tensor:
+            return self.conv(x, edge_index, edge_attr)
+
+    graph = CASES["edge_features"]()
+    torch.manual_seed(2)
+    models = [
+        GAT(graph.num_features, 8, 2, 3, heads=2, v2=True, edge_dim=3),
+        GAT(graph.num_features, 16, 2, 3, heads=2, v2=True, edge_dim=3, dropout=0.3),
+        Gine(8),
+        Gine(12),
+    ]
+    trials = [lotan.Trial(copy.deepcopy(m)) for m in models]
+    kw = dict(engine="local", num_partitions=3, epochs=3, seed=5)
+    alone = _separate(trials, graph, **kw)
+    results = lotan.fit_many(models, graph, progress=False, **kw)  # type: ignore[arg-type]
+    assert [b.members for b in results.batches] == [(0, 1), (2, 3)]  # by depth
+    for batched, single in zip(results, alone, strict=True):
+        _assert_same(batched, single)

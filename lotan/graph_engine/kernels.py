@@ -39,7 +39,15 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["Aggregate", "index_dtype", "spmm", "transpose_csr"]
+__all__ = [
+    "Aggregate",
+    "index_dtype",
+    "relu_sum",
+    "relu_sum_grad",
+    "row_blocks",
+    "spmm",
+    "transpose_csr",
+]
 
 #: Below this many multiply-adds a product runs on the calling thread (a thread hand-off
 #: costs more than the work).
@@ -342,247 +350,169 @@ def _sign(reduce: str) -> float:
     return 1.0 if reduce == "max" else -1.0
 
 
-# ---------------------------------------------------------------------------- attention
+# ---------------------------------------------------------------------------- edge messages
 @numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
-def _attention_rows(
+def _relu_sum_rows(
     indptr: np.ndarray,
     indices: np.ndarray,
     mask: np.ndarray,
     h: np.ndarray,
-    a_src: np.ndarray,
-    a_dst: np.ndarray,
-    slope: float,
-    drop: np.ndarray,
+    edge: np.ndarray,
     out: np.ndarray,
-    alpha: np.ndarray,
     lo: int,
     hi: int,
 ) -> None:  # pragma: no cover - compiled
-    """Rows ``lo..hi-1`` of GAT's aggregation, head by head: edge scores
-    ``leaky_relu(a_src[j] + a_dst[i])``, their softmax over the row's masked edges (shifted
-    by the row's maximum, as PyG's ``softmax``), and ``Σ_j (α_ij drop_ij) h_j`` (``drop``:
-    the attention dropout multiplier per edge and head). The coefficients before dropout
-    go to ``alpha`` (``(E, heads)``, 0 on masked-out edges)."""
-    heads = a_src.shape[1]
-    width = h.shape[1] // heads
+    """Rows ``lo..hi-1`` of ``Σ_e relu(h[src_e] + edge_e)`` over the masked edges, CSR order."""
+    width = h.shape[1]
     zero = out.dtype.type(0)
     for r in range(lo, hi):
         acc = out[r]
-        for j in range(acc.shape[0]):
+        for j in range(width):
             acc[j] = zero
-        start, end = indptr[r], indptr[r + 1]
-        for k in range(heads):
-            top = zero - np.inf  # (the input's float type)
-            for e in range(start, end):
-                alpha[e, k] = zero
-                if mask[e] == 0:
-                    continue
-                v = a_src[indices[e], k] + a_dst[r, k]
-                v = v if v > 0 else v * slope
-                alpha[e, k] = v
-                if v > top:
-                    top = v
-            if top == zero - np.inf:
-                continue  # no edge: an empty softmax, a zero row
-            total = zero
-            for e in range(start, end):
-                if mask[e] != 0:
-                    alpha[e, k] = np.exp(alpha[e, k] - top)
-                    total += alpha[e, k]
-            base = k * width
-            for e in range(start, end):
-                if mask[e] == 0:
-                    continue
-                a = alpha[e, k] / total
-                alpha[e, k] = a
-                a = a * drop[e, k]
-                src = h[indices[e]]
-                for c in range(width):
-                    acc[base + c] += a * src[base + c]
+        for e in range(indptr[r], indptr[r + 1]):
+            if mask[e] == 0:
+                continue
+            src = h[indices[e]]
+            for j in range(width):
+                v = src[j] + edge[e, j]
+                if v > 0:
+                    acc[j] += v
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
-def _attention_grad_rows(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    mask: np.ndarray,
-    h: np.ndarray,
-    a_src: np.ndarray,
-    a_dst: np.ndarray,
-    slope: float,
-    drop: np.ndarray,
-    alpha: np.ndarray,
-    grad: np.ndarray,
-    d_score: np.ndarray,
-    d_dst: np.ndarray,
-    lo: int,
-    hi: int,
-) -> None:  # pragma: no cover - compiled
-    """Destination side of GAT's backward for rows ``lo..hi-1``: the gradient of each
-    edge's pre-activation score (``d_score``, ``(E, heads)``: softmax and leaky-ReLU
-    backward) and of ``a_dst`` (the sum over the row's edges)."""
-    heads = a_src.shape[1]
-    width = h.shape[1] // heads
-    zero = grad.dtype.type(0)
-    for r in range(lo, hi):
-        start, end = indptr[r], indptr[r + 1]
-        g = grad[r]
-        for k in range(heads):
-            base = k * width
-            weighted = zero
-            for e in range(start, end):
-                d_score[e, k] = zero
-                if mask[e] == 0:
-                    continue
-                src = h[indices[e]]
-                dot = zero
-                for c in range(width):
-                    dot += g[base + c] * src[base + c]
-                dot = dot * drop[e, k]
-                d_score[e, k] = dot  # ∂L/∂α for now
-                weighted += alpha[e, k] * dot
-            total = zero
-            for e in range(start, end):
-                if mask[e] == 0:
-                    continue
-                d = alpha[e, k] * (d_score[e, k] - weighted)
-                if not (a_src[indices[e], k] + a_dst[r, k] > 0):
-                    d = d * slope
-                d_score[e, k] = d
-                total += d
-            d_dst[r, k] = total
-
-
-@numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
-def _attention_source_rows(
+def _relu_sum_grad_rows(
     t_indptr: np.ndarray,
     t_indices: np.ndarray,
     t_perm: np.ndarray,
     t_mask: np.ndarray,
-    alpha: np.ndarray,
-    drop: np.ndarray,
-    d_score: np.ndarray,
+    cursor: np.ndarray,
+    row_end: int,
+    e0: int,
+    first: bool,
+    h: np.ndarray,
+    edge: np.ndarray,
     grad: np.ndarray,
     d_h: np.ndarray,
-    d_src: np.ndarray,
+    want_edge: bool,
+    d_edge: np.ndarray,
     lo: int,
     hi: int,
 ) -> None:  # pragma: no cover - compiled
-    """Source side of GAT's backward for rows ``lo..hi-1`` of ``[own | halo]``, over the
-    transposed index in its fixed order: ``∂h_j = Σ_i α_ij ∂out_i`` and
-    ``∂a_src_j = Σ_i ∂score_ij`` (``α`` times its dropout multiplier)."""
-    heads = alpha.shape[1]
-    width = d_h.shape[1] // heads
+    """Sources ``lo..hi-1``: ``∂h_s = Σ_t [h_s + edge > 0] ∂out_dst`` over the transposed
+    index, for the transposed edges from ``cursor[s]`` whose destination is below
+    ``row_end`` (one block of destination rows; ``edge`` and ``d_edge`` hold that block's
+    edges, from CSR edge ``e0``); with ``want_edge`` each edge's gradient too (it equals its
+    summand's)."""
+    width = h.shape[1]
     zero = d_h.dtype.type(0)
     for s in range(lo, hi):
         acc = d_h[s]
-        for j in range(acc.shape[0]):
-            acc[j] = zero
-        for k in range(heads):
-            d_src[s, k] = zero
-        for t in range(t_indptr[s], t_indptr[s + 1]):
-            if t_mask[t] == 0:
-                continue
-            e = t_perm[t]
-            g = grad[t_indices[t]]
-            for k in range(heads):
-                d_src[s, k] += d_score[e, k]
-                a = alpha[e, k] * drop[e, k]
-                base = k * width
-                for c in range(width):
-                    acc[base + c] += a * g[base + c]
+        if first:
+            for j in range(width):
+                acc[j] = zero
+        src = h[s]
+        t = cursor[s]
+        end = t_indptr[s + 1]
+        while t < end and t_indices[t] < row_end:
+            if t_mask[t] != 0:
+                e = t_perm[t] - e0
+                g = grad[t_indices[t]]
+                for j in range(width):
+                    if src[j] + edge[e, j] > 0:
+                        acc[j] += g[j]
+                        if want_edge:
+                            d_edge[e, j] = g[j]
+            t += 1
+        cursor[s] = t
 
 
-def _attention_args(
-    indptr: Any, indices: Any, mask: Any, h: Any, a_src: Any, a_dst: Any
-) -> tuple[np.ndarray, ...]:
-    hh = _as_array(h)
-    return (
-        _as_array(indptr),
-        _as_array(indices),
-        _as_array(mask),
-        hh,
-        _as_array(a_src, hh.dtype),
-        _as_array(a_dst, hh.dtype),
-    )
+def row_blocks(indptr: np.ndarray, edges_per_block: int) -> list[tuple[int, int]]:
+    """Consecutive destination row ranges of at most ``edges_per_block`` in-edges each (a row
+    with more gets a block of its own): the per-edge tensors of one block are what a layer
+    holds at a time."""
+    ptr = np.asarray(indptr, dtype=np.int64)
+    rows = ptr.shape[0] - 1
+    if rows <= 0 or ptr[-1] <= edges_per_block:
+        return [(0, max(rows, 0))]
+    blocks = []
+    lo = 0
+    while lo < rows:
+        hi = int(np.searchsorted(ptr, ptr[lo] + edges_per_block, side="right")) - 1
+        hi = min(max(hi, lo + 1), rows)
+        blocks.append((lo, hi))
+        lo = hi
+    return blocks
 
 
-def _drop(drop: Any, args: tuple[np.ndarray, ...]) -> np.ndarray:
-    """The dropout multipliers, ``(E, heads)``; ones without dropout (``x * 1`` is exact)."""
-    h, a_s, idx = args[3], args[4], args[1]
-    if drop is None:
-        return np.ones((idx.shape[0], a_s.shape[1]), h.dtype)
-    return _as_array(drop, h.dtype)
+def _edge_rows(edge: Any, e0: int, e1: int, dtype: Any) -> np.ndarray:
+    """Rows ``e0..e1`` of a per-edge array, or of ``edge(e0, e1)`` when it is a function."""
+    return _as_array(edge(e0, e1) if callable(edge) else edge[e0:e1], dtype)
 
 
-def _attention_alpha(
-    args: tuple[np.ndarray, ...], slope: float, drop: np.ndarray
-) -> tuple[torch.Tensor, np.ndarray]:
-    ptr, idx, h, a_s = args[0], args[1], args[3], args[4]
-    out = torch.empty((ptr.shape[0] - 1, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
-    alpha = np.empty((idx.shape[0], a_s.shape[1]), h.dtype)
-    step = (*args, h.dtype.type(slope), drop, out.numpy(), alpha)
-    _run_rows(_attention_rows, ptr, step, h.shape[1])
-    return out, alpha
-
-
-def attention(
+def relu_sum(
     indptr: np.ndarray,
     indices: np.ndarray,
     mask: np.ndarray,
     h: np.ndarray | torch.Tensor,
-    a_src: np.ndarray | torch.Tensor,
-    a_dst: np.ndarray | torch.Tensor,
-    negative_slope: float,
-    drop: np.ndarray | torch.Tensor | None = None,
+    edge: Any,
+    blocks: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
-    """GAT's aggregation over each row's edges with a non-zero ``mask``:
-    ``out_i = Σ_j α_ij h_j`` per head, ``α_i· = softmax_j(leaky_relu(a_src_j + a_dst_i))``
-    (PyG's ``GATConv`` between its linear map and its bias; an empty row gets 0). ``drop``
-    multiplies each coefficient after the softmax (attention dropout: 0 or ``1/(1-p)``).
+    """``out_i = Σ_j relu(h_j + e_ji)`` over each row's edges with a non-zero ``mask`` — the
+    message and sum of PyG's ``GINEConv`` (``e`` its edge features, projected when it has
+    ``edge_dim``). ``edge``: an ``(E, d)`` array or a function of a block's CSR edge range;
+    ``blocks``: destination row ranges computed one after the other (:func:`row_blocks`),
+    holding one block's edge rows at a time.
 
-    Shapes: ``h`` ``(num_cols, heads·C)``, ``a_src`` ``(num_cols, heads)``, ``a_dst``
-    ``(num_rows, heads)`` or longer (rows past ``num_rows`` are not read) →
-    ``(num_rows, heads·C)``.
+    Shapes: ``h`` ``(num_cols, d)``, ``edge`` ``(E, d)`` → ``(num_rows, d)``.
     """
-    args = _attention_args(indptr, indices, mask, h, a_src, a_dst)
-    out, _ = _attention_alpha(args, negative_slope, _drop(drop, args))
+    hh = _as_array(h)
+    ptr, idx, m = _as_array(indptr), _as_array(indices), _as_array(mask)
+    rows = ptr.shape[0] - 1
+    out = torch.empty((rows, hh.shape[1]), dtype=torch.from_numpy(hh[:0]).dtype)
+    o = out.numpy()
+    for lo, hi in blocks if blocks is not None else [(0, rows)]:
+        e0, e1 = int(ptr[lo]), int(ptr[hi])
+        sub = ptr[lo : hi + 1] - ptr[lo]
+        args = (sub, idx[e0:e1], m[e0:e1], hh, _edge_rows(edge, e0, e1, hh.dtype), o[lo:hi])
+        _run_rows(_relu_sum_rows, sub, args, hh.shape[1])
     return out
 
 
-def attention_grad(
+def relu_sum_grad(
     indptr: np.ndarray,
-    indices: np.ndarray,
-    mask: np.ndarray,
     t_indptr: np.ndarray,
     t_indices: np.ndarray,
     t_perm: np.ndarray,
     t_mask: np.ndarray,
     h: np.ndarray | torch.Tensor,
-    a_src: np.ndarray | torch.Tensor,
-    a_dst: np.ndarray | torch.Tensor,
-    negative_slope: float,
+    edge: Any,
     grad: np.ndarray | torch.Tensor,
-    drop: np.ndarray | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`attention` with respect to ``h``, ``a_src`` and ``a_dst`` (each
-    of its input's shape; ``a_dst`` rows past ``num_rows`` get 0). The coefficients are
-    recomputed; sums over a source's edges run over the transposed index (``t_perm[t]`` is
-    the CSR edge of transposed edge ``t``), in a fixed order."""
-    args = _attention_args(indptr, indices, mask, h, a_src, a_dst)
-    ptr, hh, a_s, a_d = args[0], args[3], args[4], args[5]
-    mult = _drop(drop, args)
-    _, alpha = _attention_alpha(args, negative_slope, mult)
+    edge_grad: bool | Callable[[int, int, torch.Tensor], None] = False,
+    blocks: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of :func:`relu_sum` with respect to ``h`` and, with ``edge_grad``, ``edge``
+    (0 on masked-out edges; ``True``: returned, a function: each block's ``(e0, e1, grad)``
+    goes to it), over the transposed index (``t_perm[t]``: the CSR edge of transposed edge
+    ``t``) in its order, whatever the blocks."""
+    hh = _as_array(h)
     g = _as_array(grad, hh.dtype)
+    ptr = _as_array(indptr)
     rows = ptr.shape[0] - 1
-    d_score = np.empty_like(alpha)
-    d_dst = torch.zeros(a_d.shape, dtype=torch.from_numpy(hh[:0]).dtype)
-    slope = hh.dtype.type(negative_slope)
-    step = (*args, slope, mult, alpha, g, d_score, d_dst.numpy()[:rows])
-    _run_rows(_attention_grad_rows, ptr, step, hh.shape[1])
     t_ptr = _as_array(t_indptr)
-    d_h = torch.empty(hh.shape, dtype=d_dst.dtype)
-    d_src = torch.empty(a_s.shape, dtype=d_dst.dtype)
-    back = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask), alpha, mult, d_score)
-    _run_rows(_attention_source_rows, t_ptr, (*back, g, d_h.numpy(), d_src.numpy()), hh.shape[1])
-    return d_h, d_src, d_dst
+    index = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask))
+    cursor = t_ptr[:-1].astype(np.int64)
+    d_h = torch.empty(hh.shape, dtype=torch.from_numpy(hh[:0]).dtype)
+    parts = []
+    for b, (lo, hi) in enumerate(blocks if blocks is not None else [(0, rows)]):
+        e0, e1 = int(ptr[lo]), int(ptr[hi])
+        e = _edge_rows(edge, e0, e1, hh.dtype)
+        d_edge = np.zeros(e.shape if edge_grad else (0, 0), hh.dtype)
+        args = (*index, cursor, hi, e0, b == 0, hh, e, g, d_h.numpy(), bool(edge_grad), d_edge)
+        _run_rows(_relu_sum_grad_rows, t_ptr, args, hh.shape[1])
+        if callable(edge_grad):
+            edge_grad(e0, e1, torch.from_numpy(d_edge))
+        elif edge_grad:
+            parts.append(torch.from_numpy(d_edge))
+    if edge_grad is True:
+        return d_h, torch.cat(parts) if len(parts) != 1 else parts[0]
+    return d_h, None

@@ -107,6 +107,10 @@ class PartitionLayout:
     halo_ids : ``(n_halo,)`` vertex id of each halo row (edge keys need both ends' ids).
     send_parts, send_offsets, send_index : for each partition that needs rows of this one,
         the own rows it needs, in the order of its halo.
+    edge_attr : ``(nnz, D)`` float32 features of each CSR edge (``D = 0`` without edge
+        features); an added self loop gets the mean of the vertex's other in-edges' features
+        (0 without any) — PyG's ``add_self_loops(fill_value="mean")`` after
+        ``remove_self_loops``, what ``GATConv`` does by default.
     """
 
     part: int
@@ -128,6 +132,7 @@ class PartitionLayout:
     send_parts: np.ndarray
     send_offsets: np.ndarray
     send_index: np.ndarray
+    edge_attr: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     constants: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -214,6 +219,7 @@ def build_in_structure(
     weight: np.ndarray,
     norms: tuple[NormSpec, ...],
     src_id: np.ndarray,
+    edge_attr: np.ndarray | None = None,
 ) -> tuple[PartitionLayout, np.ndarray, dict[int, np.ndarray]]:
     """Step 1 of preparation, at the owner of the edge targets.
 
@@ -224,6 +230,7 @@ def build_in_structure(
     src_part, src_local, dst_local, weight : this partition's in-edges.
     norms : the normalizations to prepare weights for.
     src_id : the vertex id of each in-edge's source.
+    edge_attr : ``(m, D)`` features of the in-edges (none: ``D = 0``).
 
     Returns
     -------
@@ -322,8 +329,26 @@ def build_in_structure(
         send_parts=_empty(np.int64),
         send_offsets=np.zeros(1, dtype=np.int64),
         send_index=_empty(np.int64),
+        edge_attr=_edge_features(edge_attr, dst_local[:m], is_loop[:m], n_own)[order],
     )
     return layout, deg, requests
+
+
+def _edge_features(
+    attr: np.ndarray | None, dst: np.ndarray, is_loop: np.ndarray, n_own: int
+) -> np.ndarray:
+    """``(m + n_own, D)``: the in-edges' features, then one row per added self loop: the mean
+    over the vertex's in-edges that are not self loops (0 for none)."""
+    m = dst.shape[0]
+    if attr is None:
+        return np.zeros((m + n_own, 0), np.float32)
+    attr = np.asarray(attr, np.float32)
+    keep = ~is_loop
+    sums = np.zeros((n_own, attr.shape[1]), np.float64)
+    np.add.at(sums, dst[keep], attr[keep])
+    count = np.bincount(dst[keep], minlength=n_own)
+    loops = (sums / np.maximum(count, 1)[:, None]).astype(np.float32)
+    return np.ascontiguousarray(np.concatenate([attr, loops]))
 
 
 def _pair_positions(

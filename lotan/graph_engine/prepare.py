@@ -91,10 +91,11 @@ def prepare_local(
     num_partitions: int,
     norms: tuple[NormSpec, ...],
     owner: np.ndarray | None = None,
+    edge_attr: np.ndarray | None = None,
 ) -> dict[int, PartitionLayout]:
     """Prepare in-process. ``split`` holds int8 codes; ``src``/``dst`` name vertex ids that
     exist in ``ids`` (validated by the caller); ``owner`` is each vertex's partition (default:
-    the hash partitioner)."""
+    the hash partitioner); ``edge_attr`` ``(E, D)`` the edge features, if any."""
     ids = np.asarray(ids, dtype=np.int64)
     n = ids.shape[0]
     part = (owner_of(ids, num_partitions) if owner is None else np.asarray(owner)).astype(np.int64)
@@ -131,6 +132,7 @@ def prepare_local(
             w[esel],
             norms,
             ids[src_idx[esel]],
+            edge_attr[esel] if edge_attr is not None else None,
         )
         msgs += _step1_messages(layout, deg, requests)
     _, out = LocalRunner().run(PREPARE_STAGES, norms, initial=msgs)
@@ -145,7 +147,7 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
     return values.reshape(rows, values.shape[0] // rows)
 
 
-def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int]) -> Any:
+def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int], attr_width: int) -> Any:
     from lotan.graph_engine.spark_runner import messages_to_table
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
@@ -166,6 +168,11 @@ def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int]) -> Any:
             edges.column("weight").to_numpy(zero_copy_only=False),
             norms,
             edges.column("src").to_numpy(),
+            (
+                _features_matrix(edges.column("attr"), edges.num_rows).reshape(-1, attr_width)
+                if attr_width
+                else None
+            ),
         )
         return messages_to_table(_step1_messages(layout, deg, requests))
 
@@ -180,14 +187,16 @@ def prepare_spark(
     norms: tuple[NormSpec, ...],
     directory: str,
     owner: DataFrame | None = None,
+    edge_features: int = 0,
 ) -> list[tuple[int, int, int, int]]:
     """Prepare in Spark and write each partition's layout to ``directory`` (a
     :class:`~lotan.graph_engine.store.LayoutStore` base); returns (partition, own vertices,
     halo rows, edges) of every partition with vertices.
 
     ``vertices`` has ``id``, ``features``, ``label``, ``split``; ``edges`` has ``src``,
-    ``dst``, ``weight`` (validated by the caller); ``owner`` has ``id``, ``part`` for every
-    vertex (default: the hash partitioner).
+    ``dst``, ``weight`` and optionally ``attr`` (validated by the caller); ``owner`` has
+    ``id``, ``part`` for every vertex (default: the hash partitioner); ``edge_features`` is
+    the width of ``attr`` (0: no edge features).
     """
     from pyspark import StorageLevel
     from pyspark.sql import Window
@@ -225,6 +234,7 @@ def prepare_spark(
         F.col("src").cast("long").alias("src"),
         F.col("dst").cast("long").alias("dst"),
         F.col("weight").cast("double").alias("weight"),
+        *([F.col("attr").cast("array<float>")] if edge_features else []),
     )
     e = e.join(
         vmap.select(
@@ -237,11 +247,12 @@ def prepare_spark(
         ),
         "dst",
     )
-    e = router.route(e.select("dp", "sp", "sl", "dl", "weight", "src"), "dp")
+    attr = ["attr"] if edge_features else []
+    e = router.route(e.select("dp", "sp", "sl", "dl", "weight", "src", *attr), "dp")
     step1 = (
         e.groupBy("route")
         .cogroup(v.groupBy("route"))
-        .applyInArrow(_step1_spark(norms, router.part_of), MESSAGE_SCHEMA)
+        .applyInArrow(_step1_spark(norms, router.part_of, edge_features), MESSAGE_SCHEMA)
     )
     runner = SparkRunner(spark, P)
     result = runner.run(PREPARE_STAGES, norms, initial=step1, description="lotan prepare")

@@ -74,6 +74,7 @@ def mix_seed(*parts: int) -> int:
 
 DenseOp = Literal[
     "linear",
+    "matmul",
     "bias",
     "act",
     "dropout",
@@ -95,13 +96,15 @@ class DenseNode:
     Attributes
     ----------
     id : node id (unique within a plan).
-    op : ``linear`` (``x @ Wᵀ``), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
+    op : ``linear`` (``x @ Wᵀ``), ``matmul`` (``x @ W``, a square weight used untransposed,
+        as ``GCN2Conv``'s), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
         ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``), ``head_dot`` (per
         head, the dot product of ``x`` with the parameter: ``(x.view(N, H, C) * a).sum(-1)``,
         GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``) and ``scale``
         (``x * factor``).
     inputs : ids of the input values.
-    param : parameter name for ``linear`` / ``bias`` / ``scale_eps`` (``None``: ``eps`` fixed).
+    param : parameter name for ``linear`` / ``matmul`` / ``bias`` / ``scale_eps`` / ``head_dot``
+        (``None`` for ``scale_eps``: ``eps`` fixed).
     act, negative_slope : for ``act``.
     p : dropout probability.
     eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
@@ -134,6 +137,8 @@ def _eval(
     op = node.op
     if op == "linear":
         return args[0] @ params[str(node.param)].t()
+    if op == "matmul":
+        return args[0] @ params[str(node.param)]
     if op == "bias":
         return args[0] + params[str(node.param)]
     if op == "act":

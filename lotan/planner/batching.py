@@ -96,7 +96,7 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
     members = tuple(members if members is not None else range(len(plans)))
     if len(plans) == 1:
         (single,) = plans
-        same = {n.param: n.param for n in single.nodes if n.param is not None}
+        same = {p: p for p in single.param_names}
         return MergedPlan(single, members, (same,))
     nodes: list[Node] = [Node(0, "input", (), plans[0].node(0).width, origin="x")]
     shared: dict[tuple[Any, ...], int] = {}
@@ -120,12 +120,15 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
             if n.param is not None:
                 param = f"m{k}.{n.param}"
                 names[param] = n.param
+            for p in n.params:
+                names[f"m{k}.{p}"] = p
             nodes.append(
                 replace(
                     n,
                     id=new_id,
                     inputs=inputs,
                     param=param,
+                    params=tuple(f"m{k}.{p}" for p in n.params),
                     key=n.id if n.key is None else n.key,
                     origin=f"model {k}: {n.origin}" if n.origin else f"model {k}",
                 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lotan.planner.logical import LogicalPlan
+from lotan.planner.messages import EDGE_REDUCES, edge_bytes
 from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
 
@@ -69,11 +70,15 @@ def render_physical(
             ins = ", ".join(f"%{u}" for u in x.inputs)
             aggs = ", ".join(f"%{a}" for a in x.aggs)
             how = "" if x.reduce == "sum" else f"{x.reduce}, "
-            if x.reduce == "attention":
-                # α per edge and head (forward), and its gradient too (backward).
-                heads = sum(optimized.node(a).heads for a in x.aggs)
-                edge = stats["max_edges"] * heads * FLOAT_BYTES * 2
-                how += f"edge values {_mb(edge)} on the largest partition, "
+            if x.reduce in EDGE_REDUCES:
+                # per-edge tensors of one node at a time (coefficients, gradients, the edge
+                # features' projection): the largest node's, on the largest partition
+                edge = max(edge_bytes(optimized.node(a), stats["max_edges"]) for a in x.aggs)
+                budget = optimized.edge_block_bytes
+                blocks = (
+                    f" in ~{-(-edge // budget)} blocks of {_mb(budget)}" if edge > budget else ""
+                )
+                how += f"edge values {_mb(edge)} on the largest partition{blocks}, "
             ops.append(f"exchange {ins} ({how}{width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
         for i in physical.nodes_at(j):
             n = optimized.node(i)

@@ -3,9 +3,9 @@
 Ops: ``input`` (the vertex features ``X``), ``aggregate`` (a reduction over each vertex's
 in-edges: ``reduce="sum"`` is ``Â ·`` with the weights of a :class:`NormSpec` — gcn / mean /
 sum / weighted_sum; ``"max"`` / ``"min"`` take the column-wise extreme over the edges the
-NormSpec weighs non-zero; ``"attention"`` is GAT's softmax-weighted sum over those edges,
-from three inputs: the rows ``h`` and the scores ``a_src`` of the sources and ``a_dst`` of
-the destination), and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
+NormSpec weighs non-zero; ``"attention"`` (GAT), ``"attention_v2"`` (GATv2) and
+``"relu_sum"`` (GINE) compute a value per edge first, see :mod:`lotan.planner.messages`),
+and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
 (``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
 (masked cross-entropy) applies to each of ``outputs``: one for a model, one per model for a
 batch of models (:mod:`lotan.planner.batching`). Nodes are kept in topological order.
@@ -38,9 +38,14 @@ class Node:
     eps: float = 0.0
     norm: NormSpec | None = None
     #: For ``aggregate``: ``"sum"`` (weighted by ``norm``; linear), ``"max"``, ``"min"``, or
-    #: ``"attention"`` (GAT: inputs ``(h, a_src, a_dst)``, ``heads``, ``negative_slope``).
+    #: one of :data:`lotan.planner.messages.EDGE_REDUCES` (``heads``, ``negative_slope``).
     reduce: str = "sum"
     heads: int = 1
+    #: For ``aggregate``: parameters of its edge function (roles per ``reduce``: see
+    #: :mod:`lotan.planner.messages`).
+    params: tuple[str, ...] = ()
+    #: For ``aggregate``: it reads the graph's edge features.
+    edge_features: bool = False
     #: For ``scale``: the constant factor.
     factor: float = 1.0
     cached: bool = False  # an aggregation of a constant, computed once per run
@@ -76,11 +81,17 @@ class Node:
         extra = ""
         if self.op == "aggregate" and self.norm is not None:
             how = self.norm.describe() if self.reduce == "sum" else self.reduce
-            if self.reduce == "attention":
-                how = f"attention {self.heads} heads, {self.norm.describe()}"
+            if self.reduce.startswith("attention"):
+                how = f"{self.reduce} {self.heads} heads, {self.norm.describe()}"
                 how += f", dropout {self.p:g}" if self.p > 0 else ""
+            if self.edge_features:
+                how += ", edge features"
+            if self.params:
+                how += f"; {', '.join(self.params)}"
             extra = f"[{how}{', cached' if self.cached else ''}]"
-        elif self.op in ("linear", "bias", "head_dot") or (self.op == "scale_eps" and self.param):
+        elif self.op in ("linear", "matmul", "bias", "head_dot") or (
+            self.op == "scale_eps" and self.param
+        ):
             extra = f"[{self.param}]"
         elif self.op == "scale_eps":
             extra = f"[eps={self.eps:g}]"
@@ -102,6 +113,9 @@ class LogicalPlan:
     outputs: tuple[int, ...]
     fused: bool = False
     prune_constant_grads: bool = False
+    #: The per-partition memory budget of one layer's per-edge tensors
+    #: (:attr:`~lotan.planner.flags.PlannerFlags.edge_block_mb`).
+    edge_block_bytes: int = 512 << 20
 
     @cached_property
     def by_id(self) -> dict[int, Node]:
@@ -139,7 +153,9 @@ class LogicalPlan:
     @staticmethod
     def _deterministic(n: Node) -> bool:
         """Parameter-free and not random."""
-        return n.op in ("aggregate", "act", "add", "concat", "scale", "head_mean") or (
+        if n.op == "aggregate":
+            return not n.params
+        return n.op in ("act", "add", "concat", "scale", "head_mean") or (
             n.op == "scale_eps" and n.param is None
         )
 
@@ -162,6 +178,15 @@ class LogicalPlan:
             if n.op == "aggregate" and n.norm is not None:
                 seen.setdefault(n.norm, None)
         return tuple(seen)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Every parameter the plan reads: dense ops' and edge functions'."""
+        names: dict[str, None] = {}
+        for n in self.nodes:
+            for p in ((n.param,) if n.param else ()) + n.params:
+                names.setdefault(p, None)
+        return tuple(names)
 
     @property
     def has_dropout(self) -> bool:

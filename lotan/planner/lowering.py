@@ -3,22 +3,28 @@
 Supported:
 
 - ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN`` (``norm=None``, ``jk=None``);
-- a single ``GCNConv``, ``SAGEConv``, ``GINConv``, ``SGConv`` or ``GraphConv`` used as the
-  model;
-- any ``torch.nn.Module`` whose ``forward(x, edge_index)`` composes those convolutions,
-  ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, activations (relu, leaky_relu, elu, gelu,
-  tanh), dropout, additions and concatenation — captured with ``torch.fx``, the
-  convolutions kept as leaves.
+- a single ``GCNConv``, ``SAGEConv``, ``GINConv``, ``GINEConv``, ``SGConv``, ``GraphConv``,
+  ``GATConv`` or ``GATv2Conv`` used as the model;
+- any ``torch.nn.Module`` whose ``forward(x, edge_index)`` or ``forward(x, edge_index,
+  edge_attr)`` composes those convolutions, ``APPNP``, ``GCN2Conv`` (``conv(x, x_0,
+  edge_index)``), ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, activations (relu,
+  leaky_relu, elu, gelu, tanh), dropout, additions and concatenation — captured with
+  ``torch.fx``, the convolutions kept as leaves. A convolution reads the edge features when
+  the call passes ``edge_attr`` (as in PyG).
 
 Each PyG layer becomes the ops it computes, in PyG's order: ``GCNConv`` is ``Â(xW) + b``,
 ``SAGEConv`` is ``mean(x) W_l + b + x W_r``, ``GINConv`` is ``nn((1 + eps) x + Σ x_j)``,
 ``SGConv`` is ``(Â^K x) W + b``, ``GraphConv`` is ``aggr(x_j) W_rel + b + x W_root``,
-``APPNP`` is ``K`` times ``(1 - α) Â x + α x_0``, ``GATConv`` is ``h = x W``, per-head
-scores ``a_src = h·att_src`` and ``a_dst = h·att_dst``, the attention aggregation of
-``(h, a_src, a_dst)`` (with its dropout), the mean over heads unless ``concat``, the
-residual ``x W_res`` and the bias. Aggregations are sums (``aggr="add"``, ``"sum"``,
-``"mean"``), column-wise extremes (``"max"``, ``"min"``, for ``SAGEConv`` and
-``GraphConv``) or attention.
+``APPNP`` is ``K`` times ``(1 - α) Â x + α x_0``, ``GCN2Conv`` is ``h = (1 - α) Â x + α
+x_0`` then ``(1 - β) h + β h W``, ``GATConv`` is ``h = x W``, per-head scores
+``a_src = h·att_src`` and ``a_dst = h·att_dst``, the attention aggregation of
+``(h, a_src, a_dst)`` (with its dropout, and edge scores from ``edge_attr``), the mean over
+heads unless ``concat``, the residual ``x W_res`` and the bias; ``GATv2Conv`` the same with
+``x_l = x W_l``, ``x_r = x W_r`` and the score ``att · leaky_relu(x_l_j + x_r_i + e_ij)``;
+``GINEConv`` is ``nn((1 + eps) x + Σ relu(x_j + e_ji))``. Aggregations are sums
+(``aggr="add"``, ``"sum"``, ``"mean"``), column-wise extremes (``"max"``, ``"min"``, for
+``SAGEConv`` and ``GraphConv``) or the per-edge reductions of
+:mod:`lotan.planner.messages`.
 """
 
 from __future__ import annotations
@@ -36,13 +42,13 @@ from lotan.planner.logical import LogicalPlan, Node
 __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
-    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with "
-    "v2=False); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, "
-    "SGConv, APPNP (dropout=0), GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv "
-    "(heads, concat, "
-    "negative_slope, add_self_loops, bias, residual, dropout; no edge_dim yet); "
-    "torch.nn.Linear, PyG Linear and MLP; activations relu, leaky_relu, elu, gelu, tanh; "
-    "dropout; + and torch.cat in a forward(x, edge_index) that torch.fx can trace"
+    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with v2 and "
+    "edge_dim); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, GINEConv "
+    "(edge_dim), SGConv, APPNP (dropout=0), GCN2Conv, GraphConv (aggr 'add', 'mean', 'max', "
+    "'min'), GATConv and GATv2Conv (heads, concat, negative_slope, add_self_loops, bias, "
+    "residual, dropout, edge_dim; GATv2Conv share_weights); torch.nn.Linear, PyG Linear and "
+    "MLP; activations relu, leaky_relu, elu, gelu, tanh; dropout; + and torch.cat in a "
+    "forward(x, edge_index) or forward(x, edge_index, edge_attr) that torch.fx can trace"
 )
 
 
@@ -65,9 +71,10 @@ _ACT_FUNCTIONS: dict[Any, str] = {
 
 
 class _Builder:
-    def __init__(self, in_width: int, has_edge_weight: bool) -> None:
+    def __init__(self, in_width: int, has_edge_weight: bool, edge_width: int = 0) -> None:
         self.nodes: list[Node] = [Node(0, "input", (), in_width, origin="x")]
         self.has_edge_weight = has_edge_weight
+        self.edge_width = edge_width
 
     def add(self, op: str, inputs: tuple[int, ...], width: int, **attrs: Any) -> int:
         i = len(self.nodes)
@@ -161,18 +168,57 @@ class _Builder:
             kind="gcn", add_self_loops=bool(conv.add_self_loops), fill_value=fill, weighted=weighted
         )
 
-    def conv(self, x: int, conv: Any, prefix: str, where: str, weighted: bool) -> int:
+    def edge_input(self, where: str, width: int | None) -> None:
+        """Check that the graph has edge features ``width`` wide (any width for ``None``)."""
+        if not self.edge_width:
+            raise UnsupportedModelError(
+                f"{where} reads edge features, but the graph has none; give the graph edge "
+                "features (Data.edge_attr, the edges table's attr column, or "
+                "Graph.from_arrays(edge_attr=...)) or drop them from the layer"
+            )
+        if width is not None and width != self.edge_width:
+            raise UnsupportedModelError(
+                f"{where}: shape mismatch, the layer expects {width} edge features but the "
+                f"graph has {self.edge_width}; fix edge_dim"
+            )
+
+    def conv(
+        self,
+        x: int,
+        conv: Any,
+        prefix: str,
+        where: str,
+        weighted: bool,
+        edges: bool = False,
+        x0: int | None = None,
+    ) -> int:
+        """Lower ``conv`` applied to value ``x``; ``edges``: the call passes the edge
+        features; ``x0``: GCN2Conv's initial representation."""
         from torch_geometric.nn import (
             APPNP,
             GATConv,
+            GATv2Conv,
+            GCN2Conv,
             GCNConv,
             GINConv,
+            GINEConv,
             GraphConv,
             SAGEConv,
             SGConv,
         )
 
-        kinds = GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv | APPNP
+        kinds = (
+            GCNConv
+            | SAGEConv
+            | GINConv
+            | GINEConv
+            | SGConv
+            | GraphConv
+            | GATConv
+            | GATv2Conv
+            | APPNP
+            | GCN2Conv
+        )
         if not isinstance(conv, kinds):
             raise UnsupportedModelError(
                 f"{where}: {type(conv).__name__} is not supported; supported: {SUPPORTED}"
@@ -181,7 +227,7 @@ class _Builder:
         if getattr(conv, "flow", "source_to_target") != "source_to_target":
             raise UnsupportedModelError(f"{where}: flow={conv.flow!r} is not supported")
         if isinstance(conv, GCNConv):
-            self._need_aggr(where, aggr, ("add",))
+            self._need_aggr(where, aggr, ("add", "sum"))
             h = self.linear(x, conv.lin, f"{prefix}lin.", f"{where}.lin")
             h = self.aggregate(h, self.gcn_norm(conv, weighted), where)
             if conv.bias is not None:
@@ -201,7 +247,7 @@ class _Builder:
                 h = self.add("add", (h, r), self.width(h), origin=where)
             return h
         if isinstance(conv, GINConv):
-            self._need_aggr(where, aggr, ("add",))
+            self._need_aggr(where, aggr, ("add", "sum"))
             agg = self.aggregate(x, NormSpec(kind="sum"), where)
             if isinstance(conv.eps, torch.nn.Parameter):
                 s = self.add("scale_eps", (x,), self.width(x), param=f"{prefix}eps", origin=where)
@@ -210,7 +256,15 @@ class _Builder:
             h = self.add("add", (agg, s), self.width(x), origin=where)
             return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
         if isinstance(conv, GATConv):
-            return self.gat(x, conv, prefix, where, aggr)
+            return self.gat(x, conv, prefix, where, aggr, edges)
+        if isinstance(conv, GATv2Conv):
+            return self.gatv2(x, conv, prefix, where, aggr, edges)
+        if isinstance(conv, GINEConv):
+            return self.gine(x, conv, prefix, where, aggr, edges)
+        if isinstance(conv, GCN2Conv):
+            if x0 is None:
+                raise UnsupportedModelError(f"{where}: GCN2Conv needs (x, x_0, edge_index)")
+            return self.gcn2(x, x0, conv, prefix, where, aggr, weighted)
         if isinstance(conv, APPNP):
             return self.appnp(x, conv, where, aggr, weighted)
         if isinstance(conv, GraphConv):
@@ -232,7 +286,7 @@ class _Builder:
             r = self.linear(x, conv.lin_root, f"{prefix}lin_root.", f"{where}.lin_root")
             return self.add("add", (h, r), self.width(h), origin=where)
         # SGConv
-        self._need_aggr(where, aggr, ("add",))
+        self._need_aggr(where, aggr, ("add", "sum"))
         norm = NormSpec(
             kind="gcn",
             add_self_loops=bool(conv.add_self_loops),
@@ -246,7 +300,7 @@ class _Builder:
     def appnp(self, x: int, conv: Any, where: str, aggr: str, weighted: bool) -> int:
         """``K`` times ``x = (1 - α) Â x + α h`` from ``h = x`` — PyG's order of operations
         (``x * (1 - α)``, then ``+ α h``)."""
-        self._need_aggr(where, aggr, ("add",))
+        self._need_aggr(where, aggr, ("add", "sum"))
         if conv.dropout > 0:
             raise UnsupportedModelError(
                 f"{where}: APPNP(dropout={conv.dropout:g}) is not supported (it drops edge "
@@ -266,41 +320,170 @@ class _Builder:
             h = self.add("add", (h, teleport), self.width(h), origin=where)
         return h
 
-    def gat(self, x: int, conv: Any, prefix: str, where: str, aggr: str) -> int:
-        self._need_aggr(where, aggr, ("add",))
+    def _attention_edges(self, conv: Any, where: str, edges: bool) -> tuple[bool, NormSpec]:
+        """Whether a GAT layer's scores read edge features (PyG: an ``edge_attr`` passed to
+        a layer with ``edge_dim``), and the edges it attends over."""
+        uses = edges and conv.edge_dim is not None
+        if uses:
+            self.edge_input(where, int(conv.edge_dim))
+            if conv.add_self_loops and conv.fill_value != "mean":
+                raise UnsupportedModelError(
+                    f"{where}: fill_value={conv.fill_value!r} is not supported with edge "
+                    "features; use the default 'mean' (an added self loop gets the mean of "
+                    "the vertex's in-edge features)"
+                )
+        return uses, NormSpec(kind="loops") if conv.add_self_loops else NormSpec(kind="sum")
+
+    def _heads_out(self, out: int, conv: Any, x: int, prefix: str, where: str) -> int:
+        """A GAT layer after its aggregation: head mean (``concat=False``), residual, bias."""
+        if not conv.concat:
+            heads = int(conv.heads)
+            out = self.add("head_mean", (out,), int(conv.out_channels), heads=heads, origin=where)
+        if getattr(conv, "res", None) is not None:
+            r = self.linear(x, conv.res, f"{prefix}res.", f"{where}.res")
+            out = self.add("add", (out, r), self.width(out), origin=where)
+        if conv.bias is not None:
+            out = self.add("bias", (out,), self.width(out), param=f"{prefix}bias", origin=where)
+        return out
+
+    def gat(self, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
+        self._need_aggr(where, aggr, ("add", "sum"))
         if conv.lin is None:
             raise UnsupportedModelError(f"{where}: a bipartite GATConv is not supported")
-        if conv.edge_dim is not None:
-            raise UnsupportedModelError(
-                f"{where}: GATConv(edge_dim=...) is not supported yet (edge features); use "
-                "edge_dim=None"
-            )
+        uses, norm = self._attention_edges(conv, where, edges)
         heads, channels = int(conv.heads), int(conv.out_channels)
         h = self.linear(x, conv.lin, f"{prefix}lin.", f"{where}.lin")
         scores = [
             self.add("head_dot", (h,), heads, param=f"{prefix}{name}", heads=heads, origin=where)
             for name in ("att_src", "att_dst")
         ]
-        edges = NormSpec(kind="loops") if conv.add_self_loops else NormSpec(kind="sum")
         out = self.add(
             "aggregate",
             (h, *scores),
             heads * channels,
-            norm=edges,
+            norm=norm,
             reduce="attention",
             heads=heads,
             negative_slope=float(conv.negative_slope),
             p=float(conv.dropout),
+            params=(f"{prefix}lin_edge.weight", f"{prefix}att_edge") if uses else (),
+            edge_features=uses,
             origin=where,
         )
-        if not conv.concat:
-            out = self.add("head_mean", (out,), channels, heads=heads, origin=where)
-        if conv.res is not None:
-            r = self.linear(x, conv.res, f"{prefix}res.", f"{where}.res")
-            out = self.add("add", (out, r), self.width(out), origin=where)
-        if conv.bias is not None:
-            out = self.add("bias", (out,), self.width(out), param=f"{prefix}bias", origin=where)
-        return out
+        return self._heads_out(out, conv, x, prefix, where)
+
+    def gatv2(self, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
+        """``x_l = x W_l``, ``x_r = x W_r`` (the same with ``share_weights``), the attention
+        of :func:`lotan.graph_engine.attention.attention_v2` over them, then as GAT."""
+        self._need_aggr(where, aggr, ("add", "sum"))
+        if isinstance(conv.in_channels, tuple | list):
+            raise UnsupportedModelError(f"{where}: a bipartite GATv2Conv is not supported")
+        uses, norm = self._attention_edges(conv, where, edges)
+        heads, channels = int(conv.heads), int(conv.out_channels)
+        x_l = self.linear(x, conv.lin_l, f"{prefix}lin_l.", f"{where}.lin_l")
+        x_r = (
+            x_l
+            if conv.share_weights
+            else self.linear(x, conv.lin_r, f"{prefix}lin_r.", f"{where}.lin_r")
+        )
+        params = (f"{prefix}att",) + ((f"{prefix}lin_edge.weight",) if uses else ())
+        out = self.add(
+            "aggregate",
+            (x_l, x_r),
+            heads * channels,
+            norm=norm,
+            reduce="attention_v2",
+            heads=heads,
+            negative_slope=float(conv.negative_slope),
+            p=float(conv.dropout),
+            params=params,
+            edge_features=uses,
+            origin=where,
+        )
+        return self._heads_out(out, conv, x, prefix, where)
+
+    def gine(self, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
+        """``nn((1 + eps) x_i + Σ_j relu(x_j + e_ji))``, ``e`` the edge features or their
+        projection ``lin(edge_attr)`` (``edge_dim``)."""
+        self._need_aggr(where, aggr, ("add", "sum"))
+        if not edges:
+            raise UnsupportedModelError(
+                f"{where}: GINEConv needs the edge features: call it as conv(x, edge_index, "
+                "edge_attr)"
+            )
+        if conv.lin is None:
+            self.edge_input(where, None)
+            if self.edge_width != self.width(x):
+                raise UnsupportedModelError(
+                    f"{where}: shape mismatch, GINEConv without edge_dim adds the edge "
+                    f"features ({self.edge_width}) to the vertex features ({self.width(x)}); "
+                    "set edge_dim to project them"
+                )
+            params: tuple[str, ...] = ()
+        else:
+            self.edge_input(where, int(conv.lin.in_channels))
+            if int(conv.lin.out_channels) != self.width(x):
+                raise UnsupportedModelError(
+                    f"{where}: shape mismatch, GINEConv's edge projection gives "
+                    f"{conv.lin.out_channels} features for vertex features of width "
+                    f"{self.width(x)}; fix in_channels of its nn"
+                )
+            params = (f"{prefix}lin.weight",)
+            if conv.lin.bias is not None:
+                params += (f"{prefix}lin.bias",)
+        agg = self.add(
+            "aggregate",
+            (x,),
+            self.width(x),
+            norm=NormSpec(kind="sum"),
+            reduce="relu_sum",
+            params=params,
+            edge_features=True,
+            origin=where,
+        )
+        if isinstance(conv.eps, torch.nn.Parameter):
+            s = self.add("scale_eps", (x,), self.width(x), param=f"{prefix}eps", origin=where)
+        else:
+            s = self.add("scale_eps", (x,), self.width(x), eps=float(conv.eps), origin=where)
+        h = self.add("add", (agg, s), self.width(x), origin=where)
+        return self.mlp(h, conv.nn, f"{prefix}nn.", f"{where}.nn")
+
+    def gcn2(
+        self, x: int, x0: int, conv: Any, prefix: str, where: str, aggr: str, weighted: bool
+    ) -> int:
+        """GCNII (Chen et al.): ``h = (1 - α) Â x + α x_0``, then the identity mapping
+        ``(1 - β) h + β h W`` — PyG's ``addmm`` — one weight for both terms, or
+        ``weight2`` for the ``x_0`` term (``shared_weights=False``)."""
+        self._need_aggr(where, aggr, ("add", "sum"))
+        for v in (x, x0):
+            if self.width(v) != int(conv.channels):
+                raise UnsupportedModelError(
+                    f"{where}: shape mismatch, GCN2Conv({conv.channels}) gets inputs of width "
+                    f"{self.width(x)} and {self.width(x0)}; x and x_0 must both be "
+                    f"{conv.channels} wide"
+                )
+        weighted = weighted and self.has_edge_weight
+        if conv.normalize:
+            norm = NormSpec(kind="gcn", add_self_loops=bool(conv.add_self_loops), weighted=weighted)
+        else:
+            norm = NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
+        alpha, beta = float(conv.alpha), float(conv.beta)
+        w = self.width(x)
+        h = self.aggregate(x, norm, where)
+        h = self.add("scale", (h,), w, factor=1 - alpha, origin=where)
+        t = self.add("scale", (x0,), w, factor=alpha, origin=where)
+
+        def identity_map(v: int, weight: str) -> int:
+            kept = self.add("scale", (v,), w, factor=1 - beta, origin=where)
+            mapped = self.add("matmul", (v,), w, param=f"{prefix}{weight}", origin=where)
+            mapped = self.add("scale", (mapped,), w, factor=beta, origin=where)
+            return self.add("add", (kept, mapped), w, origin=where)
+
+        if conv.weight2 is None:
+            return identity_map(self.add("add", (h, t), w, origin=where), "weight1")
+        return self.add(
+            "add", (identity_map(h, "weight1"), identity_map(t, "weight2")), w, origin=where
+        )
 
     @staticmethod
     def _need_aggr(where: str, aggr: str, allowed: tuple[str, ...]) -> None:
@@ -338,7 +521,14 @@ def _basic_gnn(b: _Builder, model: Any) -> int:
     convs = list(model.convs)
     for i, conv in enumerate(convs):
         where = f"{name}.convs[{i}]"
-        x = b.conv(x, conv, f"convs.{i}.", where, weighted=model.supports_edge_weight)
+        x = b.conv(
+            x,
+            conv,
+            f"convs.{i}.",
+            where,
+            weighted=model.supports_edge_weight,
+            edges=model.supports_edge_attr,
+        )
         if i < len(convs) - 1:
             x = b.act_module(x, model.act, f"{name}.act")
             x = b.dropout(x, model.dropout.p, f"{name}.dropout")
@@ -375,13 +565,46 @@ def _traced(b: _Builder, model: torch.nn.Module) -> int:
         ) from exc
     env: dict[str, Any] = {}
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 2:
+    names = [str(p.target) for p in placeholders]
+    if len(placeholders) not in (2, 3) or (len(names) == 3 and names[2] != "edge_attr"):
         raise UnsupportedModelError(
-            f"{cls}.forward must take (x, edge_index), found {[p.target for p in placeholders]}"
+            f"{cls}.forward must take (x, edge_index) or (x, edge_index, edge_attr), found {names}"
         )
     env[placeholders[0].name] = 0
     env[placeholders[1].name] = "edge_index"
+    if len(placeholders) == 3:
+        env[placeholders[2].name] = "edge_attr"
     out: int | None = None
+
+    def is_(a: Any, what: str) -> bool:
+        return isinstance(a, torch.fx.Node) and env.get(a.name) == what
+
+    def conv_call(node: Any, mod: Any, where: str, prefix: str, label: str) -> int:
+        """``conv(x, edge_index[, edge_attr])``, or GCN2Conv's ``conv(x, x_0, edge_index)``."""
+        from torch_geometric.nn import GCN2Conv
+
+        args = list(node.args)
+        x0: int | None = None
+        if isinstance(mod, GCN2Conv):
+            if len(args) < 3 or not is_(args[2], "edge_index"):
+                raise UnsupportedModelError(f"{where}: expected conv(x, x_0, edge_index)")
+            x0 = value(args[1], where)
+            args = [args[0], *args[2:]]
+        if len(args) < 2 or not is_(args[1], "edge_index"):
+            raise UnsupportedModelError(f"{where}: expected conv(x, edge_index)")
+        extra = args[2:] + list(node.kwargs.values())
+        edges = False
+        for a in extra:
+            if is_(a, "edge_attr"):
+                edges = True
+            elif a is not None:
+                raise UnsupportedModelError(
+                    f"{where}: conv arguments past edge_index must be the edge features "
+                    f"(edge_attr), found {a!r}"
+                )
+        return b.conv(
+            value(node.args[0], where), mod, prefix, label, weighted=False, edges=edges, x0=x0
+        )
 
     def value(a: Any, where: str) -> int:
         if not isinstance(a, torch.fx.Node) or not isinstance(env.get(a.name), int):
@@ -400,11 +623,7 @@ def _traced(b: _Builder, model: torch.nn.Module) -> int:
             prefix = f"{node.target}."
             label = f"{type(model).__name__}.{node.target}"
             if isinstance(mod, MessagePassing):
-                if len(node.args) < 2 or env.get(getattr(node.args[1], "name", "")) != "edge_index":
-                    raise UnsupportedModelError(f"{where}: expected conv(x, edge_index)")
-                env[node.name] = b.conv(
-                    value(node.args[0], where), mod, prefix, label, weighted=False
-                )
+                env[node.name] = conv_call(node, mod, where, prefix, label)
             else:
                 env[node.name] = b.module(value(node.args[0], where), mod, prefix, label)
             continue
@@ -450,8 +669,11 @@ def _traced(b: _Builder, model: torch.nn.Module) -> int:
     return out
 
 
-def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) -> LogicalPlan:
-    """Lower ``model`` applied to ``in_width`` features to a logical plan.
+def lower_model(
+    model: torch.nn.Module, in_width: int, has_edge_weight: bool, edge_width: int = 0
+) -> LogicalPlan:
+    """Lower ``model`` applied to ``in_width`` vertex features (and ``edge_width`` edge
+    features, 0 for none) to a logical plan.
 
     Raises
     ------
@@ -459,19 +681,31 @@ def lower_model(model: torch.nn.Module, in_width: int, has_edge_weight: bool) ->
         For a module, option or call that is not supported, or a shape mismatch; the message
         names it.
     """
-    from torch_geometric.nn import GATConv, GCNConv, GINConv, GraphConv, SAGEConv, SGConv
+    from torch_geometric.nn import (
+        GATConv,
+        GATv2Conv,
+        GCNConv,
+        GINConv,
+        GINEConv,
+        GraphConv,
+        SAGEConv,
+        SGConv,
+    )
     from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
     from torch_geometric.nn.models.basic_gnn import BasicGNN
 
-    b = _Builder(in_width, has_edge_weight)
+    b = _Builder(in_width, has_edge_weight, edge_width)
     if isinstance(model, GCN | GraphSAGE | GIN | GAT):
         out = _basic_gnn(b, model)
     elif isinstance(model, BasicGNN):
         raise UnsupportedModelError(
             f"{type(model).__name__} is not supported; supported: {SUPPORTED}"
         )
-    elif isinstance(model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv):
-        out = b.conv(0, model, "", type(model).__name__, weighted=True)
+    elif isinstance(
+        model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv | GATv2Conv | GINEConv
+    ):
+        # called as model(x, edge_index, edge_weight) or model(x, edge_index, edge_attr)
+        out = b.conv(0, model, "", type(model).__name__, weighted=True, edges=True)
     elif isinstance(model, torch.nn.Module):
         out = _traced(b, model)
     else:

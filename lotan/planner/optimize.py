@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.rules import (
@@ -28,6 +30,7 @@ def optimize(
     if flags.fuse:
         rules.append(FuseLocalOps())
     fired: list[tuple[str, list[str]]] = []
+    plan = replace(plan, edge_block_bytes=int(flags.edge_block_mb * 2**20))
     for rule in rules:
         new, what = rule.apply(plan)
         new.check_same_output(plan, rule.name)

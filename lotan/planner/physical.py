@@ -49,8 +49,6 @@ from lotan.graph_engine.exchange import (
     reduce_partials,
 )
 from lotan.graph_engine.kernels import (
-    attention,
-    attention_grad,
     segment_extreme,
     segment_extreme_grad,
     spmm,
@@ -64,10 +62,12 @@ from lotan.graph_engine.runner import (
     phase,
     record_device,
 )
-from lotan.nn_engine.dense import DenseGraph, dropout_scale, mix_seed
+from lotan.nn_engine.dense import DenseGraph, mix_seed
 from lotan.nn_engine.device import task_resources
 from lotan.nn_engine.loss import masked_cross_entropy
+from lotan.planner import messages
 from lotan.planner.logical import LogicalPlan
+from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, FUSED, GRAPH, Placement
 
 __all__ = ["METRIC_FIELDS", "EpochValue", "Exchange", "PhysicalPlan", "Schedule", "StageRun"]
@@ -127,23 +127,27 @@ class Exchange:
     its own sparse product (:func:`lotan.graph_engine.kernels.spmm`).
 
     A ``max`` / ``min`` exchange (``reduce``) takes the extreme over the edges ``norm``
-    weighs non-zero, an ``attention`` one GAT's softmax-weighted sum over them (its sources'
-    rows and scores travel side by side, and so do the destination scores, of which only
-    the own rows are read). Their backward needs the aggregated rows, so when training the
-    ``aggregate`` piece keeps them for the ``transpose`` piece (they ride in Spark's shuffle
-    like other saved values), which recomputes the forward pass from them. An attention
-    node's output travels under its own id (``n<id>``), a single-input one's under its
-    input's (two aggregations of one value are computed once).
+    weighs non-zero; the reductions of :mod:`lotan.planner.messages` (attention, GINE's
+    messages) compute a value per edge first (their inputs travel side by side, and so do
+    destination-side inputs such as GAT's ``a_dst``, of which only the own rows are read).
+    Their backward needs the aggregated rows, so when training the ``aggregate`` piece keeps
+    them for the ``transpose`` piece (they ride in Spark's shuffle like other saved values),
+    which recomputes the forward pass from them. The output of a node with a per-edge value
+    travels under its own id (``n<id>``), a single-input one's under its input's (two
+    aggregations of one value are computed once).
 
     Attributes
     ----------
     index : number of the exchange in the plan (names its messages).
-    reduce : ``"sum"`` (weighted by ``norm``), ``"max"``, ``"min"`` or ``"attention"``.
+    reduce : ``"sum"`` (weighted by ``norm``), ``"max"``, ``"min"`` or one of
+        :data:`~lotan.planner.messages.EDGE_REDUCES`.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
     aggs : the aggregation nodes; ``agg_inputs[a]`` are the values ``a`` aggregates (one;
-        for ``attention``, ``(h, a_src, a_dst)``).
+        several for some edge functions, e.g. ``(h, a_src, a_dst)`` for ``attention``).
     stochastic : inputs that differ with dropout off (also sent in the evaluation stream).
     grad_inputs : inputs whose gradient flows back.
+    trains : some node has parameters of its own (its edge function's), so the ``transpose``
+        piece runs even when no input's gradient flows back.
     """
 
     index: int
@@ -157,6 +161,12 @@ class Exchange:
     agg_inputs: Mapping[int, tuple[int, ...]]
     stochastic: tuple[int, ...]
     grad_inputs: tuple[int, ...]
+    trains: bool = False
+
+    @property
+    def backward(self) -> bool:
+        """Whether the exchange has a backward pass (a ``transpose`` piece)."""
+        return bool(self.grad_inputs) or self.trains
 
     def width(self, of: tuple[int, ...]) -> int:
         width = dict(zip(self.inputs, self.widths, strict=True))
@@ -313,7 +323,7 @@ class PhysicalPlan:
             for j in range(self.last, -1, -1):
                 if j != self.last:
                     pieces.append(("backward", j))
-                if any(x.grad_inputs for x in self.exchanges_into(j)):
+                if any(x.backward for x in self.exchanges_into(j)):
                     pieces.append(("transpose", j))
         groups: dict[Any, int] = {}
         index: dict[tuple[str, int], int] = {}
@@ -394,8 +404,8 @@ def _exchanges(
         if len(sources) != 1:
             raise UnsupportedModelError(
                 f"%{n.id} ({n.origin}) aggregates values computed in different stages "
-                f"{sorted(sources)}; an attention layer needs its inputs from one stage — keep "
-                "PlannerFlags(fuse=True)"
+                f"{sorted(sources)}; a layer with per-edge values needs its inputs from one "
+                "stage — keep PlannerFlags(fuse=True)"
             )
         groups.setdefault((j, sources.pop(), n.norm, n.reduce), []).append(n.id)
     out = []
@@ -415,6 +425,7 @@ def _exchanges(
                 agg_inputs={a: logical.node(a).inputs for a in aggs},
                 stochastic=tuple(u for u in inputs if u in stochastic),
                 grad_inputs=tuple(u for u in inputs if u in requires_grad),
+                trains=any(logical.node(a).params for a in aggs),
             )
         )
     return tuple(out)
@@ -425,18 +436,6 @@ def _group_order(
 ) -> tuple[int, int, int]:
     (j, source, _, _), aggs = item
     return (j, source, aggs[0])
-
-
-def _attention_dropout(
-    node: Any, layout: PartitionLayout, seed: int, value: Any
-) -> torch.Tensor | None:
-    """The attention dropout multipliers ``(E, heads)`` of ``node`` in this epoch (``None``
-    without dropout): keyed by the edges' keys (:attr:`PartitionLayout.edge_keys`), so every
-    partitioning drops the same coefficients, and drawn again identically by backward."""
-    if node.p <= 0:
-        return None
-    key = mix_seed(mix_seed(seed, value.epoch), node.id if node.key is None else node.key)
-    return dropout_scale(layout.edge_keys, node.heads, node.p, key)
 
 
 def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
@@ -539,8 +538,8 @@ class _Aggregate(_Piece):
         for x in self.plan.exchanges_into(self.j):
             w = layout.weights[self.plan.norm_index[x.norm]]
             keep: dict[str, np.ndarray] = {}
-            if x.reduce == "attention":
-                out += self._attention(part, layout, inbox, x, w, keep, value)
+            if x.reduce in EDGE_REDUCES:
+                out += self._edge_values(part, layout, inbox, x, w, keep, value)
             else:
                 out += self._single_input(part, layout, inbox, x, w, keep)
             if keep:
@@ -579,7 +578,7 @@ class _Aggregate(_Piece):
             out.append(Message(to, part, part, f"z{x.index}{s}", rows))
         return out
 
-    def _attention(
+    def _edge_values(
         self,
         part: int,
         layout: PartitionLayout,
@@ -589,11 +588,12 @@ class _Aggregate(_Piece):
         keep: dict[str, np.ndarray],
         value: Any,
     ) -> list[Message]:
-        """The attention nodes of exchange ``x``, in both streams (a node is in the
-        evaluation stream when one of its inputs is, or it drops coefficients); their
-        inputs are kept for backward."""
+        """The nodes of exchange ``x`` that compute per-edge values, in both streams (a node
+        is in the evaluation stream when one of its inputs is, or it drops coefficients);
+        their inputs are kept for backward."""
         to = self.sched.of("forward", self.j)
         stoch = self.plan.stochastic
+        params = value.tensors()
         full: dict[str, dict[int, np.ndarray]] = {"": {}, EVAL: {}}
         with phase("exchange"):
             for u in x.inputs:
@@ -609,20 +609,16 @@ class _Aggregate(_Piece):
                 if s and a not in stoch:
                     continue
                 node = self.plan.logical.node(a)
-                h, a_src, a_dst = (full[s].get(u, full[""][u]) for u in node.inputs)
+                inputs = [full[s].get(u, full[""][u]) for u in node.inputs]
                 train_stream = self.train and not s  # evaluation runs without dropout
-                drop = _attention_dropout(node, layout, self.seed, value) if train_stream else None
+                drop = (
+                    messages.edge_dropout(node, layout, self.seed, value.epoch)
+                    if train_stream
+                    else None
+                )
                 with phase("spmm"):
-                    z = attention(
-                        layout.indptr,
-                        layout.indices,
-                        mask,
-                        h,
-                        a_src,
-                        a_dst,
-                        node.negative_slope,
-                        drop,
-                    )
+                    budget = self.plan.logical.edge_block_bytes
+                    z = messages.forward(node, layout, mask, inputs, params, drop, budget)
                 rows[f"n{a}"] = z.numpy()
             if rows:
                 out.append(Message(to, part, part, f"z{x.index}{s}", rows))
@@ -668,7 +664,7 @@ class _Forward(_Piece):
                 for a in x.aggs:
                     if s and a not in stoch:
                         continue
-                    key = f"n{a}" if x.reduce == "attention" else str(x.agg_inputs[a][0])
+                    key = f"n{a}" if x.reduce in EDGE_REDUCES else str(x.agg_inputs[a][0])
                     z = _t(by_source(inbox, f"z{x.index}{s}", key=key)[part])
                     vals[s][a] = z
                     if self.train and not s:
@@ -811,7 +807,13 @@ def _backprop(
         k
         for k in inputs
         if k in plan.requires_grad
-        or (k in here and any(u in plan.requires_grad for u in here[k].agg_inputs[k]))
+        or (
+            k in here
+            and (
+                any(u in plan.requires_grad for u in here[k].agg_inputs[k])
+                or plan.logical.node(k).params
+            )
+        )
     ]
     dense = plan.dense_graph(j)
     with phase("dense"):
@@ -829,10 +831,10 @@ def _backprop(
     if pgrads:
         out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
     for x in plan.exchanges_into(j):
-        if not x.grad_inputs:
+        if not x.backward:
             continue
         sums: dict[str, np.ndarray] = {}
-        if x.reduce == "attention":  # one gradient per node: its inputs are several
+        if x.reduce in EDGE_REDUCES:  # one gradient per node: it may have several inputs
             sums = {f"n{a}": grads[a].contiguous().numpy() for a in x.aggs if a in grads}
         else:  # one per input: the nodes that aggregate it add up
             for u in x.grad_inputs:
@@ -872,12 +874,14 @@ class _Transpose(_Piece):
                 continue  # nothing flowed back into this stage on this partition
             (g,) = grads
             k = plan.norm_index[x.norm]
-            kept: Mapping[str, np.ndarray] = {}  # a max/min or attention layer's inputs
+            kept: Mapping[str, np.ndarray] = {}  # a max/min or edge function's inputs
             if x.reduce != "sum":
                 (kept,) = [m.payload for m in inbox if m.tag == f"h{x.index}"]
             with phase("spmm"):
-                if x.reduce == "attention":
-                    partials = self._attention_grads(layout, x, kept, g, value)
+                if x.reduce in EDGE_REDUCES:
+                    partials, pgrads = self._edge_grads(layout, x, kept, g, value)
+                    if pgrads:
+                        out.append(Message(DRIVER, -1, part, "grad", pgrads))
                 else:
                     partials = {
                         u: self._single_grad(layout, x, k, kept, g, u) for u in x.grad_inputs
@@ -917,42 +921,41 @@ class _Transpose(_Piece):
             g[str(u)],
         ).numpy()
 
-    def _attention_grads(
+    def _edge_grads(
         self,
         layout: PartitionLayout,
         x: Exchange,
         kept: Mapping[str, np.ndarray],
         g: Mapping[str, np.ndarray],
         value: Any,
-    ) -> dict[int, np.ndarray]:
-        """``[own | halo]`` partial gradients of the inputs of exchange ``x``'s attention
-        nodes, summed over the nodes that read each input."""
+    ) -> tuple[dict[int, np.ndarray], dict[str, np.ndarray]]:
+        """``[own | halo]`` partial gradients of the inputs of exchange ``x``'s nodes with
+        per-edge values, summed over the nodes that read each input, and this partition's
+        share of their parameters' gradients."""
         k = self.plan.norm_index[x.norm]
+        params = value.tensors()
         totals: dict[int, np.ndarray] = {}
+        pgrads: dict[str, np.ndarray] = {}
         for a in x.aggs:
             if f"n{a}" not in g:
                 continue
             node = self.plan.logical.node(a)
-            h, a_src, a_dst = (kept[str(u)] for u in node.inputs)
-            grads = attention_grad(
-                layout.indptr,
-                layout.indices,
+            grads, own = messages.backward(
+                node,
+                layout,
                 layout.weights[k],
-                layout.t_indptr,
-                layout.t_indices,
-                layout.t_perm,
                 layout.t_weights[k],
-                h,
-                a_src,
-                a_dst,
-                node.negative_slope,
+                [kept[str(u)] for u in node.inputs],
+                params,
                 g[f"n{a}"],
-                _attention_dropout(node, layout, self.seed, value),
+                messages.edge_dropout(node, layout, self.seed, value.epoch),
+                self.plan.logical.edge_block_bytes,
             )
+            pgrads.update(own)
             for u, d in zip(node.inputs, grads, strict=True):
                 if u in x.grad_inputs:
                     totals[u] = d.numpy() if u not in totals else totals[u] + d.numpy()
-        return totals
+        return totals, pgrads
 
 
 @dataclass(frozen=True)

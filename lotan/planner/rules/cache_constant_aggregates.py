@@ -3,7 +3,8 @@
 Identity: ``Â C`` is the same every epoch when ``C`` depends on no parameter and no dropout
 (the features ``X``, ``(1 + eps) X`` with a fixed ``eps``, SGC's ``Â^k X``, ...).
 
-Holds when: the aggregation's input is constant (:attr:`LogicalPlan.constant`). The cached
+Holds when: the aggregation is constant (:attr:`LogicalPlan.constant`: its input is, and
+an edge function it computes has no parameters). The cached
 values are computed once per (graph, plan) before training and stored with the partition
 layouts; each epoch reads them locally and exchanges nothing for them.
 """
@@ -24,7 +25,7 @@ class CacheConstantAggregates:
         fired = []
         nodes = []
         for n in plan.nodes:
-            if n.op == "aggregate" and not n.cached and all(i in plan.constant for i in n.inputs):
+            if n.op == "aggregate" and not n.cached and n.id in plan.constant:
                 n = replace(n, cached=True)
                 of = ", ".join(f"%{i}" for i in n.inputs)
                 fired.append(f"%{n.id}: aggregate of constant {of} cached")
