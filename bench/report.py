@@ -94,8 +94,9 @@ def _gat(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
         f"the best validation epoch, mean ± std over {cfg.get('seeds')} seeds, next to the "
         "published numbers (Veličković et al., 2018). Timing: median of epochs 2.."
         f"{cfg.get('epochs')} on the SBM graphs, each system in a fresh process; Spark "
-        f"`local[*]`, {cfg.get('partitions')} partitions; ratios to PyG in the same run. DGL's "
-        "`GATConv` is not measured yet.",
+        f"`local[*]`, {cfg.get('partitions')} partitions; ratios to PyG in the same run. DGL "
+        "runs the same model with its `GATConv` (`attn_drop` on the coefficients, one self "
+        "loop per vertex).",
         "",
         "| dataset | system | test accuracy (%) | validation (%) | published |",
         "|---|---|---|---|---|",

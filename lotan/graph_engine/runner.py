@@ -99,8 +99,9 @@ def timed_stage(k: int, part: int, out: list[Message]) -> Iterator[None]:
 
 
 def by_source(inbox: Iterable[Message], tag: str, key: str = "rows") -> dict[int, np.ndarray]:
-    """``{source partition: payload[key]}`` of the messages with ``tag``."""
-    return {m.src: m.payload[key] for m in inbox if m.tag == tag}
+    """``{source partition: payload[key]}`` of the messages with ``tag`` that carry ``key``
+    (the inputs of one exchange may come from several stages, each sending its own)."""
+    return {m.src: m.payload[key] for m in inbox if m.tag == tag and key in m.payload}
 
 
 class LocalRunner:

@@ -41,7 +41,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lotan.errors import UnsupportedModelError
 from lotan.graph_engine.exchange import (
     assemble,
     backward_messages,
@@ -139,6 +138,10 @@ class Exchange:
     Attributes
     ----------
     index : number of the exchange in the plan (names its messages).
+    source : the latest stage that sends an input; ``sources[u]``, the stage that sends
+        input ``u`` (one stage for all, except an edge function whose inputs come from
+        different stages, as under ``PlannerFlags(fuse=False)``). Backward, each input's
+        gradient goes back to the stage that sent it.
     reduce : ``"sum"`` (weighted by ``norm``), ``"max"``, ``"min"`` or one of
         :data:`~lotan.planner.messages.EDGE_REDUCES`.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
@@ -162,6 +165,11 @@ class Exchange:
     stochastic: tuple[int, ...]
     grad_inputs: tuple[int, ...]
     trains: bool = False
+    sources: Mapping[int, int] = field(default_factory=dict)
+
+    def sent_by(self, j: int, of: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The inputs (of ``of``, default all) that stage ``j`` sends."""
+        return tuple(u for u in (self.inputs if of is None else of) if self.sources[u] == j)
 
     @property
     def backward(self) -> bool:
@@ -308,7 +316,7 @@ class PhysicalPlan:
         return [x for x in self.exchanges if x.stage == j]
 
     def exchanges_from(self, j: int) -> list[Exchange]:
-        return [x for x in self.exchanges if x.source == j]
+        return [x for x in self.exchanges if j in x.sources.values()]
 
     # ------------------------------------------------------------------ stages
     def schedule(self, *, train: bool, placement: Placement = DEFAULT_PLACEMENT) -> Schedule:
@@ -392,7 +400,8 @@ def _exchanges(
     """Group the aggregations computed per run by (stage, source stage, weighting).
 
     A layout value is sent by the stage before its consumer (it is available everywhere);
-    a computed value by the stage that computes it.
+    a computed value by the stage that computes it. An aggregation with several inputs
+    from different stages (an edge function under ``fuse=False``) is grouped by its latest.
     """
     stochastic = logical.stochastic
     groups: dict[tuple[int, int, NormSpec, str], list[int]] = {}
@@ -400,14 +409,8 @@ def _exchanges(
         if n.op != "aggregate" or n.id not in stage_of or n.norm is None:
             continue
         j = stage_of[n.id]
-        sources = {j - 1 if u in layout_values else stage_of[u] for u in n.inputs}
-        if len(sources) != 1:
-            raise UnsupportedModelError(
-                f"%{n.id} ({n.origin}) aggregates values computed in different stages "
-                f"{sorted(sources)}; a layer with per-edge values needs its inputs from one "
-                "stage — keep PlannerFlags(fuse=True)"
-            )
-        groups.setdefault((j, sources.pop(), n.norm, n.reduce), []).append(n.id)
+        source = max(_sender(u, j, stage_of, layout_values) for u in n.inputs)
+        groups.setdefault((j, source, n.norm, n.reduce), []).append(n.id)
     out = []
     ordered = sorted(groups.items(), key=_group_order)
     for index, ((j, source, norm, reduce), aggs) in enumerate(ordered):
@@ -426,9 +429,15 @@ def _exchanges(
                 stochastic=tuple(u for u in inputs if u in stochastic),
                 grad_inputs=tuple(u for u in inputs if u in requires_grad),
                 trains=any(logical.node(a).params for a in aggs),
+                sources={u: _sender(u, j, stage_of, layout_values) for u in inputs},
             )
         )
     return tuple(out)
+
+
+def _sender(u: int, j: int, stage_of: Mapping[int, int], layout_values: set[int]) -> int:
+    """The stage that sends value ``u`` to an aggregation of stage ``j``."""
+    return j - 1 if u in layout_values else stage_of[u]
 
 
 def _group_order(
@@ -710,7 +719,7 @@ class _Forward(_Piece):
                     out.append(Message(to, part, part, f"v{i}{s}", {"rows": vals[s][i].numpy()}))
         # Values that aggregations of later stages read: side by side, to who needs them.
         for x in plan.exchanges_from(j):
-            for s, of in (("", x.inputs), (EVAL, x.stochastic)):
+            for s, of in (("", x.sent_by(j)), (EVAL, x.sent_by(j, x.stochastic))):
                 if (s and not self.evals) or not of:
                     continue
                 sends: dict[int, dict[str, np.ndarray]] = {}
@@ -886,13 +895,13 @@ class _Transpose(_Piece):
                     partials = {
                         u: self._single_grad(layout, x, k, kept, g, u) for u in x.grad_inputs
                     }
-            sends: dict[int, dict[str, np.ndarray]] = {}
+            sends: dict[tuple[int, int], dict[str, np.ndarray]] = {}
             with phase("exchange"):
                 for u in x.grad_inputs:
+                    target = self.sched.of("backward", x.sources[u])
                     for q, r in backward_messages(layout, partials[u]):
-                        sends.setdefault(q, {})[str(u)] = r
-            target = self.sched.of("backward", x.source)
-            out += [Message(target, q, part, f"g{x.index}", p) for q, p in sends.items()]
+                        sends.setdefault((target, q), {})[str(u)] = r
+            out += [Message(t, q, part, f"g{x.index}", p) for (t, q), p in sends.items()]
         return out
 
     def _single_grad(
@@ -980,7 +989,7 @@ class _Backward(_Piece):
                 saved.update(m.payload)
         totals: dict[int, np.ndarray] = {}
         for x in plan.exchanges_from(j):
-            for u in x.grad_inputs:
+            for u in x.sent_by(j, x.grad_inputs):
                 partials = by_source(inbox, f"g{x.index}", key=str(u))
                 if not partials:
                     continue
