@@ -520,6 +520,16 @@ def _unsupported(spark: Any, tmp: Path) -> Any:
 
 
 @case(
+    "graph-wide-norm",
+    '`GCN(norm="batch_norm")` (statistics over all vertices: not yet)',
+    UnsupportedModelError,
+    "GCN.norms[0]: BatchNorm is not supported yet: its statistics span every vertex of the graph",
+)
+def _batch_norm(spark: Any, tmp: Path) -> Any:
+    return _fit(GCN(3, 4, 2, 2, norm="batch_norm"), _graph())
+
+
+@case(
     "partitions-zero",
     "`num_partitions=0`",
     LotanError,

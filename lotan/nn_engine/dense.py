@@ -84,6 +84,8 @@ DenseOp = Literal[
     "head_dot",
     "head_mean",
     "scale",
+    "layer_norm",
+    "maximum",
 ]
 #: Every dense op (:class:`DenseNode` ``op``), as a set.
 DENSE_OPS: frozenset[str] = frozenset(get_args(DenseOp))
@@ -100,8 +102,10 @@ class DenseNode:
         as ``GCN2Conv``'s), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
         ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``), ``head_dot`` (per
         head, the dot product of ``x`` with the parameter: ``(x.view(N, H, C) * a).sum(-1)``,
-        GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``) and ``scale``
-        (``x * factor``).
+        GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``), ``scale``
+        (``x * factor``), ``layer_norm`` (each vertex's row normalized over its features,
+        ``F.layer_norm`` with ``eps`` and the parameter as weight, or none) and ``maximum``
+        (the elementwise maximum of the inputs: jumping knowledge's ``"max"``).
     inputs : ids of the input values.
     param : parameter name for ``linear`` / ``matmul`` / ``bias`` / ``scale_eps`` / ``head_dot``
         (``None`` for ``scale_eps``: ``eps`` fixed).
@@ -172,6 +176,12 @@ def _eval(
     if op == "head_mean":
         x = args[0]
         return x.view(x.shape[0], node.heads, -1).mean(dim=1)
+    if op == "layer_norm":
+        x = args[0]
+        weight = params[str(node.param)] if node.param is not None else None
+        return F.layer_norm(x, (x.shape[1],), weight, None, node.eps)
+    if op == "maximum":  # as PyG's JumpingKnowledge("max"): stack, then max over the stack
+        return torch.stack(args, dim=-1).max(dim=-1)[0]
     raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
 
 

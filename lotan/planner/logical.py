@@ -101,6 +101,8 @@ class Node:
             extra = f"[p={self.p:g}]"
         elif self.op == "scale":
             extra = f"[{self.factor:g}]"
+        elif self.op == "layer_norm":
+            extra = f"[{self.param}, eps={self.eps:g}]" if self.param else f"[eps={self.eps:g}]"
         return f"%{self.id} = {self.op}{extra}({args}) -> {self.width}"
 
 
@@ -155,7 +157,7 @@ class LogicalPlan:
         """Parameter-free and not random."""
         if n.op == "aggregate":
             return not n.params
-        return n.op in ("act", "add", "concat", "scale", "head_mean") or (
+        return n.op in ("act", "add", "concat", "scale", "head_mean", "maximum") or (
             n.op == "scale_eps" and n.param is None
         )
 

@@ -2,7 +2,8 @@
 
 Supported:
 
-- ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN`` (``norm=None``, ``jk=None``);
+- ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN``, ``GAT`` (jumping knowledge
+  ``"last"``/``"cat"``/``"max"``, ``act_first``, no norm or a per-vertex ``LayerNorm``);
 - a single ``GCNConv``, ``SAGEConv``, ``GINConv``, ``GINEConv``, ``SGConv``, ``GraphConv``,
   ``GATConv`` or ``GATv2Conv`` used as the model;
 - any ``torch.nn.Module`` whose ``forward(x, edge_index)`` or ``forward(x, edge_index,
@@ -42,13 +43,15 @@ from lotan.planner.logical import LogicalPlan, Node
 __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
-    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (norm=None, jk=None; GAT with v2 and "
-    "edge_dim); GCNConv, SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, GINEConv "
-    "(edge_dim), SGConv, APPNP (dropout=0), GCN2Conv, GraphConv (aggr 'add', 'mean', 'max', "
-    "'min'), GATConv and GATv2Conv (heads, concat, negative_slope, add_self_loops, bias, "
-    "residual, dropout, edge_dim; GATv2Conv share_weights); torch.nn.Linear, PyG Linear and "
-    "MLP; activations relu, leaky_relu, elu, gelu, tanh; dropout; + and torch.cat in a "
-    "forward(x, edge_index) or forward(x, edge_index, edge_attr) that torch.fx can trace"
+    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (jk None/'last'/'cat'/'max', "
+    "act_first, norm None or per-vertex layer_norm; GAT with v2 and edge_dim); GCNConv, "
+    "SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, GINEConv (edge_dim), SGConv, APPNP "
+    "(dropout=0), GCN2Conv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv and "
+    "GATv2Conv (heads, concat, negative_slope, add_self_loops, bias, residual, dropout, "
+    "edge_dim; GATv2Conv share_weights); torch.nn.Linear, PyG Linear and MLP; "
+    "torch.nn.LayerNorm, PyG LayerNorm(mode='node'); activations relu, leaky_relu, elu, gelu, "
+    "tanh; dropout; + and torch.cat in a forward(x, edge_index) or forward(x, edge_index, "
+    "edge_attr) that torch.fx can trace"
 )
 
 
@@ -119,6 +122,50 @@ class _Builder:
             )
         slope = float(getattr(mod, "negative_slope", 0.01))
         return self.act(x, name, where, slope)
+
+    def norm(self, x: int, mod: torch.nn.Module | None, prefix: str, where: str) -> int:
+        """A normalization layer on value ``x``: per-vertex ones (``torch.nn.LayerNorm``,
+        PyG's ``LayerNorm(mode="node")``) are dense ops; those whose statistics span the
+        graph (BatchNorm, ``LayerNorm(mode="graph")``, PairNorm, ...) are not supported
+        yet."""
+        from torch_geometric.nn.norm import LayerNorm as PygLayerNorm
+
+        if mod is None or isinstance(mod, torch.nn.Identity):
+            return x
+        w = self.width(x)
+        if isinstance(mod, torch.nn.LayerNorm):
+            if tuple(mod.normalized_shape) != (w,):
+                raise UnsupportedModelError(
+                    f"{where}: LayerNorm{tuple(mod.normalized_shape)} on vertex rows of width "
+                    f"{w}; normalize over the features: LayerNorm({w})"
+                )
+            weight = mod.weight is not None
+            bias = getattr(mod, "bias", None) is not None
+        elif isinstance(mod, PygLayerNorm) and mod.mode == "node":
+            if int(mod.in_channels) != w:
+                raise UnsupportedModelError(
+                    f"{where}: shape mismatch, LayerNorm({mod.in_channels}) on width {w}"
+                )
+            weight = bias = mod.weight is not None
+        else:
+            mode = getattr(mod, "mode", None)
+            what = type(mod).__name__ + (f"(mode={mode!r})" if mode is not None else "")
+            raise UnsupportedModelError(
+                f"{where}: {what} is not supported yet: its statistics span every vertex of the "
+                "graph (a reduction across partitions); per-vertex normalizations are: "
+                "torch.nn.LayerNorm, torch_geometric.nn.LayerNorm(mode='node')"
+            )
+        h = self.add(
+            "layer_norm",
+            (x,),
+            w,
+            param=f"{prefix}weight" if weight else None,
+            eps=float(mod.eps),
+            origin=where,
+        )
+        if bias:
+            h = self.add("bias", (h,), w, param=f"{prefix}bias", origin=where)
+        return h
 
     def dropout(self, x: int, p: float, where: str) -> int:
         return self.add("dropout", (x,), self.width(x), p=float(p), origin=where) if p > 0 else x
@@ -505,19 +552,34 @@ class _Builder:
             return self.dropout(x, mod.p, where)
         if isinstance(mod, torch.nn.Identity):
             return x
+        if _is_norm(mod):
+            return self.norm(x, mod, prefix, where)
         return self.act_module(x, mod, where)
 
     def plan(self, out: int) -> LogicalPlan:
         return LogicalPlan(tuple(self.nodes), (out,))
 
 
+def _is_norm(mod: torch.nn.Module) -> bool:
+    """A normalization layer: torch's LayerNorm / BatchNorm* or anything of PyG's ``norm``."""
+    cls = type(mod)
+    return isinstance(mod, torch.nn.LayerNorm | torch.nn.modules.batchnorm._BatchNorm) or (
+        cls.__module__.startswith("torch_geometric.nn.norm")
+    )
+
+
 def _basic_gnn(b: _Builder, model: Any) -> int:
+    """PyG's ``BasicGNN.forward``: each conv, then (between layers, and after the last with
+    jumping knowledge) the activation before or after the norm (``act_first``) and dropout;
+    jumping knowledge ``"last"``, ``"cat"`` or ``"max"`` of those outputs, then ``lin``."""
     name = type(model).__name__
-    if getattr(model, "jk_mode", None) is not None:
-        raise UnsupportedModelError(f"{name}(jk={model.jk_mode!r}) is not supported; use jk=None")
-    if any(not isinstance(n, torch.nn.Identity) for n in model.norms):
-        raise UnsupportedModelError(f"{name}(norm=...) is not supported; use norm=None")
+    jk = getattr(model, "jk_mode", None)
+    if jk not in (None, "last", "cat", "max"):
+        raise UnsupportedModelError(
+            f"{name}(jk={jk!r}) is not supported; use jk=None, 'last', 'cat' or 'max'"
+        )
     x = 0
+    outs: list[int] = []
     convs = list(model.convs)
     for i, conv in enumerate(convs):
         where = f"{name}.convs[{i}]"
@@ -529,9 +591,20 @@ def _basic_gnn(b: _Builder, model: Any) -> int:
             weighted=model.supports_edge_weight,
             edges=model.supports_edge_attr,
         )
-        if i < len(convs) - 1:
-            x = b.act_module(x, model.act, f"{name}.act")
+        if i < len(convs) - 1 or jk is not None:
+            if model.act_first:
+                x = b.act_module(x, model.act, f"{name}.act")
+            x = b.norm(x, model.norms[i], f"norms.{i}.", f"{name}.norms[{i}]")
+            if not model.act_first:
+                x = b.act_module(x, model.act, f"{name}.act")
             x = b.dropout(x, model.dropout.p, f"{name}.dropout")
+            outs.append(x)
+    if jk == "cat":
+        x = b.add("concat", tuple(outs), sum(b.width(o) for o in outs), origin=f"{name}.jk")
+    elif jk == "max":
+        x = b.add("maximum", tuple(outs), b.width(outs[0]), origin=f"{name}.jk")
+    if jk is not None:
+        x = b.linear(x, model.lin, "lin.", f"{name}.lin")
     return x
 
 
@@ -553,7 +626,7 @@ def _traced(b: _Builder, model: torch.nn.Module) -> int:
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-            return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+            return isinstance(m, leaves) or _is_norm(m) or super().is_leaf_module(m, qualname)
 
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     try:

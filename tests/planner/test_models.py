@@ -21,7 +21,7 @@ from torch_geometric.nn import (
     SAGEConv,
     SGConv,
 )
-from torch_geometric.nn.models import GAT, GIN, MLP, GraphSAGE
+from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 
 import lotan
 from lotan.errors import UnsupportedModelError
@@ -178,6 +178,22 @@ class EdgeAttentionNet(torch.nn.Module):
         return self.conv3(h, edge_index)
 
 
+class LayerNormNet(torch.nn.Module):
+    """torch's LayerNorm after a convolution (without affine parameters after the second)."""
+
+    def __init__(self, f: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = SAGEConv(f, 8)
+        self.norm1 = torch.nn.LayerNorm(8)
+        self.conv2 = GCNConv(8, 8)
+        self.norm2 = torch.nn.LayerNorm(8, elementwise_affine=False)
+        self.head = torch.nn.Linear(8, c)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(self.conv1(x, edge_index)).relu()
+        return self.head(self.norm2(self.conv2(h, edge_index)))
+
+
 MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "graphsage": lambda f, c: GraphSAGE(f, 8, 2, c),
     "graphsage_sum": lambda f, c: GraphSAGE(f, 8, 2, c, aggr="sum"),
@@ -196,6 +212,12 @@ MODELS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "attention_v2": AttentionV2Net,
     "gcnii": GCNII,
     "gcnii_unshared": lambda f, c: GCNII(f, c, layers=2, shared=False),
+    "jk_cat_layer_norm": lambda f, c: GCN(
+        f, 8, 3, c, jk="cat", norm="layer_norm", norm_kwargs={"mode": "node"}, act_first=True
+    ),
+    "jk_max": lambda f, c: GraphSAGE(f, 8, 2, c, jk="max", dropout=0.0),
+    "jk_last": lambda f, c: GIN(f, 8, 2, c, jk="last"),
+    "layer_norm_net": LayerNormNet,
 }
 
 #: Models that read edge features, run on the ``edge_features`` graph case.
