@@ -131,20 +131,22 @@ def _gat_rows(
     has_edge: bool,
     slope: float,
     drop: np.ndarray,
+    sums: bool,
     out: np.ndarray,
     alpha: np.ndarray,
     lo: int,
     hi: int,
 ) -> None:  # pragma: no cover - compiled
     """Rows ``lo..hi-1`` of GAT's aggregation; the coefficients before dropout go to
-    ``alpha`` (``(E, heads)``, 0 on masked-out edges)."""
+    ``alpha`` (``(E, heads)``, 0 on masked-out edges). Without ``sums`` only the
+    coefficients (the backward pass's recomputation; ``out`` is not touched)."""
     heads = a_src.shape[1]
     width = h.shape[1] // heads
     zero = out.dtype.type(0)
     for r in range(lo, hi):
-        acc = out[r]
-        for j in range(acc.shape[0]):
-            acc[j] = zero
+        if sums:
+            for j in range(out.shape[1]):
+                out[r, j] = zero
         start, end = indptr[r], indptr[r + 1]
         for k in range(heads):
             top = zero - np.inf  # (the input's float type)
@@ -159,8 +161,8 @@ def _gat_rows(
                 alpha[e, k] = v
                 if v > top:
                     top = v
-            if _softmax(mask, alpha, start, end, k, top):
-                _weighted_sum(acc, indices, mask, h, alpha, drop, start, end, k, width)
+            if _softmax(mask, alpha, start, end, k, top) and sums:
+                _weighted_sum(out[r], indices, mask, h, alpha, drop, start, end, k, width)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
@@ -295,19 +297,21 @@ def _v2_rows(
     has_edge: bool,
     slope: float,
     drop: np.ndarray,
+    sums: bool,
     out: np.ndarray,
     alpha: np.ndarray,
     lo: int,
     hi: int,
 ) -> None:  # pragma: no cover - compiled
-    """Rows ``lo..hi-1`` of GATv2's aggregation (coefficients before dropout to ``alpha``)."""
+    """Rows ``lo..hi-1`` of GATv2's aggregation (coefficients before dropout to ``alpha``;
+    without ``sums`` only those)."""
     heads = alpha.shape[1]
     width = x_l.shape[1] // heads
     zero = out.dtype.type(0)
     for r in range(lo, hi):
-        acc = out[r]
-        for j in range(acc.shape[0]):
-            acc[j] = zero
+        if sums:
+            for j in range(out.shape[1]):
+                out[r, j] = zero
         start, end = indptr[r], indptr[r + 1]
         dst = x_r[r]
         for k in range(heads):
@@ -320,8 +324,8 @@ def _v2_rows(
                 alpha[e, k] = v
                 if v > top:
                     top = v
-            if _softmax(mask, alpha, start, end, k, top):
-                _weighted_sum(acc, indices, mask, x_l, alpha, drop, start, end, k, width)
+            if _softmax(mask, alpha, start, end, k, top) and sums:
+                _weighted_sum(out[r], indices, mask, x_l, alpha, drop, start, end, k, width)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
@@ -554,7 +558,7 @@ def attention(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, hh, a_s, a_d[lo:hi], edge, has_edge, dt.type(negative_slope), mult)
-        _run_rows(_gat_rows, ptr, (*args, o[lo:hi], alpha), hh.shape[1])
+        _run_rows(_gat_rows, ptr, (*args, True, o[lo:hi], alpha), hh.shape[1])
     return out
 
 
@@ -600,8 +604,7 @@ def attention_grad(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, hh, a_s, a_d[lo:hi], edge, has_edge, slope, mult)
-        scratch = np.empty((hi - lo, hh.shape[1]), dt)
-        _run_rows(_gat_rows, ptr, (*args, scratch, alpha), hh.shape[1])
+        _run_rows(_gat_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), hh.shape[1])
         d_score = np.empty_like(alpha)
         _run_rows(
             _gat_grad_rows,
@@ -648,7 +651,7 @@ def attention_v2(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, xl, xr[lo:hi], a, ed, has_edge, dt.type(negative_slope), mult)
-        _run_rows(_v2_rows, ptr, (*args, o[lo:hi], alpha), xl.shape[1])
+        _run_rows(_v2_rows, ptr, (*args, True, o[lo:hi], alpha), xl.shape[1])
     return out
 
 
@@ -698,8 +701,7 @@ def attention_v2_grad(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, xl, xr[lo:hi], a, ed, has_edge, slope, mult)
-        scratch = np.empty((hi - lo, xl.shape[1]), dt)
-        _run_rows(_v2_rows, ptr, (*args, scratch, alpha), xl.shape[1])
+        _run_rows(_v2_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), xl.shape[1])
         d_score = np.empty_like(alpha)
         want = bool(sink.want and has_edge)
         d_edge = np.zeros(ed.shape if want else (0, 0), dt)
