@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import torch
 
-from lotan.graph_engine.kernels import _as_array, _run_rows, row_blocks
+from lotan.graph_engine.kernels import _as_array, _edge_rows, _run_rows, row_blocks
 
 __all__ = ["attention", "attention_grad", "attention_v2", "attention_v2_grad", "row_blocks"]
 
@@ -459,10 +459,7 @@ EdgeArray = np.ndarray | torch.Tensor | Callable[[int, int], Any] | None
 
 
 def _slice(a: EdgeArray, e0: int, e1: int, dtype: Any) -> np.ndarray | None:
-    if a is None:
-        return None
-    got = a(e0, e1) if callable(a) else a[e0:e1]
-    return _as_array(got, dtype)
+    return None if a is None else _edge_rows(a, e0, e1, dtype)
 
 
 class _Blocks:
@@ -712,4 +709,4 @@ def attention_v2_grad(
         if want:
             sink.put(e0, e1, d_edge)
     d_att = torch.from_numpy(shares.sum(axis=0, dtype=dt)).reshape(np.shape(att))
-    return d_src, d_dst, d_att, sink.result() if has_edge else None
+    return d_src, d_dst, d_att, sink.result() if edge is not None else None

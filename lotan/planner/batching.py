@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lotan.planner.explain import FLOAT_BYTES
 from lotan.planner.logical import LogicalPlan, Node
+from lotan.planner.messages import FLOAT_BYTES
 from lotan.planner.physical import PhysicalPlan
 
 __all__ = [

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lotan.planner.logical import LogicalPlan
-from lotan.planner.messages import EDGE_REDUCES, edge_bytes
+from lotan.planner.messages import EDGE_REDUCES, FLOAT_BYTES, edge_bytes
 from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
 
 __all__ = ["render", "render_physical", "render_placement"]
-
-FLOAT_BYTES = 4
 
 
 def _mb(b: float) -> str:

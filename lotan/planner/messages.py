@@ -51,6 +51,7 @@ __all__ = ["EDGE_REDUCES", "backward", "blocks_of", "edge_bytes", "edge_dropout"
 #: gradients travel under the node's id, as they may have several inputs.
 EDGE_REDUCES = ("attention", "attention_v2", "relu_sum")
 
+#: Bytes of one float32 value (edge tensors here, exchanged columns in ``explain``).
 FLOAT_BYTES = 4
 
 
