@@ -11,7 +11,8 @@ graph convolutions then work (and :mod:`bench.dgl_env` checks them against a den
 reference when it builds the environment).
 
 Models mirror PyG's ``BasicGNN`` (``torch_geometric.nn.models``): ``layers`` convolutions,
-ReLU and dropout between them; ``GraphConv(norm="both")`` on the graph with self loops
+a ``BatchNorm1d`` (with ``norm="batch_norm"``), ReLU and dropout between them;
+``GraphConv(norm="both")`` on the graph with self loops
 (PyG's ``gcn_norm``), ``SAGEConv("mean")``, ``GINConv`` (sum) over a 2-layer MLP; ``gat``
 mirrors ``bench.systems``' GAT (PyG's ``examples/gat.py``) with DGL's ``GATConv``: dropout on
 the inputs, ``heads`` concatenated heads, ELU, dropout, ``out_heads`` averaged heads,
@@ -38,8 +39,14 @@ from dgl.nn import GATConv, GINConv, GraphConv, SAGEConv  # noqa: E402
 
 
 class Net(torch.nn.Module):
-    def __init__(self, kind: str, f: int, h: int, layers: int, c: int, dropout: float) -> None:
+    def __init__(
+        self, kind: str, f: int, h: int, layers: int, c: int, dropout: float, norm: bool = False
+    ) -> None:
         super().__init__()
+        # BasicGNN(norm="batch_norm"): a BatchNorm1d after every convolution but the last
+        self.norms = torch.nn.ModuleList(
+            torch.nn.BatchNorm1d(h) if norm else torch.nn.Identity() for _ in range(layers - 1)
+        )
         widths = [f] + [h] * (layers - 1) + [c]
         self.convs = torch.nn.ModuleList()
         for a, b in zip(widths[:-1], widths[1:], strict=True):
@@ -59,7 +66,7 @@ class Net(torch.nn.Module):
         for i, conv in enumerate(self.convs):
             x = conv(g, x)
             if i < len(self.convs) - 1:
-                x = F.dropout(F.relu(x), self.dropout, self.training)
+                x = F.dropout(F.relu(self.norms[i](x)), self.dropout, self.training)
         return x
 
 
@@ -97,7 +104,15 @@ def run(spec: dict[str, Any], data: dict[str, np.ndarray], seed: int) -> dict[st
             x.shape[1], spec["hidden"], c, spec["heads"], spec["out_heads"], spec["dropout"]
         )
     else:
-        model = Net(spec["model"], x.shape[1], spec["hidden"], spec["layers"], c, spec["dropout"])
+        model = Net(
+            spec["model"],
+            x.shape[1],
+            spec["hidden"],
+            spec["layers"],
+            c,
+            spec["dropout"],
+            norm=spec.get("norm") == "batch_norm",
+        )
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     times, curve = [], []
     for _ in range(spec["epochs"]):

@@ -1,7 +1,10 @@
 """The benchmark graphs, written once per run as ``.npz`` files that every system reads.
 
 Planetoid graphs get Kipf & Welling's row-normalized features (PyG's ``NormalizeFeatures``);
-synthetic graphs are :func:`lotan.datasets.sbm` (16 classes, 128 features, degree 20).
+synthetic graphs are :func:`lotan.datasets.sbm` (16 classes, 128 features, degree 20), and
+``arxiv_like`` has ``ogbn-arxiv``'s shape: 169,343 vertices, 40 classes, 128 features, an SBM
+of average out-degree 6.9 made symmetric (as OGB's arxiv example does with ``to_symmetric``,
+duplicates merged): about 2.3M directed edges; split 54 / 18 / 28 % like arxiv's years.
 
 One file format for all systems (NumPy arrays: ``x``, ``src``, ``dst``, ``y``,
 ``train``/``val``/``test`` masks) keeps the DGL worker free of Lotan and PyG: it runs in its
@@ -19,6 +22,9 @@ __all__ = ["SBM_DEGREE", "load_npz", "write_graph"]
 
 #: Average degree of the synthetic graphs (SBM, 16 classes, 128 features).
 SBM_DEGREE = 20.0
+#: ``ogbn-arxiv``'s vertices and classes; the out-degree that gives its ~2.3M directed edges
+#: once symmetric.
+ARXIV = {"vertices": 169_343, "classes": 40, "out_degree": 6.9, "split": (0.54, 0.18)}
 
 
 def write_graph(name: str, folder: Path) -> Path:
@@ -32,6 +38,16 @@ def write_graph(name: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if name in ("cora", "citeseer"):
         graph = lotan.datasets.planetoid("Cora" if name == "cora" else "CiteSeer")
+    elif name == "arxiv_like":
+        graph = lotan.datasets.sbm(
+            ARXIV["vertices"],
+            num_classes=ARXIV["classes"],
+            num_features=128,
+            avg_degree=ARXIV["out_degree"],
+            train_fraction=ARXIV["split"][0],
+            val_fraction=ARXIV["split"][1],
+            seed=0,
+        )
     elif name.startswith("sbm"):
         graph = lotan.datasets.sbm(
             _size(name[3:]), num_classes=16, num_features=128, avg_degree=SBM_DEGREE, seed=0
@@ -48,13 +64,18 @@ def write_graph(name: str, folder: Path) -> Path:
     ids = a.ids[order]
     if not np.array_equal(ids, np.arange(ids.shape[0])):
         raise SystemExit(f"graph {name} does not have dense ids 0..n-1")
+    src, dst = a.src, a.dst
+    if name == "arxiv_like":  # to_symmetric: both directions, duplicates merged
+        n = np.int64(ids.shape[0])
+        key = np.unique(np.concatenate([src * n + dst, dst * n + src]))
+        src, dst = key // n, key % n
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
         tmp,
         x=x,
         y=a.y[order],
-        src=a.src,
-        dst=a.dst,
+        src=src,
+        dst=dst,
         train=a.split[order] == 1,
         val=a.split[order] == 2,
         test=a.split[order] == 3,

@@ -44,6 +44,18 @@ GAT_PROTOCOL = {
     "weight_decay": 5e-4,
 }
 
+#: The OGB ``ogbn-arxiv`` full-batch GCN (``examples/ogbn_arxiv`` of OGB): 3 layers of 256,
+#: BatchNorm, ReLU, dropout 0.5, Adam lr 0.01, no weight decay.
+ARXIV_GCN = {
+    "model": "gcn",
+    "hidden": 256,
+    "layers": 3,
+    "norm": "batch_norm",
+    "dropout": 0.5,
+    "lr": 0.01,
+    "weight_decay": 0.0,
+}
+
 SUITES: dict[str, dict[str, Any]] = {
     "quick": {
         "accuracy": {
@@ -107,6 +119,16 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 4,
             "partitions": 2,
         },
+        "batch_norm": {
+            "accuracy_graphs": ["cora", "citeseer"],
+            "accuracy_systems": ["pyg", "lotan-local"],
+            "seeds": 10,
+            "accuracy_epochs": 200,
+            "graphs": ["arxiv_like"],
+            "systems": ["pyg", "pyg-csr", "dgl", "lotan-local", "lotan-spark"],
+            "epochs": 4,
+            "partitions": 2,
+        },
     },
     "full": {
         "accuracy": {
@@ -161,6 +183,16 @@ SUITES: dict[str, dict[str, Any]] = {
             "engine": "spark",
             "partitions": [2, 4, 8],
             "epochs": 3,
+        },
+        "batch_norm": {
+            "accuracy_graphs": ["cora", "citeseer"],
+            "accuracy_systems": ["pyg", "lotan-local", "lotan-spark"],
+            "seeds": 10,
+            "accuracy_epochs": 200,
+            "graphs": ["arxiv_like"],
+            "systems": ["pyg", "pyg-csr", "dgl", "lotan-local", "lotan-spark"],
+            "epochs": 5,
+            "partitions": 4,
         },
     },
 }
@@ -256,6 +288,32 @@ def _gat(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> li
         res = measure(spec, dgl)
         log(f"gat {task} {graph} {system}: {_short(res)}")
         out.append({"experiment": "gat", "task": task, "graph": graph, "system": system, **res})
+    return out
+
+
+def _batch_norm(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """BatchNorm: GCN with BatchNorm on Planetoid (Kipf & Welling's protocol plus the norm),
+    then the OGB arxiv GCN's epoch time and memory on the arxiv-shaped graph."""
+    out = []
+    runs = [("accuracy", g, s) for g in cfg["accuracy_graphs"] for s in cfg["accuracy_systems"]]
+    runs += [("epochs", g, s) for g in cfg["graphs"] for s in cfg["systems"]]
+    for task, graph, system in runs:
+        accuracy = task == "accuracy"
+        protocol = {**KIPF, "model": "gcn", "norm": "batch_norm"} if accuracy else ARXIV_GCN
+        spec = {
+            "system": system,
+            "task": task,
+            "graph": str(write_graph(graph, data)),
+            "epochs": cfg["accuracy_epochs"] if accuracy else cfg["epochs"],
+            "seeds": list(range(cfg["seeds"])) if accuracy else [0],
+            "partitions": cfg["partitions"],
+            **protocol,
+        }
+        res = measure(spec, dgl)
+        log(f"batch_norm {task} {graph} {system}: {_short(res)}")
+        out.append(
+            {"experiment": "batch_norm", "task": task, "graph": graph, "system": system, **res}
+        )
     return out
 
 
@@ -432,6 +490,7 @@ def _short(res: dict[str, Any]) -> str:
 EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
     "accuracy": _accuracy,
     "gat": _gat,
+    "batch_norm": _batch_norm,
     "scale": _scale,
     "depth_width": _depth_width,
     "batching": _batching,

@@ -7,7 +7,8 @@ Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report
 accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
 ``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``, or
 ``gat``: :class:`Gat`, with ``heads`` and ``out_heads``),
-``hidden``, ``layers``, ``dropout``, ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
+``hidden``, ``layers``, ``dropout``, ``norm`` (``BasicGNN``'s, e.g. ``"batch_norm"``;
+optional), ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
 ``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional);
 for Lotan also ``local_partitions`` (local engine, default 1), ``partitioner``, ``planner``
 (:class:`lotan.PlannerFlags` fields, e.g. ``{"fuse": false}``) and ``plan`` (true: report
@@ -60,6 +61,8 @@ def _model(spec: dict[str, Any], f: int, c: int, *, csr: bool = False) -> Any:
         return gat(f, spec["hidden"], c, spec["heads"], spec["out_heads"], spec["dropout"])
     cls = {"gcn": GCN, "sage": GraphSAGE, "gin": GIN}[spec["model"]]
     kw: dict[str, Any] = {"dropout": spec["dropout"]}
+    if spec.get("norm"):
+        kw["norm"] = spec["norm"]
     if csr and spec["model"] == "gcn":
         kw["cached"] = True
     return cls(f, spec["hidden"], spec["layers"], c, **kw)

@@ -129,7 +129,8 @@ def _prepared(
 
 def _value(model: torch.nn.Module, epoch: int) -> EpochValue:
     params = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
-    return EpochValue(params=params, epoch=epoch)
+    buffers = {n: b.detach().cpu().numpy().copy() for n, b in model.named_buffers()}
+    return EpochValue(params=params, epoch=epoch, buffers=buffers)
 
 
 def fit(

@@ -6,7 +6,7 @@ the same preparation kernels and the same stage functions, so they compute the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +17,7 @@ from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.partition import LabelPropagation
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
 from lotan.graph_engine.runner import LocalRunner, Message, StageFn
+from lotan.planner.physical import EpochValue
 from lotan.planner.placement import DENSE, Placement
 
 if TYPE_CHECKING:
@@ -69,6 +70,14 @@ def _predictions_frame(ids: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
         "probability": list(probs.astype(np.float32)),
         "logits": list(np.asarray(logits, dtype=np.float32)),
     }
+
+
+def _with_parts(value: Any, parts: Iterable[int]) -> Any:
+    """``value`` with the partitions that own vertices (what a reduction across partitions
+    sends its partials to), when it is an :class:`EpochValue`."""
+    if isinstance(value, EpochValue):
+        return replace(value, parts=tuple(sorted(int(p) for p in parts)))
+    return value
 
 
 def _stats(sizes: list[tuple[int, int, int]]) -> dict[str, int]:
@@ -179,7 +188,7 @@ class LocalEngine:
     def run(
         self, prepared: LocalRunner, stages: Sequence[StageFn], value: Any, label: str
     ) -> list[Message]:
-        driver, _ = prepared.run(stages, value)
+        driver, _ = prepared.run(stages, _with_parts(value, prepared.layouts))
         return driver
 
     def predictions(
@@ -187,7 +196,7 @@ class LocalEngine:
     ) -> pd.DataFrame:
         import pandas as pd
 
-        _, out = prepared.run(stages, value)
+        _, out = prepared.run(stages, _with_parts(value, prepared.layouts))
         ids = np.concatenate([m.payload["ids"] for m in out])
         logits = np.concatenate([m.payload["rows"] for m in out])
         order = np.argsort(ids)
@@ -310,6 +319,7 @@ class SparkEngine:
     def run(
         self, prepared: Any, stages: Sequence[StageFn], value: Any, label: str
     ) -> list[Message]:
+        value = _with_parts(value, [p for p, *_ in prepared.sizes])
         result = prepared.run(stages, value, description=label)
         try:
             return result.collect_driver()
@@ -333,6 +343,7 @@ class SparkEngine:
                 }
             )
 
+        value = _with_parts(value, [p for p, *_ in prepared.sizes])
         result = prepared.run(stages, value, description="lotan predict")
         try:
             # Checkpointed (kept in the block managers, memory and disk, lineage cut): the

@@ -21,6 +21,7 @@ import torch
 
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError, TrainingDivergedError
+from lotan.graph_engine.reductions import combine_moments
 from lotan.graph_engine.runner import DEVICE_COUNTS, PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.batching import MergedPlan
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from lotan.checkpoint import Checkpointer
     from lotan.engines import Engine
     from lotan.graph_engine.layout import NormSpec
+    from lotan.planner.logical import LogicalPlan
 
 __all__ = ["EpochRecord", "FitResult", "Trainer", "run_batch"]
 
@@ -201,7 +203,11 @@ class Trainer:
     ) -> None:
         self.model = model
         by_name = dict(model.named_parameters())
-        self.params = {plan_name: by_name[name] for plan_name, name in names.items()}
+        buffers = dict(model.named_buffers())
+        self.params = {plan: by_name[name] for plan, name in names.items() if name in by_name}
+        #: BatchNorm's running statistics, under their names in the plan (updated in place:
+        #: checkpoints, early stopping and the trained module see them in ``state_dict``).
+        self.buffers = {plan: buffers[name] for plan, name in names.items() if name in buffers}
         self.config = config
         self.result = result
         self.opt = build_optimizer(
@@ -220,6 +226,35 @@ class Trainer:
 
     def values(self) -> dict[str, np.ndarray]:
         return {k: p.detach().cpu().numpy().copy() for k, p in self.params.items()}
+
+    def buffer_values(self) -> dict[str, np.ndarray]:
+        return {k: b.detach().cpu().numpy().copy() for k, b in self.buffers.items()}
+
+    def update_statistics(
+        self, plan: LogicalPlan, stats: dict[int, tuple[int, np.ndarray, np.ndarray]]
+    ) -> None:
+        """Update the running statistics of this model's BatchNorms from the epoch's batch
+        statistics ``stats`` (``{moments node: (N, mean, M2)}``), as ``BatchNorm1d`` does in
+        training mode: ``num_batches_tracked += 1``, then each running value moves by the
+        momentum (``None``: ``1 / num_batches_tracked``) toward the batch mean and the
+        unbiased variance ``M2 / (N - 1)``."""
+        for node in plan.nodes:
+            if not node.buffers or node.buffers[0] not in self.buffers:
+                continue
+            n, mean, m2 = stats[node.id]
+            if n < 2:
+                raise LotanError(
+                    f"{node.origin}: BatchNorm in training needs more than one vertex (the "
+                    f"graph has {n}), as torch's BatchNorm1d does"
+                )
+            rm, rv, count = (self.buffers[b] for b in node.buffers)
+            with torch.no_grad():
+                count.add_(1)
+                f = 1.0 / float(count) if node.momentum is None else node.momentum
+                new_mean = f * mean + (1 - f) * rm.double().numpy()
+                new_var = f * (m2 / (n - 1)) + (1 - f) * rv.double().numpy()
+                rm.copy_(torch.from_numpy(new_mean))
+                rv.copy_(torch.from_numpy(new_var))
 
     def record(self, metrics: np.ndarray) -> None:
         """Append the pending epoch with its accuracies; track the best; maybe stop."""
@@ -314,11 +349,23 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
 
 
+def reduce_statistics(msgs: list[Message]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
+    """The batch statistics of the run's ``moments`` nodes (``{node: (N, mean, M2)}``) from
+    the partials the partitions sent, combined in partition order as every task does."""
+    partials: dict[int, dict[int, Any]] = {}
+    for m in msgs:
+        if m.tag[0] == "m" and m.tag[1:].isdigit():
+            partials.setdefault(int(m.tag[1:]), {})[m.src] = m.payload
+    return {node: combine_moments(p) for node, p in partials.items()}
+
+
 def _value(trainers: Sequence[Trainer], epoch: int) -> EpochValue:
     params: dict[str, np.ndarray] = {}
+    buffers: dict[str, np.ndarray] = {}
     for t in trainers:
         params.update(t.values())
-    return EpochValue(params=params, epoch=epoch)
+        buffers.update(t.buffer_values())
+    return EpochValue(params=params, epoch=epoch, buffers=buffers)
 
 
 def run_batch(
@@ -393,6 +440,9 @@ def run_batch(
                     raise TrainingDivergedError(why)
                 else:
                     t.diverge(why)
+        stats = reduce_statistics(msgs)
+        for i in stepped:
+            trainers[i].update_statistics(merged.plan, stats)
         seconds = time.perf_counter() - start
         phases = phase_seconds(msgs)
         _count_devices(batch, msgs)

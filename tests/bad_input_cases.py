@@ -520,13 +520,26 @@ def _unsupported(spark: Any, tmp: Path) -> Any:
 
 
 @case(
-    "graph-wide-norm",
-    '`GCN(norm="batch_norm")` (statistics over all vertices: not yet)',
+    "unsupported-norm",
+    '`GCN(norm="graph_norm")` (PyG\'s GraphNorm: learnable mean shift, not supported)',
     UnsupportedModelError,
-    "GCN.norms[0]: BatchNorm is not supported yet: its statistics span every vertex of the graph",
+    "GCN.norms[0]: GraphNorm is not supported; supported normalizations: torch.nn.BatchNorm1d",
 )
-def _batch_norm(spark: Any, tmp: Path) -> Any:
-    return _fit(GCN(3, 4, 2, 2, norm="batch_norm"), _graph())
+def _graph_norm(spark: Any, tmp: Path) -> Any:
+    return _fit(GCN(3, 4, 2, 2, norm="graph_norm"), _graph())
+
+
+@case(
+    "batch-norm-one-vertex",
+    "BatchNorm in training on a graph of one vertex (torch refuses it too)",
+    LotanError,
+    "BatchNorm in training needs more than one vertex (the graph has 1)",
+)
+def _batch_norm_one_vertex(spark: Any, tmp: Path) -> Any:
+    graph = lotan.Graph.from_arrays(
+        x=np.ones((1, 3), np.float32), y=[0], split=["train"], src=[0], dst=[0]
+    )
+    return _fit(GCN(3, 4, 2, 2, norm="batch_norm"), graph)
 
 
 @case(

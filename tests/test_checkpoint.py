@@ -24,12 +24,12 @@ def _graph(seed: int = 0) -> lotan.Graph:
     return lotan.datasets.sbm(400, num_classes=4, num_features=8, avg_degree=6, seed=seed)
 
 
-def _model() -> torch.nn.Module:
+def _model(**kw: Any) -> torch.nn.Module:
     torch.manual_seed(0)
-    return GCN(8, 16, 2, 4, dropout=0.5)
+    return GCN(8, 16, 2, 4, dropout=0.5, **kw)
 
 
-def _fit(graph: lotan.Graph, **kw: Any) -> lotan.FitResult:
+def _fit(graph: lotan.Graph, model: dict[str, Any] | None = None, **kw: Any) -> lotan.FitResult:
     args: dict[str, Any] = {
         "epochs": 12,
         "lr": 0.05,
@@ -39,12 +39,15 @@ def _fit(graph: lotan.Graph, **kw: Any) -> lotan.FitResult:
         "progress": False,
         **kw,
     }
-    return lotan.fit(_model(), graph, **args)
+    return lotan.fit(_model(**(model or {})), graph, **args)
 
 
 def _same(a: lotan.FitResult, b: lotan.FitResult) -> None:
-    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
-        assert torch.equal(p, q), name
+    """Same parameters and buffers (running statistics), bit for bit, and history."""
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert list(sa) == list(sb)
+    for name, p in sa.items():
+        assert torch.equal(p, sb[name]), name
     assert [(r.epoch, r.loss, r.val_acc) for r in a.history] == [
         (r.epoch, r.loss, r.val_acc) for r in b.history
     ]
@@ -87,6 +90,26 @@ def test_resume_with_early_stopping(tmp_path: Path) -> None:
     assert 0 < resumed.resumed_from < full.epochs_run
     assert resumed.stopped_early
     _same(full, resumed)
+
+
+def test_resume_with_batch_norm_continues_its_running_statistics(tmp_path: Path) -> None:
+    """The running statistics are part of the checkpoint: a resumed run updates them from
+    where the killed one left them, and early stopping restores the best epoch's."""
+    graph = _graph()
+    bn: dict[str, Any] = {"model": {"norm": "batch_norm", "norm_kwargs": {"momentum": None}}}
+    full = _fit(graph, **bn)
+    assert int(full.model.state_dict()["norms.0.module.num_batches_tracked"]) == 12
+    run = _fit(graph, checkpoint_dir=str(tmp_path), checkpoint_every=5, **bn)
+    _same(full, run)
+    (tmp_path / "epoch-000012.pt").unlink()
+    resumed = _fit(graph, checkpoint_dir=str(tmp_path), resume=True, **bn)
+    assert resumed.resumed_from == 10
+    _same(full, resumed)
+    kw: dict[str, Any] = {"epochs": 40, "patience": 3, "monitor": "loss", "lr": 0.5, **bn}
+    stopped = _fit(graph, **kw)
+    assert stopped.stopped_early
+    best = stopped.best().epoch
+    assert int(stopped.model.state_dict()["norms.0.module.num_batches_tracked"]) == best
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:

@@ -248,10 +248,8 @@ def test_unsupported_models_and_settings() -> None:
         lotan.fit(torch.nn.Linear(3, 2), graph, engine="local", progress=False)
     with pytest.raises(UnsupportedModelError, match=r"GCN\(jk='lstm'\) is not supported"):
         lotan.fit(GCN(3, 4, 2, 2, jk="lstm"), graph, engine="local", progress=False)
-    with pytest.raises(UnsupportedModelError, match=r"BatchNorm is not supported yet"):
-        lotan.fit(GCN(3, 4, 2, 2, norm="batch_norm"), graph, engine="local", progress=False)
-    with pytest.raises(UnsupportedModelError, match=r"LayerNorm\(mode='graph'\) is not"):
-        lotan.fit(GCN(3, 4, 2, 2, norm="layer_norm"), graph, engine="local", progress=False)
+    with pytest.raises(UnsupportedModelError, match=r"GCN.norms\[0\]: GraphNorm is not"):
+        lotan.fit(GCN(3, 4, 2, 2, norm="graph_norm"), graph, engine="local", progress=False)
     for kwargs, match in [
         ({"optimizer": "lbfgs"}, r"optimizer='lbfgs' is not supported"),
         ({"epochs": 0}, r"epochs must be a positive integer, found 0"),

@@ -7,9 +7,10 @@ back-propagates the incoming output gradients, returning the gradients of the in
 for and of every parameter used.
 
 Dropout masks are a function of (seed, node, vertex id, column) — a counter-based hash, not a
-stream — so a vertex gets the same mask whichever partition, engine or process computes it:
-the recomputation in the backward pass sees the forward pass's masks, and a run gives the
-same result (up to float rounding of sums) with any number of partitions.
+stream (:mod:`lotan.nn_engine.masks`) — so a vertex gets the same mask whichever partition,
+engine or process computes it: the recomputation in the backward pass sees the forward
+pass's masks, and a run gives the same result (up to float rounding of sums) with any number
+of partitions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from lotan.nn_engine.device import to_device, to_host
+from lotan.nn_engine.masks import dropout_scale
+from lotan.nn_engine.norms import normalize
 
 __all__ = ["ACTIVATIONS", "DENSE_OPS", "DenseGraph", "DenseNode", "DenseOp", "mix_seed"]
 
@@ -34,35 +37,6 @@ ACTIVATIONS = {
     "gelu": lambda x, _: F.gelu(x),
     "tanh": lambda x, _: torch.tanh(x),
 }
-
-
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer: a bijective 64-bit mix (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
-def dropout_scale(rows: np.ndarray, width: int, p: float, key: int) -> torch.Tensor:
-    """The ``(len(rows), width)`` dropout multiplier (0 or ``1/(1-p)``) of vertices ``rows``
-    (global ids) for mask ``key``: each element keeps with probability ``1 - p``, decided by
-    murmur3's 32-bit finalizer of a per-vertex and a per-column hash — the same bits for a
-    vertex wherever it is computed."""
-    with np.errstate(over="ignore"):
-        k = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
-        rh = (_fmix64(np.asarray(rows).astype(np.uint64) ^ k) >> np.uint64(32)).astype(np.uint32)
-        cols = np.arange(width, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + k
-        ch = (_fmix64(cols) >> np.uint64(32)).astype(np.uint32)
-        x = np.bitwise_xor(rh[:, None], ch[None, :])
-        np.multiply(x, np.uint32(0x85EBCA6B), out=x)
-        np.bitwise_xor(x, x >> np.uint32(13), out=x)
-        np.multiply(x, np.uint32(0xC2B2AE35), out=x)
-        np.bitwise_xor(x, x >> np.uint32(16), out=x)
-    keep = torch.from_numpy(x >= np.uint32(min(int(p * 2**32), 2**32 - 1)))
-    return keep.to(torch.float32).mul_(1.0 / (1.0 - p))
 
 
 def mix_seed(*parts: int) -> int:
@@ -86,6 +60,10 @@ DenseOp = Literal[
     "scale",
     "layer_norm",
     "maximum",
+    "batch_norm",
+    "graph_norm",
+    "pair_norm",
+    "pair_norm_rows",
 ]
 #: Every dense op (:class:`DenseNode` ``op``), as a set.
 DENSE_OPS: frozenset[str] = frozenset(get_args(DenseOp))
@@ -105,7 +83,15 @@ class DenseNode:
         GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``), ``scale``
         (``x * factor``), ``layer_norm`` (each vertex's row normalized over its features,
         ``F.layer_norm`` with ``eps`` and the parameter as weight, or none) and ``maximum``
-        (the elementwise maximum of the inputs: jumping knowledge's ``"max"``).
+        (the elementwise maximum of the inputs: jumping knowledge's ``"max"``). Four ops
+        normalize ``x`` by statistics over the whole graph, their second input ``m`` (a
+        ``(2, C)`` value: the column means and biased variances, or running statistics):
+        ``batch_norm`` (``(x - mean) / sqrt(var + eps)``, times the parameter if any),
+        ``graph_norm`` (PyG's ``LayerNorm(mode="graph")``: by the mean and standard
+        deviation of all entries, ``(x - μ) / (σ + eps)``, times the parameter if any),
+        ``pair_norm`` (PairNorm: centred, then divided by ``sqrt(eps + Σ var)``, times
+        ``factor``) and ``pair_norm_rows`` (PairNorm's ``scale_individually``: each centred
+        row divided by ``eps`` plus its norm).
     inputs : ids of the input values.
     param : parameter name for ``linear`` / ``matmul`` / ``bias`` / ``scale_eps`` / ``head_dot``
         (``None`` for ``scale_eps``: ``eps`` fixed).
@@ -182,6 +168,9 @@ def _eval(
         return F.layer_norm(x, (x.shape[1],), weight, None, node.eps)
     if op == "maximum":  # as PyG's JumpingKnowledge("max"): stack, then max over the stack
         return torch.stack(args, dim=-1).max(dim=-1)[0]
+    if op in ("batch_norm", "graph_norm", "pair_norm", "pair_norm_rows"):
+        weight = params[str(node.param)] if node.param is not None else None
+        return normalize(node.op, args[0], args[1], weight, node.eps, node.factor)
     raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
 
 
@@ -258,11 +247,14 @@ class DenseGraph:
         seed: int = 0,
         rows: np.ndarray | None = None,
         input_grads: Collection[int] = (),
+        affine_grads: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
         device: torch.device | None = None,
     ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
         """Gradients of ``Σ <grad_outputs[v], value v>`` w.r.t. the inputs in
         ``input_grads`` and every parameter used (zeros where a value does not depend);
-        computed on ``device``, returned on the CPU."""
+        computed on ``device``, returned on the CPU. ``affine_grads[v] = (a, b)`` adds the
+        gradient ``a + b · value v`` (per column) to value ``v``'s: what a reduction across
+        partitions gives back (:mod:`lotan.graph_engine.reductions`)."""
         if not _on_cpu(device):
             assert device is not None
             gi, gp = self.backward(
@@ -273,6 +265,9 @@ class DenseGraph:
                 seed=seed,
                 rows=rows,
                 input_grads=input_grads,
+                affine_grads={
+                    v: (a.to(device), b.to(device)) for v, (a, b) in (affine_grads or {}).items()
+                },
             )
             return to_host(gi), to_host(gp)
         names = self.param_names
@@ -281,6 +276,13 @@ class DenseGraph:
         xs = {i: v.detach().requires_grad_(i in input_grads) for i, v in inputs.items()}
         with torch.enable_grad():
             values = self._run(merged, dict(xs), train, seed, rows)
+            grad_outputs = dict(grad_outputs)
+            for v, (a, b) in (affine_grads or {}).items():
+                x = values[v].detach()
+                if v in grad_outputs:
+                    grad_outputs[v] = torch.addcmul(grad_outputs[v], b, x).add_(a)
+                else:
+                    grad_outputs[v] = torch.addcmul(a, b, x)
             outs = [values[i] for i in grad_outputs if values[i].requires_grad]
             grads_in = [grad_outputs[i] for i in grad_outputs if values[i].requires_grad]
             wrt = [xs[i] for i in input_grads] + [leaves[n] for n in names]

@@ -54,7 +54,8 @@ class MergedPlan:
     ----------
     plan : the merged logical plan; ``plan.outputs[i]`` is the logits of member ``i``.
     members : indices of the batch's models (in the caller's list).
-    names : per member, ``{parameter name in the plan: parameter name in the module}``.
+    names : per member, ``{parameter name in the plan: parameter name in the module}`` (and
+        the same for its buffers, BatchNorm's running statistics).
     """
 
     plan: LogicalPlan
@@ -96,7 +97,7 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
     members = tuple(members if members is not None else range(len(plans)))
     if len(plans) == 1:
         (single,) = plans
-        same = {p: p for p in single.param_names}
+        same = {p: p for p in single.param_names + single.buffer_names}
         return MergedPlan(single, members, (same,))
     nodes: list[Node] = [Node(0, "input", (), plans[0].node(0).width, origin="x")]
     shared: dict[tuple[Any, ...], int] = {}
@@ -120,7 +121,7 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
             if n.param is not None:
                 param = f"m{k}.{n.param}"
                 names[param] = n.param
-            for p in n.params:
+            for p in n.params + n.buffers:
                 names[f"m{k}.{p}"] = p
             nodes.append(
                 replace(
@@ -129,6 +130,7 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
                     inputs=inputs,
                     param=param,
                     params=tuple(f"m{k}.{p}" for p in n.params),
+                    buffers=tuple(f"m{k}.{b}" for b in n.buffers),
                     key=n.id if n.key is None else n.key,
                     origin=f"model {k}: {n.origin}" if n.origin else f"model {k}",
                 )
@@ -180,7 +182,7 @@ def working_set_bytes(physical: PhysicalPlan, max_own: int, max_rows: int) -> in
     times. The largest stage is the estimate. (Messages in flight are Spark's, on disk.)
     """
     logical = physical.logical
-    evals = logical.has_dropout
+    evals = logical.has_eval_stream
     worst = 0
     for j in range(physical.num_stages):
         cols_full = 0

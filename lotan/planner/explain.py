@@ -60,7 +60,7 @@ def render_physical(
     for j in range(physical.num_stages):
         ops = []
         for x in physical.exchanges_into(j):
-            width = x.width(x.inputs) + (x.width(x.stochastic) if optimized.has_dropout else 0)
+            width = x.width(x.inputs) + (x.width(x.stochastic) if optimized.has_eval_stream else 0)
             f = halo * width * FLOAT_BYTES
             b = halo * x.width(x.grad_inputs) * FLOAT_BYTES
             fwd += f
@@ -78,9 +78,22 @@ def render_physical(
                 )
                 how += f"edge values {_mb(edge)} on the largest partition{blocks}, "
             ops.append(f"exchange {ins} ({how}{width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
+        for m in physical.moments_at(j):
+            # every partition sends its partial (n, mean, M2 in float64) to every partition
+            node = optimized.node(m)
+            parts = stats["parts"]
+            streams = 2 if (m in optimized.stochastic and not node.buffers) else 1
+            f = parts * parts * (1 + 2 * node.width) * 8 * streams
+            b = parts * parts * 2 * node.width * 8 if m in physical.requires_grad else 0
+            fwd += f
+            bwd += b
+            ops.append(
+                f"statistics %{node.inputs[0]} (all to all, {2 * node.width} cols, "
+                f"fwd {f / 1e3:,.1f} kB, bwd {b / 1e3:,.1f} kB) -> %{m}"
+            )
         for i in physical.nodes_at(j):
             n = optimized.node(i)
-            if n.op != "aggregate":
+            if n.op not in ("aggregate", "moments"):
                 ops.append(f"%{i} {n.op}")
         cached = sorted(physical.layout_values - {0})
         head = f"stage {j}"

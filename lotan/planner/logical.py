@@ -6,7 +6,11 @@ sum / weighted_sum; ``"max"`` / ``"min"`` take the column-wise extreme over the 
 NormSpec weighs non-zero; ``"attention"`` (GAT), ``"attention_v2"`` (GATv2) and
 ``"relu_sum"`` (GINE) compute a value per edge first, see :mod:`lotan.planner.messages`),
 and the dense ops of :class:`~lotan.nn_engine.dense.DenseNode`
-(``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``). The loss
+(``linear``, ``bias``, ``act``, ``dropout``, ``add``, ``concat``, ``scale_eps``,
+``batch_norm``, ...), and ``moments`` — a **reduction across partitions**: the column means
+and biased variances of its input over every vertex, a ``(2, C)`` value that the graph-wide
+normalizations read (in evaluation, BatchNorm's running statistics instead, see
+:attr:`Node.buffers`). Like an aggregation, a ``moments`` node starts a stage. The loss
 (masked cross-entropy) applies to each of ``outputs``: one for a model, one per model for a
 batch of models (:mod:`lotan.planner.batching`). Nodes are kept in topological order.
 """
@@ -46,8 +50,14 @@ class Node:
     params: tuple[str, ...] = ()
     #: For ``aggregate``: it reads the graph's edge features.
     edge_features: bool = False
-    #: For ``scale``: the constant factor.
+    #: For ``scale``, ``pair_norm``: the constant factor.
     factor: float = 1.0
+    #: For ``moments`` of a BatchNorm that tracks running statistics: the buffers
+    #: ``(running_mean, running_var, num_batches_tracked)``, updated by each training
+    #: epoch with ``momentum`` (``None``: the cumulative average), and read instead of the
+    #: batch statistics in evaluation.
+    buffers: tuple[str, ...] = ()
+    momentum: float | None = 0.1
     cached: bool = False  # an aggregation of a constant, computed once per run
     origin: str = ""  # the module it was lowered from
     #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
@@ -58,6 +68,12 @@ class Node:
     def random(self) -> bool:
         """A dropout (of features, or of attention coefficients) that drops something."""
         return self.p > 0 and (self.op == "dropout" or self.reduce == "attention")
+
+    @property
+    def evaluates_apart(self) -> bool:
+        """Its value differs in evaluation mode (``model.eval()``): a dropout, or the
+        statistics of a BatchNorm that tracks running statistics."""
+        return self.random or (self.op == "moments" and bool(self.buffers))
 
     def dense(self) -> DenseNode:
         if self.op not in DENSE_OPS:
@@ -101,8 +117,18 @@ class Node:
             extra = f"[p={self.p:g}]"
         elif self.op == "scale":
             extra = f"[{self.factor:g}]"
-        elif self.op == "layer_norm":
+        elif self.op in ("layer_norm", "batch_norm", "graph_norm"):
             extra = f"[{self.param}, eps={self.eps:g}]" if self.param else f"[eps={self.eps:g}]"
+        elif self.op in ("pair_norm", "pair_norm_rows"):
+            extra = f"[scale={self.factor:g}, eps={self.eps:g}]"
+        elif self.op == "moments":
+            mom = "cumulative" if self.momentum is None else f"momentum {self.momentum:g}"
+            extra = (
+                f"[running stats {self.buffers[0].rsplit('.', 1)[0]}, {mom}]"
+                if (self.buffers)
+                else "[batch statistics]"
+            )
+            return f"%{self.id} = {self.op}{extra}({args}) -> 2x{self.width}"
         return f"%{self.id} = {self.op}{extra}({args}) -> {self.width}"
 
 
@@ -145,16 +171,19 @@ class LogicalPlan:
 
     @cached_property
     def stochastic(self) -> frozenset[int]:
-        """Nodes downstream of a dropout: they differ with dropout off."""
+        """Nodes downstream of a dropout or of running statistics: they differ in evaluation
+        mode (computed again in the evaluation stream)."""
         s: set[int] = set()
         for n in self.nodes:
-            if n.random or any(i in s for i in n.inputs):
+            if n.evaluates_apart or any(i in s for i in n.inputs):
                 s.add(n.id)
         return frozenset(s)
 
     @staticmethod
     def _deterministic(n: Node) -> bool:
-        """Parameter-free and not random."""
+        """Parameter-free and not random (statistics are not: running ones change)."""
+        if n.op == "moments":
+            return False
         if n.op == "aggregate":
             return not n.params
         return n.op in ("act", "add", "concat", "scale", "head_mean", "maximum") or (
@@ -191,8 +220,15 @@ class LogicalPlan:
         return tuple(names)
 
     @property
-    def has_dropout(self) -> bool:
-        return any(n.random for n in self.nodes)
+    def buffer_names(self) -> tuple[str, ...]:
+        """Every buffer the plan reads and updates (BatchNorm's running statistics)."""
+        return tuple(b for n in self.nodes for b in n.buffers)
+
+    @property
+    def has_eval_stream(self) -> bool:
+        """Evaluation mode computes something else than training (dropout, or running
+        statistics): the forward pass carries an evaluation stream."""
+        return any(n.evaluates_apart for n in self.nodes)
 
     def with_nodes(self, nodes: list[Node]) -> LogicalPlan:
         """A new plan from ``nodes`` (re-sorted topologically, unused nodes dropped)."""

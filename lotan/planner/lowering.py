@@ -3,12 +3,16 @@
 Supported:
 
 - ``torch_geometric.nn.models`` ``GCN``, ``GraphSAGE``, ``GIN``, ``GAT`` (jumping knowledge
-  ``"last"``/``"cat"``/``"max"``, ``act_first``, no norm or a per-vertex ``LayerNorm``);
+  ``"last"``/``"cat"``/``"max"``, ``act_first``, ``norm`` ``"batch_norm"``,
+  ``"layer_norm"`` (either mode), ``"pair_norm"`` or none);
 - a single ``GCNConv``, ``SAGEConv``, ``GINConv``, ``GINEConv``, ``SGConv``, ``GraphConv``,
   ``GATConv`` or ``GATv2Conv`` used as the model;
 - any ``torch.nn.Module`` whose ``forward(x, edge_index)`` or ``forward(x, edge_index,
   edge_attr)`` composes those convolutions, ``APPNP``, ``GCN2Conv`` (``conv(x, x_0,
-  edge_index)``), ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, activations (relu,
+  edge_index)``), ``torch.nn.Linear``, PyG ``Linear`` / ``MLP``, normalizations
+  (``torch.nn.BatchNorm1d`` / ``LayerNorm``, PyG ``BatchNorm`` / ``LayerNorm`` /
+  ``PairNorm``: those whose statistics span the graph read a ``moments`` node, a reduction
+  across partitions), activations (relu,
   leaky_relu, elu, gelu, tanh), dropout, additions and concatenation — captured with
   ``torch.fx``, the convolutions kept as leaves. A convolution reads the edge features when
   the call passes ``edge_attr`` (as in PyG).
@@ -44,12 +48,14 @@ __all__ = ["SUPPORTED", "lower_model"]
 
 SUPPORTED = (
     "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (jk None/'last'/'cat'/'max', "
-    "act_first, norm None or per-vertex layer_norm; GAT with v2 and edge_dim); GCNConv, "
+    "act_first, norm None/'batch_norm'/'layer_norm'/'pair_norm'; GAT with v2 and edge_dim); "
+    "GCNConv, "
     "SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, GINEConv (edge_dim), SGConv, APPNP "
     "(dropout=0), GCN2Conv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv and "
     "GATv2Conv (heads, concat, negative_slope, add_self_loops, bias, residual, dropout, "
     "edge_dim; GATv2Conv share_weights); torch.nn.Linear, PyG Linear and MLP; "
-    "torch.nn.LayerNorm, PyG LayerNorm(mode='node'); activations relu, leaky_relu, elu, gelu, "
+    "torch.nn.BatchNorm1d and LayerNorm, PyG BatchNorm, LayerNorm (mode 'graph' or 'node') and "
+    "PairNorm; activations relu, leaky_relu, elu, gelu, "
     "tanh; dropout; + and torch.cat in a forward(x, edge_index) or forward(x, edge_index, "
     "edge_attr) that torch.fx can trace"
 )
@@ -124,15 +130,41 @@ class _Builder:
         return self.act(x, name, where, slope)
 
     def norm(self, x: int, mod: torch.nn.Module | None, prefix: str, where: str) -> int:
-        """A normalization layer on value ``x``: per-vertex ones (``torch.nn.LayerNorm``,
+        """A normalization layer on value ``x``. Per-vertex ones (``torch.nn.LayerNorm``,
         PyG's ``LayerNorm(mode="node")``) are dense ops; those whose statistics span the
-        graph (BatchNorm, ``LayerNorm(mode="graph")``, PairNorm, ...) are not supported
-        yet."""
+        graph (``BatchNorm1d``, PyG's ``BatchNorm``, ``LayerNorm(mode="graph")``,
+        ``PairNorm``) read a ``moments`` node: the column statistics over every vertex, a
+        reduction across partitions."""
+        from torch_geometric.nn.norm import BatchNorm as PygBatchNorm
         from torch_geometric.nn.norm import LayerNorm as PygLayerNorm
+        from torch_geometric.nn.norm import PairNorm
 
         if mod is None or isinstance(mod, torch.nn.Identity):
             return x
         w = self.width(x)
+        if isinstance(mod, PygBatchNorm):
+            return self.batch_norm(x, mod.module, f"{prefix}module.", where)
+        if isinstance(mod, torch.nn.BatchNorm1d) and type(mod) is torch.nn.BatchNorm1d:
+            return self.batch_norm(x, mod, prefix, where)
+        if isinstance(mod, PygLayerNorm) and mod.mode == "graph":
+            self._check_width(mod.in_channels, w, "LayerNorm", where)
+            m = self.add("moments", (x,), w, origin=where)
+            affine = mod.weight is not None
+            h = self.add(
+                "graph_norm",
+                (x, m),
+                w,
+                param=f"{prefix}weight" if affine else None,
+                eps=float(mod.eps),
+                origin=where,
+            )
+            return self.add("bias", (h,), w, param=f"{prefix}bias", origin=where) if affine else h
+        if isinstance(mod, PairNorm):
+            m = self.add("moments", (x,), w, origin=where)
+            op = "pair_norm_rows" if mod.scale_individually else "pair_norm"
+            return self.add(
+                op, (x, m), w, factor=float(mod.scale), eps=float(mod.eps), origin=where
+            )
         if isinstance(mod, torch.nn.LayerNorm):
             if tuple(mod.normalized_shape) != (w,):
                 raise UnsupportedModelError(
@@ -142,18 +174,15 @@ class _Builder:
             weight = mod.weight is not None
             bias = getattr(mod, "bias", None) is not None
         elif isinstance(mod, PygLayerNorm) and mod.mode == "node":
-            if int(mod.in_channels) != w:
-                raise UnsupportedModelError(
-                    f"{where}: shape mismatch, LayerNorm({mod.in_channels}) on width {w}"
-                )
+            self._check_width(mod.in_channels, w, "LayerNorm", where)
             weight = bias = mod.weight is not None
         else:
             mode = getattr(mod, "mode", None)
             what = type(mod).__name__ + (f"(mode={mode!r})" if mode is not None else "")
             raise UnsupportedModelError(
-                f"{where}: {what} is not supported yet: its statistics span every vertex of the "
-                "graph (a reduction across partitions); per-vertex normalizations are: "
-                "torch.nn.LayerNorm, torch_geometric.nn.LayerNorm(mode='node')"
+                f"{where}: {what} is not supported; supported normalizations: "
+                "torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch_geometric.nn.BatchNorm, "
+                "LayerNorm (mode 'graph' or 'node'), PairNorm"
             )
         h = self.add(
             "layer_norm",
@@ -164,6 +193,44 @@ class _Builder:
             origin=where,
         )
         if bias:
+            h = self.add("bias", (h,), w, param=f"{prefix}bias", origin=where)
+        return h
+
+    @staticmethod
+    def _check_width(channels: int, w: int, what: str, where: str) -> None:
+        if int(channels) != w:
+            raise UnsupportedModelError(
+                f"{where}: shape mismatch, {what}({channels}) on vertex rows of width {w}"
+            )
+
+    def batch_norm(self, x: int, bn: torch.nn.BatchNorm1d, prefix: str, where: str) -> int:
+        """``BatchNorm1d`` in training mode: the batch statistics over every vertex (and the
+        running statistics updated from them, when it tracks them); in evaluation, the
+        running statistics (or, untracked, the batch statistics again)."""
+        w = self.width(x)
+        self._check_width(bn.num_features, w, "BatchNorm1d", where)
+        tracked = bn.track_running_stats and bn.running_mean is not None
+        m = self.add(
+            "moments",
+            (x,),
+            w,
+            buffers=tuple(
+                f"{prefix}{b}" for b in ("running_mean", "running_var", "num_batches_tracked")
+            )
+            if tracked
+            else (),
+            momentum=None if bn.momentum is None else float(bn.momentum),
+            origin=where,
+        )
+        h = self.add(
+            "batch_norm",
+            (x, m),
+            w,
+            param=f"{prefix}weight" if bn.affine else None,
+            eps=float(bn.eps),
+            origin=where,
+        )
+        if bn.affine:
             h = self.add("bias", (h,), w, param=f"{prefix}bias", origin=where)
         return h
 
@@ -189,13 +256,15 @@ class _Builder:
             return x
         if not isinstance(mlp, MLP):
             return self.module(x, mlp, prefix, where)
-        if any(not isinstance(n, torch.nn.Identity) for n in mlp.norms):
-            raise UnsupportedModelError(f"{where}: MLP(norm=...) is not supported; use norm=None")
         lins = list(mlp.lins)
         hidden = lins[:-1] if mlp.plain_last else lins
-        for i, lin in enumerate(hidden):
+        for i, (lin, norm) in enumerate(zip(hidden, mlp.norms, strict=True)):
             x = self.linear(x, lin, f"{prefix}lins.{i}.", f"{where}.lins[{i}]")
-            x = self.act_module(x, mlp.act, f"{where}.act")
+            if mlp.act_first:
+                x = self.act_module(x, mlp.act, f"{where}.act")
+            x = self.norm(x, norm, f"{prefix}norms.{i}.", f"{where}.norms[{i}]")
+            if not mlp.act_first:
+                x = self.act_module(x, mlp.act, f"{where}.act")
             x = self.dropout(x, mlp.dropout[i], f"{where}.dropout")
         if mlp.plain_last:
             i = len(lins) - 1
@@ -561,11 +630,11 @@ class _Builder:
 
 
 def _is_norm(mod: torch.nn.Module) -> bool:
-    """A normalization layer: torch's LayerNorm / BatchNorm* or anything of PyG's ``norm``."""
+    """A normalization layer: torch's LayerNorm / GroupNorm / BatchNorm* / InstanceNorm* or
+    anything of PyG's ``norm``."""
     cls = type(mod)
-    return isinstance(mod, torch.nn.LayerNorm | torch.nn.modules.batchnorm._BatchNorm) or (
-        cls.__module__.startswith("torch_geometric.nn.norm")
-    )
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase)
+    return isinstance(mod, norms) or (cls.__module__.startswith("torch_geometric.nn.norm"))
 
 
 def _basic_gnn(b: _Builder, model: Any) -> int:

@@ -43,7 +43,8 @@ from lotan.graph_engine.attention import (
 )
 from lotan.graph_engine.kernels import relu_sum, relu_sum_grad, row_blocks
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.nn_engine.dense import dropout_scale, mix_seed
+from lotan.nn_engine.dense import mix_seed
+from lotan.nn_engine.masks import dropout_scale
 
 __all__ = ["EDGE_REDUCES", "backward", "blocks_of", "edge_bytes", "edge_dropout", "forward"]
 

@@ -19,8 +19,18 @@ graph from the inputs it saved (same dropout masks) and back-propagates: paramet
 go to the driver, gradients of aggregation outputs go through ``Âᵀ`` back to the stage that
 produced the aggregated value, gradients of carried values go to their producer.
 
-With dropout, the forward pass also carries an evaluation stream (dropout off) for the
-values that dropout touched, so accuracies need no extra pass.
+With dropout (or BatchNorm's running statistics), the forward pass also carries an
+evaluation stream (dropout off, running statistics) for the values that differ in evaluation
+mode, so accuracies need no extra pass.
+
+A ``moments`` node (column statistics over every vertex, for BatchNorm, graph LayerNorm and
+PairNorm; :mod:`lotan.graph_engine.reductions`) starts a stage like an aggregation: the stage
+that computes its input sends this partition's partial to **every** partition (and, in
+training, to the driver, which updates the running statistics), and the consuming stage
+combines them in partition order before its dense work. Backward, the consumer's share of
+the statistics' gradient goes to the producer's ``backward`` piece on every partition as the
+coefficients of an affine term ``a + b · x``, summed there in partition order and added to
+the gradient of the input ``x`` while its dense graph is recomputed.
 
 Each stage's work is written as *pieces* (:mod:`lotan.planner.placement`): ``aggregate``
 (graph: ``Â`` of the exchanged rows), ``forward`` (dense), ``backward`` (dense), ``transpose``
@@ -53,6 +63,12 @@ from lotan.graph_engine.kernels import (
     spmm,
 )
 from lotan.graph_engine.layout import SPLIT_CODES, NormSpec, PartitionLayout
+from lotan.graph_engine.reductions import (
+    affine_partial,
+    combine_moments,
+    partial_moments,
+    sum_partials,
+)
 from lotan.graph_engine.runner import (
     DRIVER,
     OUTPUT,
@@ -85,14 +101,21 @@ METRIC_FIELDS = (
     "test_count",
 )
 EVAL = ":e"
+#: Ops that start a stage: their value needs rows (an aggregation) or partials (statistics
+#: across partitions) from every other partition.
+STAGE_STARTS = frozenset({"aggregate", "moments"})
 
 
 @dataclass(frozen=True)
 class EpochValue:
-    """What the driver broadcasts to every task of one run."""
+    """What the driver broadcasts to every task of one run: the parameters, the buffers
+    (BatchNorm's running statistics), the epoch, and the partitions that own vertices (the
+    engine fills them in: a reduction across partitions sends its partial to each)."""
 
     params: dict[str, np.ndarray]
     epoch: int
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: tuple[int, ...] = ()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: _t(v) for k, v in self.params.items()}
@@ -246,7 +269,7 @@ class PhysicalPlan:
                 continue
             before = [stage_of[i] for i in n.inputs if i in stage_of]
             latest = max(before, default=0)
-            if n.op == "aggregate" or not logical.fused:
+            if n.op in STAGE_STARTS or not logical.fused:
                 stage_of[n.id] = latest + 1
             else:
                 stage_of[n.id] = latest
@@ -255,6 +278,12 @@ class PhysicalPlan:
             grad = {i for i in stage_of if i not in logical.constant}
         else:
             grad = set(stage_of)
+        # Statistics of a value whose gradient does not flow (``X``) need none either.
+        grad -= {
+            i
+            for i in stage_of
+            if logical.node(i).op == "moments" and logical.node(i).inputs[0] not in grad
+        }
         norm_index = {norm: k for k, norm in enumerate(norms or logical.norms)}
         heads = tuple(o for o in logical.outputs if o in outs)
         if any(stage_of.get(h, 0) != num_stages - 1 for h in heads):
@@ -291,7 +320,7 @@ class PhysicalPlan:
             tuple(
                 self.logical.node(i).dense()
                 for i in self.nodes_at(j)
-                if self.logical.node(i).op != "aggregate"
+                if self.logical.node(i).op not in STAGE_STARTS
             )
         )
 
@@ -301,12 +330,29 @@ class PhysicalPlan:
         out: dict[int, None] = {}
         for i in self.nodes_at(j):
             node = self.logical.node(i)
-            if node.op == "aggregate":
+            if node.op in STAGE_STARTS:
                 continue
             for k in node.inputs:
-                if k not in here or self.logical.node(k).op == "aggregate":
+                if k not in here or self.logical.node(k).op in STAGE_STARTS:
                     out.setdefault(k, None)
         return list(out)
+
+    def moments_at(self, j: int) -> list[int]:
+        """The ``moments`` nodes (reductions across partitions) stage ``j`` combines."""
+        return [i for i in self.nodes_at(j) if self.logical.node(i).op == "moments"]
+
+    def moments_sent_by(self, j: int) -> list[int]:
+        """The ``moments`` nodes whose input stage ``j`` sends its partials of."""
+        return [
+            i
+            for i in self.stage_of
+            if self.logical.node(i).op == "moments" and self.moments_source(i) == j
+        ]
+
+    def moments_source(self, m: int) -> int:
+        """The stage that sends the partials of ``moments`` node ``m``'s input."""
+        u = self.logical.node(m).inputs[0]
+        return _sender(u, self.stage_of[m], self.stage_of, self.layout_values)
 
     @property
     def stochastic(self) -> frozenset[int]:
@@ -349,7 +395,7 @@ class PhysicalPlan:
         self, *, seed: int, num_train: int, placement: Placement = DEFAULT_PLACEMENT
     ) -> list[StageRun]:
         sched = self.schedule(train=True, placement=placement)
-        evals = self.logical.has_dropout
+        evals = self.logical.has_eval_stream
         return sched.runs(self, train=True, evals=evals, seed=seed, num_train=num_train)
 
     def inference_stages(
@@ -435,7 +481,9 @@ def _exchanges(
     return tuple(out)
 
 
-def _sender(u: int, j: int, stage_of: Mapping[int, int], layout_values: set[int]) -> int:
+def _sender(
+    u: int, j: int, stage_of: Mapping[int, int], layout_values: set[int] | frozenset[int]
+) -> int:
     """The stage that sends value ``u`` to an aggregation of stage ``j``."""
     return j - 1 if u in layout_values else stage_of[u]
 
@@ -667,7 +715,13 @@ class _Forward(_Piece):
         out: list[Message] = []
         save: dict[str, np.ndarray] = {}
 
-        # Inputs: aggregations (from the aggregate piece), carried values, layout values.
+        # Inputs: statistics across partitions, aggregations (from the aggregate piece),
+        # carried values, layout values.
+        for m in plan.moments_at(j):
+            for s in streams:
+                if s and m not in stoch:
+                    continue
+                vals[s][m] = self._statistics(m, s, inbox, value, save)
         for x in plan.exchanges_into(j):
             for s in streams:
                 for a in x.aggs:
@@ -734,11 +788,16 @@ class _Forward(_Piece):
                             sends.setdefault(q, {})[str(u)] = r
                 to = self.sched.of("aggregate", x.stage)
                 out += [Message(to, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
+        # Partials of the statistics that later stages combine: to every partition.
+        for m in plan.moments_sent_by(j):
+            out += self._partials(m, part, layout, vals, value, stoch)
 
         if j == plan.last and plan.heads:
             losses = [0.0] * len(plan.heads)
             if self.train:
-                losses, msgs = self._head_backward(part, layout, params, seed, vals, save, device)
+                losses, msgs = self._head_backward(
+                    part, layout, params, seed, vals, save, device, value.parts
+                )
                 out += msgs
             final = vals[EVAL] if self.evals else vals[""]
             logits = [final.get(h, vals[""][h]) for h in plan.heads]
@@ -759,6 +818,62 @@ class _Forward(_Piece):
                     )
         return out
 
+    def _statistics(
+        self,
+        m: int,
+        s: str,
+        inbox: list[Message],
+        value: Any,
+        save: dict[str, np.ndarray],
+    ) -> torch.Tensor:
+        """The ``(2, C)`` statistics of ``moments`` node ``m`` in stream ``s``: the running
+        statistics in evaluation (a BatchNorm that tracks them), else the partials of every
+        partition combined in partition order (kept for backward)."""
+        node = self.plan.logical.node(m)
+        if node.buffers and (s or not self.train):
+            mean, var = value.buffers[node.buffers[0]], value.buffers[node.buffers[1]]
+            return torch.from_numpy(np.stack([mean, var]).astype(np.float32))
+        n, mean, m2 = combine_moments(_payloads(inbox, f"m{m}{s}"))
+        stats = torch.from_numpy(np.stack([mean, m2 / n]).astype(np.float32))
+        if self.train and not s:
+            save[f"s{m}"] = stats.numpy()
+            save[f"N{m}"] = np.array([n], dtype=np.float64)
+        return stats
+
+    def _partials(
+        self,
+        m: int,
+        part: int,
+        layout: PartitionLayout,
+        vals: dict[str, dict[int, torch.Tensor]],
+        value: Any,
+        stoch: frozenset[int],
+    ) -> list[Message]:
+        """This partition's partials of ``moments`` node ``m``'s input, in the streams that
+        combine them, to every partition (and to the driver, which updates the running
+        statistics from the training stream's)."""
+        plan = self.plan
+        node = plan.logical.node(m)
+        u = node.inputs[0]
+        to = self.sched.of("forward", plan.stage_of[m])
+        out: list[Message] = []
+        for s in ("", EVAL):
+            if s:
+                wanted = self.evals and not node.buffers and u in stoch
+            else:
+                wanted = self.train or not node.buffers
+            if not wanted:
+                continue
+            rows = _layout_value(layout, u) if u in plan.layout_values else vals[s][u].numpy()
+            with phase("exchange"):
+                partial = partial_moments(rows)
+            if not value.parts:
+                raise ValueError("statistics across partitions need EpochValue.parts")
+            out += [Message(to, q, part, f"m{m}{s}", partial) for q in value.parts]
+            if not s and self.train and node.buffers:
+                out.append(Message(DRIVER, -1, part, f"m{m}", partial))
+        return out
+
     def _head_backward(
         self,
         part: int,
@@ -768,6 +883,7 @@ class _Forward(_Piece):
         vals: dict[str, dict[int, torch.Tensor]],
         save: dict[str, np.ndarray],
         device: torch.device,
+        parts: tuple[int, ...],
     ) -> tuple[list[float], list[Message]]:
         """The loss of each model on this partition, and the backward pass of the last
         stage's dense graph."""
@@ -781,7 +897,7 @@ class _Forward(_Piece):
             losses.append(loss)
             grad_out[h] = grad
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, self.j, layout, save).items()}
-        msgs = _backprop(self, part, layout, params, seed, inputs, grad_out, device)
+        msgs = _backprop(self, part, layout, params, seed, inputs, grad_out, device, save, parts)
         return losses, msgs
 
 
@@ -806,10 +922,15 @@ def _backprop(
     inputs: dict[int, torch.Tensor],
     grad_out: dict[int, torch.Tensor],
     device: torch.device,
+    saved: Mapping[str, np.ndarray],
+    parts: tuple[int, ...],
+    affine: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[Message]:
     """Back-propagate the dense graph of stage ``piece.j``: parameter gradients to the
     driver, the gradients of its aggregations (summed per aggregated value) to the
-    ``transpose`` piece, those of carried values to the stage that produced them."""
+    ``transpose`` piece, those of carried values to the stage that produced them, those of
+    the statistics it combined to every partition (:func:`_statistics_grads`). ``affine``:
+    the gradients the statistics of its own values give back (``a + b · x``)."""
     plan, sched, j = piece.plan, piece.sched, piece.j
     here = {a: x for x in plan.exchanges_into(j) for a in x.aggs}
     want = [
@@ -834,6 +955,7 @@ def _backprop(
             seed=seed,
             rows=layout.ids,
             input_grads=want,
+            affine_grads=affine,
             device=device,
         )
     out: list[Message] = []
@@ -858,9 +980,36 @@ def _backprop(
     for k, g in grads.items():
         if k in here or k not in plan.requires_grad or k not in plan.stage_of:
             continue
+        if plan.stage_of[k] == j:  # statistics this stage combined
+            out += _statistics_grads(piece, part, k, g, saved, parts)
+            continue
         target = sched.of("backward", plan.stage_of[k])
         out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
     return out
+
+
+def _statistics_grads(
+    piece: _Piece,
+    part: int,
+    m: int,
+    g: torch.Tensor,
+    saved: Mapping[str, np.ndarray],
+    parts: tuple[int, ...],
+) -> list[Message]:
+    """This partition's share ``g`` of the gradient of ``moments`` node ``m`` (``∂mean``,
+    ``∂var``), as the affine term it gives its input, to that input's producer on every
+    partition (which sums the shares in partition order)."""
+    plan = piece.plan
+    mean, n = saved[f"s{m}"][0], int(saved[f"N{m}"][0])
+    d = g.numpy()
+    partial = affine_partial(d[0], d[1], mean, n)
+    to = piece.sched.of("backward", plan.moments_source(m))
+    return [Message(to, q, part, f"r{m}", partial) for q in parts]
+
+
+def _payloads(inbox: list[Message], tag: str) -> dict[int, Mapping[str, np.ndarray]]:
+    """``{source partition: payload}`` of the messages with ``tag``."""
+    return {m.src: m.payload for m in inbox if m.tag == tag}
 
 
 @dataclass(frozen=True)
@@ -1007,10 +1156,35 @@ class _Backward(_Piece):
         grad_out = {
             i: _t(totals[i]) for i in plan.nodes_at(j) if i in plan.requires_grad and i in totals
         }
-        if not grad_out:
-            return []
+        out: list[Message] = []
+        for k in plan.moments_at(j):  # carried to a later stage's dense work (unfused)
+            if k in grad_out:
+                out += _statistics_grads(self, part, k, grad_out.pop(k), saved, value.parts)
+        # Statistics of values this stage computed: their gradients' affine terms, summed.
+        affine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for k in plan.moments_sent_by(j):
+            got = _payloads(inbox, f"r{k}")
+            if not got:
+                continue
+            a, b = (torch.from_numpy(v) for v in sum_partials(got))
+            u = plan.logical.node(k).inputs[0]
+            affine[u] = (a, b) if u not in affine else (affine[u][0] + a, affine[u][1] + b)
+        if not grad_out and not affine:
+            return out
         inputs = {k: _t(v) for k, v in _saved_inputs(plan, j, layout, saved).items()}
-        return _backprop(self, part, layout, params, seed, inputs, grad_out, _dense_device())
+        return out + _backprop(
+            self,
+            part,
+            layout,
+            params,
+            seed,
+            inputs,
+            grad_out,
+            _dense_device(),
+            saved,
+            value.parts,
+            affine,
+        )
 
 
 _PIECES: dict[str, type[_Piece]] = {

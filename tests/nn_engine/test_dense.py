@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lotan.nn_engine.dense import DenseGraph, DenseNode, dropout_scale
+from lotan.nn_engine.dense import DenseGraph, DenseNode
 from lotan.nn_engine.loss import masked_cross_entropy
+from lotan.nn_engine.masks import dropout_scale
 
 # Inputs: value 0 (5 wide) and value 1 (5 wide).
 GRAPH = DenseGraph(
