@@ -11,8 +11,8 @@ kernel forward (elementwise: no reduction) and its own backward, whose two colum
 the same bits with any thread count and on every CPU, which torch's fused backward kernel
 does not promise (its per-thread partial sums follow the thread count: a Spark task with one
 thread and the local engine with two gave different bits). The same formula as separate
-torch ops made a full-size temporary per op: 0.54 s forward and backward at 169,343 × 256
-on the development machine, against 0.04 s for the fused forward and a single pass back.
+torch ops makes a full-size temporary per op: ``python -m bench.norm_op`` measured 0.350 s
+forward and backward at 169,343 × 256 for those, 0.119 s for this op (2-core Intel Xeon).
 """
 
 from __future__ import annotations
