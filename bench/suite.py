@@ -269,8 +269,18 @@ def _accuracy(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) 
     return out
 
 
-def _gat(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
-    """GAT: accuracy with the original protocol, then epoch time and memory."""
+def _accuracy_then_timing(
+    experiment: str,
+    accuracy_protocol: dict[str, Any],
+    timing_protocol: dict[str, Any],
+    cfg: dict[str, Any],
+    data: Path,
+    dgl: Path | None,
+    log: Callable,
+) -> list[dict]:
+    """An experiment of two parts: accuracy (``accuracy_graphs`` × ``accuracy_systems``,
+    ``seeds`` seeds of ``accuracy_epochs``), then epoch time and memory (``graphs`` ×
+    ``systems``, ``epochs`` epochs), each with its protocol."""
     out = []
     runs = [("accuracy", g, s) for g in cfg["accuracy_graphs"] for s in cfg["accuracy_systems"]]
     runs += [("epochs", g, s) for g in cfg["graphs"] for s in cfg["systems"]]
@@ -283,38 +293,26 @@ def _gat(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> li
             "epochs": cfg["accuracy_epochs"] if accuracy else cfg["epochs"],
             "seeds": list(range(cfg["seeds"])) if accuracy else [0],
             "partitions": cfg["partitions"],
-            **GAT_PROTOCOL,
+            **(accuracy_protocol if accuracy else timing_protocol),
         }
         res = measure(spec, dgl)
-        log(f"gat {task} {graph} {system}: {_short(res)}")
-        out.append({"experiment": "gat", "task": task, "graph": graph, "system": system, **res})
+        log(f"{experiment} {task} {graph} {system}: {_short(res)}")
+        out.append(
+            {"experiment": experiment, "task": task, "graph": graph, "system": system, **res}
+        )
     return out
+
+
+def _gat(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
+    """GAT: accuracy with the original protocol, then epoch time and memory."""
+    return _accuracy_then_timing("gat", GAT_PROTOCOL, GAT_PROTOCOL, cfg, data, dgl, log)
 
 
 def _batch_norm(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
     """BatchNorm: GCN with BatchNorm on Planetoid (Kipf & Welling's protocol plus the norm),
     then the OGB arxiv GCN's epoch time and memory on the arxiv-shaped graph."""
-    out = []
-    runs = [("accuracy", g, s) for g in cfg["accuracy_graphs"] for s in cfg["accuracy_systems"]]
-    runs += [("epochs", g, s) for g in cfg["graphs"] for s in cfg["systems"]]
-    for task, graph, system in runs:
-        accuracy = task == "accuracy"
-        protocol = {**KIPF, "model": "gcn", "norm": "batch_norm"} if accuracy else ARXIV_GCN
-        spec = {
-            "system": system,
-            "task": task,
-            "graph": str(write_graph(graph, data)),
-            "epochs": cfg["accuracy_epochs"] if accuracy else cfg["epochs"],
-            "seeds": list(range(cfg["seeds"])) if accuracy else [0],
-            "partitions": cfg["partitions"],
-            **protocol,
-        }
-        res = measure(spec, dgl)
-        log(f"batch_norm {task} {graph} {system}: {_short(res)}")
-        out.append(
-            {"experiment": "batch_norm", "task": task, "graph": graph, "system": system, **res}
-        )
-    return out
+    accuracy = {**KIPF, "model": "gcn", "norm": "batch_norm"}
+    return _accuracy_then_timing("batch_norm", accuracy, ARXIV_GCN, cfg, data, dgl, log)
 
 
 def _scale(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:

@@ -113,24 +113,47 @@ def assert_one_epoch_matches(
     ours = copy.deepcopy(model)
     logits = lotan_logits(ours, graph, engine, parts, spark, partitioner, placement)
     torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=RTOL)
-    result = lotan.fit(
-        ours,
+    result = fit_one_epoch(
+        ours, graph, engine, parts, spark, partitioner=partitioner, placement=placement
+    )
+    assert_loss_and_gradients(result, ours, ref.loss, ref.grads)
+    assert type(ours) is type(model)
+
+
+def fit_one_epoch(
+    model: torch.nn.Module,
+    graph: lotan.Graph,
+    engine: str,
+    parts: int,
+    spark: object,
+    **kw: object,
+) -> lotan.FitResult:
+    """One epoch of SGD (lr 0.1), the reference's: the gradients stay in ``model``."""
+    return lotan.fit(
+        model,
         graph,
         epochs=1,
         optimizer="sgd",
         lr=0.1,
         engine=engine,
         num_partitions=parts,
-        partitioner=partitioner,
-        placement=placement,
         spark=spark,
         progress=False,
+        **kw,
     )
-    assert abs(result.history[0].loss - ref.loss) <= 1e-6 + 1e-5 * abs(ref.loss)
-    for name, p in ours.named_parameters():
+
+
+def assert_loss_and_gradients(
+    result: lotan.FitResult,
+    model: torch.nn.Module,
+    loss: float,
+    grads: dict[str, torch.Tensor],
+) -> None:
+    """The first epoch's loss and every parameter's gradient equal the reference's."""
+    assert abs(result.history[0].loss - loss) <= 1e-6 + 1e-5 * abs(loss)
+    for name, p in model.named_parameters():
         assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, ref.grads[name], atol=ATOL, rtol=RTOL, msg=name)
-    assert type(ours) is type(model)
+        torch.testing.assert_close(p.grad, grads[name], atol=ATOL, rtol=RTOL, msg=name)
 
 
 def assert_training_matches(

@@ -24,7 +24,14 @@ import lotan
 from lotan.errors import UnsupportedModelError
 from lotan.graph_engine.hashing import owner_of
 from tests.graph_cases import CASES, _graph
-from tests.reference import ATOL, RTOL, call_pyg, lotan_logits
+from tests.reference import (
+    ATOL,
+    RTOL,
+    assert_loss_and_gradients,
+    call_pyg,
+    fit_one_epoch,
+    lotan_logits,
+)
 
 
 class BatchNormNet(torch.nn.Module):
@@ -200,22 +207,8 @@ def assert_matches_pyg(
     ref = pyg_run(model, graph, 1, "sgd", lr=0.1)
     ours = copy.deepcopy(model)
     _close(lotan_logits(ours, graph, engine, parts, spark), ref.eval_before, "eval logits")
-    result = lotan.fit(
-        ours,
-        graph,
-        epochs=1,
-        optimizer="sgd",
-        lr=0.1,
-        engine=engine,
-        num_partitions=parts,
-        spark=spark,
-        progress=False,
-        **kw,
-    )
-    assert abs(result.history[0].loss - ref.loss) <= 1e-6 + 1e-5 * abs(ref.loss)
-    for name, p in ours.named_parameters():
-        assert p.grad is not None, name
-        _close(p.grad, ref.grads[name], name)
+    result = fit_one_epoch(ours, graph, engine, parts, spark, **kw)
+    assert_loss_and_gradients(result, ours, ref.loss, ref.grads)
     for name, b in ours.named_buffers():
         _close(b, ref.buffers_1[name], name)
     _assert_accs(result.history, ref)
