@@ -149,8 +149,10 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
 
 def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int], attr_width: int) -> Any:
     from lotan.graph_engine.spark_runner import messages_to_table
+    from lotan.graph_engine.worker import task_setup
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
+        task_setup()
         p = part_of[int(key[0].as_py())]
         if vertices.num_rows == 0:
             return messages_to_table([])

@@ -34,6 +34,7 @@ from lotan.graph_engine.store import (
     write_layout,
 )
 from lotan.graph_engine.tiles import TilePlan, decode_tile, plan_tile, write_tile
+from lotan.graph_engine.worker import set_torch_threads, task_setup
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -203,17 +204,6 @@ def table_to_messages(table: pa.Table) -> list[Message]:
     return result
 
 
-def _set_torch_threads() -> None:
-    """One torch thread per task CPU, so concurrent tasks do not oversubscribe cores."""
-    import torch
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    cpus = ctx.cpus() if ctx is not None else 1
-    if torch.get_num_threads() != cpus:
-        torch.set_num_threads(max(1, cpus))
-
-
 def _run_stage(
     fn: StageFn, k: int, part: int, layout: PartitionLayout | None, inbox: pa.Table, value: Any
 ) -> pa.Table:
@@ -223,7 +213,7 @@ def _run_stage(
     mine = inbox.filter(is_mine)
     if mine.num_rows == 0 and layout is None:
         return forward  # the driver's group, or a partition without vertices
-    _set_torch_threads()
+    set_torch_threads()
     out: list[Message] = []
     with timed_stage(k, part, out):
         with phase("decode"):
@@ -241,6 +231,7 @@ def _stage(
     fn: StageFn, k: int, value_ref: Any, store: LayoutStore | None, part_of: dict[int, int]
 ) -> Callable[[Any, pa.Table, pa.Table], pa.Table]:
     def run(key: Any, inbox: pa.Table, _ids: pa.Table) -> pa.Table:
+        task_setup()
         part = part_of[int(key[0].as_py())]
         layout = None
         if store is not None:
@@ -285,6 +276,7 @@ def _dense_stage(
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
+        task_setup()
         ctx = TaskContext.get()
         assert ctx is not None
         part = ctx.partitionId()
@@ -325,6 +317,7 @@ def _first_stage(
     ids (a grouped map: ``mapInArrow`` costs ~0.2 s more per run on Spark 4.3)."""
 
     def run(key: Any, _ids: pa.Table) -> pa.Table:
+        task_setup()
         part = part_of[int(key[0].as_py())]
         with phase("load"):
             layout = store.load(part)
@@ -510,6 +503,7 @@ def map_messages(
     (grouped by destination, so that the chunks of a message meet)."""
 
     def run(key: Any, msgs: pa.Table) -> pa.Table:
+        task_setup()
         part = router.part_of[int(key[0].as_py())]
         return fn(part, table_to_messages(msgs.drop_columns(["route"])))
 
