@@ -257,7 +257,9 @@ def prepare_spark(
         .applyInArrow(_step1_spark(norms, router.part_of, edge_features), MESSAGE_SCHEMA)
     )
     runner = SparkRunner(spark, P)
-    result = runner.run(PREPARE_STAGES, norms, initial=step1, description="lotan prepare")
+    result = runner.run(
+        PREPARE_STAGES, norms, initial=step1, description="lotan prepare", adaptive=True
+    )
     try:
         sizes: list[tuple[int, int, int, int]] = result.execute(
             lambda: write_layouts(result.output(), directory, router)

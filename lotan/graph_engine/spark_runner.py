@@ -1,15 +1,23 @@
 """Running a physical plan on Spark.
 
 A run is a *chain* of Spark stages, one per plan stage: stage ``k`` is
-``route(previous output by dest).groupBy(route).applyInArrow(...)``, so the messages a stage
-emits are shuffled to the task of their destination partition (:class:`Router`), where the
-task memory-maps that partition's layout from the :class:`LayoutStore` (layouts never travel
-through Spark). Messages addressed to a later stage (activations saved for the backward
-pass, gradients for the driver) are forwarded unchanged, as Arrow rows, by every stage in
-between; so each stage reads only its predecessor, the query plan grows linearly with the
-number of stages, nothing needs to be persisted, and Spark's shuffle files hold the
-intermediate state (spilled to disk, retried from lineage). Stage 0 is a map over the
-partition ids. A run is one Spark query, triggered by collecting the driver's messages.
+``previous.repartition(P, "route").mapInArrow(...)``. Every message a task emits carries a
+``route`` (:class:`Router`: the key that lands in the Spark task of its destination
+partition), so the shuffle delivers partition ``p``'s messages to task ``p``, which
+memory-maps that partition's layout from the :class:`LayoutStore` (layouts never travel
+through Spark). Every task runs, also one that receives nothing. Messages addressed to a
+later stage (activations saved for the backward pass, gradients for the driver) are
+forwarded unchanged, as Arrow rows, by every stage in between; so each stage reads only its
+predecessor, the query plan grows linearly with the number of stages, nothing needs to be
+persisted, and Spark's shuffle files hold the intermediate state (spilled to disk, retried
+from lineage). Stage 0 maps ``spark.range(P)`` (one row per task, nothing shuffled). A run
+is one Spark query and one job (adaptive execution off), triggered by collecting the
+driver's messages.
+
+What a stage costs beyond its work (``python -m bench.spark_floor``) was mostly Python
+worker overhead: the daemon's ``gc.collect()`` between tasks (:mod:`.worker`), a grouped map
+cogrouped with the partition ids (replaced by this map over routed rows), the route
+computed per row in the JVM, and adaptive re-planning between stages.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MESSAGE_SCHEMA",
+    "ROUTED_SCHEMA",
     "Router",
     "SparkRunner",
     "binary_views",
@@ -62,6 +71,9 @@ _ARROW_MESSAGE_SCHEMA = pa.schema(
         ("payload", pa.binary()),
     ]
 )
+#: A message row with its routing key (:class:`Router`): what every stage emits.
+_ARROW_ROUTED_SCHEMA = _ARROW_MESSAGE_SCHEMA.append(pa.field("route", pa.int32()))
+ROUTED_SCHEMA = MESSAGE_SCHEMA + ", route int"
 
 
 def binary_views(column: pa.ChunkedArray | pa.Array) -> list[memoryview]:
@@ -204,13 +216,30 @@ def table_to_messages(table: pa.Table) -> list[Message]:
     return result
 
 
-def _run_stage(
-    fn: StageFn, k: int, part: int, layout: PartitionLayout | None, inbox: pa.Table, value: Any
-) -> pa.Table:
-    """Run stage ``k`` on the messages addressed to it; forward the others untouched."""
+def _split(inbox: pa.Table, k: int) -> tuple[pa.Table, pa.Table]:
+    """The rows of ``inbox`` addressed to stage ``k``, and the others. Filtering copies
+    every payload byte, so a side that holds every row is ``inbox`` itself."""
     is_mine = pc.equal(inbox.column("stage"), pa.scalar(k, pa.int32()))
-    forward = inbox.filter(pc.invert(is_mine))
-    mine = inbox.filter(is_mine)
+    count = pc.sum(is_mine).as_py() or 0
+    if count == inbox.num_rows:
+        return inbox, inbox.slice(0, 0)
+    if count == 0:
+        return inbox.slice(0, 0), inbox
+    return inbox.filter(is_mine), inbox.filter(pc.invert(is_mine))
+
+
+def _run_stage(
+    fn: StageFn,
+    k: int,
+    part: int,
+    layout: PartitionLayout | None,
+    inbox: pa.Table,
+    value: Any,
+    keys: np.ndarray,
+) -> pa.Table:
+    """Run stage ``k`` on the routed messages addressed to it; forward the others untouched
+    (with their routes); route what it emits by destination (``keys``: :func:`route_keys`)."""
+    mine, forward = _split(inbox, k)
     if mine.num_rows == 0 and layout is None:
         return forward  # the driver's group, or a partition without vertices
     set_torch_threads()
@@ -222,24 +251,10 @@ def _run_stage(
         with phase("encode"):
             table = messages_to_table(out)
     # the timing message (appended on exit) is encoded on its own
-    return pa.concat_tables(
-        [forward.cast(_ARROW_MESSAGE_SCHEMA), table, messages_to_table(out[-1:])]
-    )
-
-
-def _stage(
-    fn: StageFn, k: int, value_ref: Any, store: LayoutStore | None, part_of: dict[int, int]
-) -> Callable[[Any, pa.Table, pa.Table], pa.Table]:
-    def run(key: Any, inbox: pa.Table, _ids: pa.Table) -> pa.Table:
-        task_setup()
-        part = part_of[int(key[0].as_py())]
-        layout = None
-        if store is not None:
-            with phase("load"):
-                layout = store.load(part)
-        return _run_stage(fn, k, part, layout, inbox.drop_columns(["route"]), value_ref.value)
-
-    return _named(run, fn)
+    new = pa.concat_tables([table, messages_to_table(out[-1:])])
+    dest = np.maximum(new.column("dest").to_numpy(), 0)  # the driver's go with partition 0
+    new = new.append_column("route", pa.array(keys[dest].astype(np.int32)))
+    return pa.concat_tables([forward.cast(_ARROW_ROUTED_SCHEMA), new])
 
 
 def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]:
@@ -252,15 +267,7 @@ def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]
     return run
 
 
-def _own_resources(fn: StageFn) -> bool:
-    """Whether a stage asks Spark for resources of its own (runs under its own profile)."""
-    return bool(getattr(fn, "resources", None))
-
-
-_ARROW_ROUTED_SCHEMA = _ARROW_MESSAGE_SCHEMA.append(pa.field("route", pa.int32()))
-
-
-def _dense_stage(
+def _task(
     fn: StageFn,
     k: int,
     value_ref: Any,
@@ -268,10 +275,12 @@ def _dense_stage(
     router: Router,
     first: bool = False,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A stage under its own resource profile: ``mapInArrow`` over the routed messages (a
-    grouped map takes no profile). Task ``p`` of a :meth:`Router.route` shuffle holds
-    partition ``p``'s rows (and only those: the routing keys are chosen so); the first stage
-    maps the partition ids."""
+    """Stage ``k`` as the function of a ``mapInArrow``: task ``p`` runs partition ``p``.
+
+    Task ``p`` of a :meth:`Router.route` shuffle holds partition ``p``'s rows and only those
+    (the routing keys are chosen so); every task runs, also one that receives no message
+    (its stage may read only its layout). The first stage maps ``spark.range`` with one row
+    per partition (nothing shuffled)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -281,49 +290,25 @@ def _dense_stage(
         assert ctx is not None
         part = ctx.partitionId()
         received = [b for b in batches if b.num_rows]
-        if first:
-            if not received:  # a partition without vertices
-                return
-            inbox = messages_to_table([])
-        else:
-            table = (
-                pa.Table.from_batches(received)
-                if received
-                else _ARROW_ROUTED_SCHEMA.empty_table()  # no message for this partition
+        inbox = (
+            pa.Table.from_batches(received)
+            if received and not first
+            else _ARROW_ROUTED_SCHEMA.empty_table()  # no message for this partition
+        )
+        routes = pc.unique(inbox.column("route")).to_pylist()
+        if routes not in ([], [int(router.keys[part])]):
+            raise EngineError(
+                f"task {part} of stage {k} received the rows of routes {routes}; each "
+                "task must hold one partition's rows (was the shuffle re-partitioned?)"
             )
-            routes = pc.unique(table.column("route")).to_pylist()
-            if routes not in ([], [int(router.keys[part])]):
-                raise EngineError(
-                    f"task {part} of a dense stage received the rows of routes {routes}; each "
-                    "task must hold one partition's rows (was the shuffle re-partitioned?)"
-                )
-            inbox = table.drop_columns(["route"])
         layout = None
         if store is not None:
             with phase("load"):
                 layout = store.load(part)
         if layout is None and first:
             return
-        out = _run_stage(fn, k, part, layout, inbox, value_ref.value)
+        out = _run_stage(fn, k, part, layout, inbox, value_ref.value, router.keys)
         yield from out.to_batches()
-
-    return _named(run, fn)
-
-
-def _first_stage(
-    fn: StageFn, value_ref: Any, store: LayoutStore, part_of: dict[int, int]
-) -> Callable[[Any, pa.Table], pa.Table]:
-    """Stage 0 reads only the layouts: one group per partition id, nothing shuffled but the
-    ids (a grouped map: ``mapInArrow`` costs ~0.2 s more per run on Spark 4.3)."""
-
-    def run(key: Any, _ids: pa.Table) -> pa.Table:
-        task_setup()
-        part = part_of[int(key[0].as_py())]
-        with phase("load"):
-            layout = store.load(part)
-        if layout is None:
-            return messages_to_table([])
-        return _run_stage(fn, 0, part, layout, messages_to_table([]), value_ref.value)
 
     return _named(run, fn)
 
@@ -376,26 +361,19 @@ class SparkRunner:
         #: (partition, own vertices, halo rows, edges) of every partition with vertices.
         self.sizes = list(sizes)
         self.router = Router(num_partitions)
-        self._parts_df: DataFrame | None = None
 
     def unpersist(self) -> None:
         """Delete the layout files."""
         if self.store is not None:
             self.store.remove()
         self.store = None
-        self._parts_df = None
-
-    def _parts(self) -> DataFrame:
-        if self._parts_df is None:
-            rows = [(int(self.router.keys[p]), int(p)) for p, *_ in self.sizes]
-            df = self.spark.createDataFrame(rows, "route int, part int")
-            self._parts_df = df.repartition(self.num_partitions, "route")
-        return self._parts_df
 
     def _profile(self, fn: StageFn) -> Any:
         """The resource profile of a stage that asks for resources of its own (a dense
-        stage under split placement; None in local mode, which has no profiles)."""
-        return dense_profile(self.spark, fn.resources)  # type: ignore[attr-defined]
+        stage under split placement; None in local mode, which has no profiles, and for
+        every other stage)."""
+        request = getattr(fn, "resources", None)
+        return dense_profile(self.spark, request) if request else None
 
     def run(
         self,
@@ -404,76 +382,91 @@ class SparkRunner:
         initial: DataFrame | None = None,
         *,
         description: str = "lotan",
+        adaptive: bool = False,
     ) -> RunResult:
         """Build the run lazily (a new query each time: re-running a DataFrame would reuse
         its shuffle files, i.e. the previous epoch's messages); :class:`RunResult` executes
         it and cleans up."""
         bc = self.spark.sparkContext.broadcast(value)
+        schema = _routed_type()
         first = 0
         if initial is not None:
-            current = initial
-        elif self.store is not None and _own_resources(stages[0]):
-            current = self._parts().mapInArrow(
-                _dense_stage(stages[0], 0, bc, self.store, self.router, first=True),
-                MESSAGE_SCHEMA,
+            current = initial.withColumn("route", self.router.column("dest"))
+        elif self.store is not None:
+            current = self.spark.range(0, self.num_partitions, 1, self.num_partitions)
+            current = current.mapInArrow(
+                _task(stages[0], 0, bc, self.store, self.router, first=True),
+                schema,
                 profile=self._profile(stages[0]),
             )
             first = 1
-        elif self.store is not None:
-            current = (
-                self._parts()
-                .groupBy("route")
-                .applyInArrow(
-                    _first_stage(stages[0], bc, self.store, self.router.part_of), MESSAGE_SCHEMA
-                )
-            )
-            first = 1
         else:
-            current = self.spark.createDataFrame([], MESSAGE_SCHEMA)
+            current = self.spark.createDataFrame([], schema)
         for k in range(first, len(stages)):
-            if _own_resources(stages[k]):
-                current = self.router.route(current, "dest").mapInArrow(
-                    _dense_stage(stages[k], k, bc, self.store, self.router),
-                    MESSAGE_SCHEMA,
-                    profile=self._profile(stages[k]),
-                )
-                continue
-            # Cogrouped with the partition ids, so that every partition runs every stage,
-            # also one that receives no message (it may read only its layout).
-            current = (
-                self.router.route(current, "dest")
-                .groupBy("route")
-                .cogroup(self._parts().groupBy("route"))
-                .applyInArrow(
-                    _stage(stages[k], k, bc, self.store, self.router.part_of), MESSAGE_SCHEMA
-                )
+            current = current.repartition(self.num_partitions, "route").mapInArrow(
+                _task(stages[k], k, bc, self.store, self.router),
+                schema,
+                profile=self._profile(stages[k]),
             )
         labels = [getattr(fn, "label", None) for fn in stages]
         if all(labels):
             description += " · " + " → ".join(str(x) for x in labels)
-        return RunResult(self.spark, current, bc, description)
+        return RunResult(self.spark, current, bc, description, adaptive)
+
+
+_ROUTED_TYPE: Any = None
+
+
+def _routed_type() -> Any:
+    """:data:`ROUTED_SCHEMA` as a ``StructType`` (a string is parsed by the JVM, three py4j
+    round trips per stage and run)."""
+    global _ROUTED_TYPE
+    if _ROUTED_TYPE is None:
+        from pyspark.sql.types import _parse_datatype_string
+
+        _ROUTED_TYPE = _parse_datatype_string(ROUTED_SCHEMA)
+    return _ROUTED_TYPE
+
+
+#: Adaptive query execution is off while a run executes: every shuffle of a run is an
+#: exact repartition it must not change, and with it on each Spark stage became a job of
+#: its own, re-planned in between (3 no-op stages: 0.45 -> 0.37 s per run). Preparation
+#: keeps it (``adaptive=True``): its joins want their 200 shuffle partitions coalesced.
+_ADAPTIVE = "spark.sql.adaptive.enabled"
 
 
 class RunResult:
     """One Spark run: its final messages (the driver's and the output's), and its clean-up."""
 
     def __init__(
-        self, spark: SparkSession, final: DataFrame, broadcast: Any, description: str
+        self,
+        spark: SparkSession,
+        final: DataFrame,
+        broadcast: Any,
+        description: str,
+        adaptive: bool = False,
     ) -> None:
         self._spark = spark
         self._final = final
         self._broadcast = broadcast
         self._description = description
+        self._adaptive = adaptive
 
     def execute(self, action: Callable[[], Any]) -> Any:
         """Run ``action`` (a Spark action over this run's DataFrames) under the run's job
         description."""
         sc = self._spark.sparkContext
         sc.setJobDescription(self._description)
+        conf = self._spark.conf
+        adaptive = conf.get(_ADAPTIVE, None)
+        if not self._adaptive:
+            conf.set(_ADAPTIVE, "false")
         try:
             return action()
         finally:
             sc.setJobDescription(None)  # type: ignore[arg-type]
+            if not self._adaptive:  # the session's own setting back
+                conf.unset(_ADAPTIVE) if adaptive is None else conf.set(_ADAPTIVE, adaptive)
 
     def collect_driver(self) -> list[Message]:
         """Run the plan and return the messages addressed to the driver."""
