@@ -14,8 +14,9 @@ median epoch of both (epochs 3 on), their ratio, and where a Spark epoch goes:
   the tasks that run at once (``min(partitions, cores)``) and the rest is Spark's own
   (scheduling, shuffle, Arrow transfer between the JVM and the Python workers);
 - ``driver``: the rest of the epoch (gradients reduced, the optimizer step, history);
-- ``MB``: bytes written to Spark's shuffle per epoch (Spark's task metrics, REST API of the
-  driver's UI on 127.0.0.1).
+- ``MB``: bytes written to Spark's shuffle per run, averaged over the epochs and the final
+  evaluation run (which has no backward pass, so an epoch shuffles a little more); Spark's
+  task metrics, from the REST API of the driver's UI on 127.0.0.1.
 
 It uses only what every version of the runner has (``SparkRunner.run``,
 ``RunResult.collect_driver``), so that the same script measures an older checkout (the

@@ -16,6 +16,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def spark() -> Iterator[object]:
     from pyspark.sql import SparkSession
 
+    from lotan.graph_engine.session import FAST_PYTHON
+
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
@@ -27,7 +29,7 @@ def spark() -> Iterator[object]:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
-        .config("spark.python.unix.domain.socket.enabled", "true")
+        .config(map=FAST_PYTHON)  # what sessions Lotan starts get
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )

@@ -22,6 +22,7 @@ computed per row in the JVM, and adaptive re-planning between stages.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -414,18 +415,13 @@ class SparkRunner:
         return RunResult(self.spark, current, bc, description, adaptive)
 
 
-_ROUTED_TYPE: Any = None
-
-
+@functools.cache
 def _routed_type() -> Any:
-    """:data:`ROUTED_SCHEMA` as a ``StructType`` (a string is parsed by the JVM, three py4j
-    round trips per stage and run)."""
-    global _ROUTED_TYPE
-    if _ROUTED_TYPE is None:
-        from pyspark.sql.types import _parse_datatype_string
+    """:data:`ROUTED_SCHEMA` as a ``StructType``, parsed once (a string is parsed by the JVM:
+    three py4j round trips per stage and run)."""
+    from pyspark.sql.types import _parse_datatype_string
 
-        _ROUTED_TYPE = _parse_datatype_string(ROUTED_SCHEMA)
-    return _ROUTED_TYPE
+    return _parse_datatype_string(ROUTED_SCHEMA)
 
 
 #: Adaptive query execution is off while a run executes: every shuffle of a run is an
@@ -465,8 +461,12 @@ class RunResult:
             return action()
         finally:
             sc.setJobDescription(None)  # type: ignore[arg-type]
-            if not self._adaptive:  # the session's own setting back
-                conf.unset(_ADAPTIVE) if adaptive is None else conf.set(_ADAPTIVE, adaptive)
+            if self._adaptive:
+                pass
+            elif adaptive is None:  # the session's own setting back
+                conf.unset(_ADAPTIVE)
+            else:
+                conf.set(_ADAPTIVE, adaptive)
 
     def collect_driver(self) -> list[Message]:
         """Run the plan and return the messages addressed to the driver."""
