@@ -46,8 +46,8 @@ def main() -> None:
     trained: dict[str, Any] = {}
     # Prepare the graph once (cached on it), outside the timings.
     lotan.fit(
-        copy.deepcopy(model), graph, epochs=1, num_partitions=args.partitions, spark=spark,
-        progress=False,
+        copy.deepcopy(model), graph, epochs=1, engine="spark", num_partitions=args.partitions,
+        spark=spark, progress=False,
     )  # fmt: skip
     for placement in ("fused", "split", "fused"):
         start = time.perf_counter()
@@ -56,6 +56,7 @@ def main() -> None:
             m,
             graph,
             epochs=args.epochs,
+            engine="spark",
             num_partitions=args.partitions,
             placement=placement,
             spark=spark,

@@ -10,7 +10,7 @@ import torch
 
 from lotan.checkpoint import Checkpointer, fingerprint
 from lotan.config import FitConfig
-from lotan.engines import Engine, make_engine
+from lotan.engines import Engine, EngineChoice, choose_engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.graph_engine.partition import check_partitioner
@@ -23,6 +23,7 @@ from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
 from lotan.planner.physical import EpochValue, PhysicalPlan
 from lotan.planner.placement import Placement
+from lotan.progress import announce
 from lotan.training import EpochRecord, FitResult, Trainer, run_batch
 
 if TYPE_CHECKING:
@@ -79,16 +80,16 @@ def _check_monitor(config: FitConfig, graph: Graph) -> None:
 
 
 def _engine(
-    engine: str,
+    choice: EngineChoice,
     spark: SparkSession | None,
     num_partitions: int | None,
     graph: Graph,
     placement: Placement | None = None,
 ) -> tuple[Engine, int]:
-    """The engine and the number of partitions (the engine's default when not given);
-    with ``placement``, checked that the engine can run it (see
+    """The engine ``choice`` names and the number of partitions (the engine's default when
+    not given); with ``placement``, checked that the engine can run it (see
     :meth:`SparkEngine.check_placement`)."""
-    eng = make_engine(engine, spark)
+    eng = make_engine(choice.name, spark)
     parts = num_partitions or eng.default_partitions()
     if parts > graph.num_vertices:
         raise GraphInputError(
@@ -168,12 +169,17 @@ def fit(
     ----------
     model : a supported PyTorch Geometric model (see :mod:`lotan.planner.lowering`).
     graph : a :class:`lotan.Graph`.
-    engine : ``"spark"`` (default; the active SparkSession, ``spark=``, or a new local one)
-        or ``"local"`` (in-process, same plan and kernels).
+    engine : ``"auto"`` (default), ``"spark"`` (the active SparkSession, ``spark=``, or a
+        new local one) or ``"local"`` (in-process, same plan and kernels, same results).
+        ``"auto"`` takes Spark when the graph is in Spark DataFrames, ``placement="split"``,
+        or the session (``spark=`` or the active one) runs on a cluster, and otherwise the
+        local engine if the estimated working set fits ``LOTAN_LOCAL_MEMORY`` (default: half
+        the machine's memory), else Spark (see :func:`lotan.engines.choose_engine`); the
+        choice and why are in :attr:`FitResult.engine` and the progress display.
     num_partitions : graph partitions (default: the engine's).
     partitioner : ``"hash"`` (default) or ``"label_propagation"`` (see
         :mod:`lotan.graph_engine.partition`); the result does not depend on it.
-    spark : the SparkSession to use with ``engine="spark"``.
+    spark : the SparkSession the Spark engine uses.
     planner : which rewrite rules run (all by default); the result does not depend on it.
     patience : stop when ``monitor`` (``"val_acc"`` by default, see
         :data:`lotan.config.MONITORS`) has not improved for this many epochs and restore the
@@ -217,11 +223,17 @@ def fit(
     _check_monitor(config, graph)
     checkpoints = _checkpointer(model, graph, config)
     where = config.placement_config()
-    eng, parts = _engine(config.engine, spark, config.num_partitions, graph, where)
+    choice = choose_engine(config.engine, graph, [plan], spark, where)
+    announce(choice.describe(), enabled=config.progress)
+    eng, parts = _engine(choice, spark, config.num_partitions, graph, where)
     prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
     merged = merge([plan])
     result = FitResult(
-        model=model, config=config, num_partitions=parts, optimizer=config.optimizer_config()
+        model=model,
+        config=config,
+        num_partitions=parts,
+        optimizer=config.optimizer_config(),
+        engine=choice,
     )
     trainer = Trainer(model, dict(merged.names[0]), config, config.optimizer_config(), result)
     run_batch(
@@ -266,7 +278,7 @@ def predict(
     model: torch.nn.Module,
     graph: Graph,
     *,
-    engine: str = "spark",
+    engine: str = FitConfig.engine,
     num_partitions: int | None = None,
     partitioner: str = FitConfig.partitioner,
     placement: str = FitConfig.placement,
@@ -277,16 +289,20 @@ def predict(
 ) -> Any:
     """Predicted class, class probabilities and logits of every vertex, with dropout off.
 
+    ``engine`` as for :func:`fit` (``"auto"`` by default).
+
     Returns
     -------
-    With ``engine="spark"`` a Spark DataFrame ``(id long, prediction long,
+    On the Spark engine a Spark DataFrame ``(id long, prediction long,
     probability array<float>, logits array<float>)`` keyed by the graph's original vertex ids
-    (checkpointed in Spark's block managers: computed once, no lineage); with
-    ``engine="local"`` a pandas DataFrame with the same columns, sorted by id.
+    (checkpointed in Spark's block managers: computed once, no lineage); on the local engine
+    a pandas DataFrame with the same columns, sorted by id. Under ``"auto"`` the type follows
+    the engine chosen: pass ``engine="spark"`` to always get a Spark DataFrame.
     """
     where = Placement(placement, dense_gpus, dense_cpus)
     _, plan, _ = _plan_for(model, graph, planner)
-    eng, parts = _engine(engine, spark, num_partitions, graph, where)
+    choice = choose_engine(engine, graph, [plan], spark, where)
+    eng, parts = _engine(choice, spark, num_partitions, graph, where)
     prepared, physical = _prepared(eng, graph, parts, plan, check_partitioner(partitioner))
     stages = physical.inference_stages(emit_outputs=True, placement=where)
     return eng.predictions(prepared, stages, _value(model, 0))
@@ -296,7 +312,7 @@ def explain(
     model: torch.nn.Module | Sequence[Any],
     graph: Graph,
     *,
-    engine: str = "local",
+    engine: str = FitConfig.engine,
     num_partitions: int | None = None,
     partitioner: str = FitConfig.partitioner,
     spark: SparkSession | None = None,
@@ -317,8 +333,9 @@ def explain(
     With ``placement`` (and ``dense_gpus``, ``dense_cpus``), the Spark stages of one training
     epoch: graph, dense or fused, and what each task asks Spark for.
 
-    Prepares the graph (cached, as for ``fit``) to measure the halo; printed unless
-    ``print_=False``, and returned.
+    Starts with the engine ``engine`` picks and why (as :func:`fit` would). Prepares the
+    graph (cached, as for ``fit``) to measure the halo; printed unless ``print_=False``, and
+    returned.
     """
     check_partitioner(partitioner)
     where = Placement(placement, dense_gpus, dense_cpus)
@@ -336,11 +353,19 @@ def explain(
         )
     else:
         logical, plan, fired = _plan_for(model, graph, planner)
-        eng, parts = _engine(engine, spark, num_partitions, graph)
+        choice = choose_engine(engine, graph, [plan], spark, where)
+        eng, parts = _engine(choice, spark, num_partitions, graph)
         prepared = eng.prepare(graph, parts, plan.norms, partitioner)
         stats = eng.stats(prepared)
         physical = PhysicalPlan.build(plan)
-        text = render(logical, plan, fired, physical, stats, partitioner, where)
+        text = "\n".join(
+            [
+                "== Engine ==",
+                choice.describe(),
+                "",
+                render(logical, plan, fired, physical, stats, partitioner, where),
+            ]
+        )
     if print_:
         print(text)
     return text

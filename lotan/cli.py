@@ -78,8 +78,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
-    """The Spark session the job needs (its engine or Parquet input), else None."""
-    if job.fit.engine != "spark" and "vertices" not in job.graph:
+    """The Spark session the job needs (its engine or Parquet input), else None. Under
+    ``engine: auto`` a session is started only under ``spark-submit`` or when the job sets
+    ``spark`` options, and its master then decides the engine
+    (:func:`lotan.engines.choose_engine`)."""
+    wanted = {
+        "spark": True,
+        "local": False,
+        "auto": "PYSPARK_GATEWAY_PORT" in os.environ or bool(job.spark),
+    }[job.fit.engine]
+    if not wanted and "vertices" not in job.graph:
         return None
     from lotan.graph_engine.session import get_spark
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from os import PathLike
@@ -12,7 +13,15 @@ from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
 from lotan.planner.placement import Placement
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "MONITORS", "FitConfig", "OptimizerConfig"]
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_LR",
+    "ENGINES",
+    "MONITORS",
+    "FitConfig",
+    "OptimizerConfig",
+    "parse_bytes",
+]
 
 #: Kipf & Welling's GCN protocol: 200 epochs of Adam at lr 0.01.
 DEFAULT_EPOCHS = 200
@@ -21,6 +30,26 @@ DEFAULT_LR = 0.01
 #: Metrics early stopping and ``best`` can watch: accuracies (higher is better) and the
 #: training loss (lower is better).
 MONITORS = ("val_acc", "train_acc", "test_acc", "loss")
+
+#: ``auto`` picks one of the other two (:func:`lotan.engines.choose_engine`).
+ENGINES = ("auto", "spark", "local")
+
+
+def parse_bytes(value: int | str | None, what: str = "memory_budget") -> int | None:
+    """``4g``, ``512m``, ``1.5GiB``, an integer number of bytes, or ``None`` (no limit);
+    ``what`` names the setting in the error."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+    if not m or isinstance(value, bool):
+        raise LotanError(f"{what} must be bytes or a size like '4g' or '512m', found {value!r}")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
+    out = int(float(m.group(1)) * scale)
+    if out <= 0:
+        raise LotanError(f"{what} must be positive, found {value!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -86,7 +115,9 @@ class FitConfig:
     epochs : full-batch epochs, one optimizer step each.
     optimizer : ``adam``, ``adamw`` or ``sgd``.
     lr, weight_decay, momentum : optimizer settings (``momentum`` for SGD).
-    engine : ``spark`` (default) or ``local``.
+    engine : ``auto`` (default: the local engine when no cluster session is active and the
+        graph fits the local memory budget, else Spark; :func:`lotan.engines.choose_engine`),
+        ``spark`` or ``local``.
     num_partitions : graph partitions; ``None`` means the engine's default (Spark: the
         session's default parallelism; local: 1).
     partitioner : ``hash`` or ``label_propagation`` (which partition owns each vertex).
@@ -109,7 +140,7 @@ class FitConfig:
     lr: float = DEFAULT_LR
     weight_decay: float = 0.0
     momentum: float = 0.0
-    engine: str = "spark"
+    engine: str = "auto"
     num_partitions: int | None = None
     partitioner: str = "hash"
     seed: int = 0
@@ -151,8 +182,8 @@ class FitConfig:
             raise LotanError("resume=True needs checkpoint_dir: the directory to resume from")
         if self.monitor not in MONITORS:
             raise LotanError(f"monitor={self.monitor!r} is not one of {list(MONITORS)}")
-        if self.engine not in ("spark", "local"):
-            raise LotanError(f"engine={self.engine!r} is not one of ['spark', 'local']")
+        if self.engine not in ENGINES:
+            raise LotanError(f"engine={self.engine!r} is not one of {list(ENGINES)}")
         check_partitioner(self.partitioner)
         self.placement_config()  # validates
         if self.num_partitions is not None and (

@@ -397,8 +397,13 @@ class Graph:
         """The smallest edge weight (1.0 for an unweighted graph)."""
         return self._stats.min_weight
 
+    @property
+    def in_memory(self) -> bool:
+        """Held as NumPy arrays in this process (else as Spark DataFrames, not collected)."""
+        return self._arrays is not None
+
     def __repr__(self) -> str:
-        where = "in memory" if self._arrays is not None else "Spark DataFrames"
+        where = "in memory" if self.in_memory else "Spark DataFrames"
         return (
             f"Graph({self.name!r}, vertices={self.num_vertices}, edges={self.num_edges}, "
             f"features={self.num_features}, classes={self.num_classes}, {where})"

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.config import MONITORS, FitConfig, OptimizerConfig
+from lotan.config import MONITORS, FitConfig, OptimizerConfig, parse_bytes
+from lotan.engines import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
 from lotan.planner.batching import (
@@ -32,6 +32,7 @@ from lotan.planner.batching import (
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
+from lotan.progress import announce
 from lotan.training import FitResult, Trainer, _better, run_batch
 
 if TYPE_CHECKING:
@@ -106,24 +107,6 @@ def grid(
                 f"model keys {[k for k in keys if k not in OPTIMIZER_KEYS]}"
             ) from e
         out.append(Trial(model, OptimizerConfig.of(opt), values))
-    return out
-
-
-def parse_bytes(value: int | str | None) -> int | None:
-    """``4g``, ``512m``, ``1.5GiB``, an integer number of bytes, or ``None`` (no limit)."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
-    if not m or isinstance(value, bool):
-        raise LotanError(
-            f"memory_budget must be bytes or a size like '4g' or '512m', found {value!r}"
-        )
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
-    out = int(float(m.group(1)) * scale)
-    if out <= 0:
-        raise LotanError(f"memory_budget must be positive, found {value!r}")
     return out
 
 
@@ -368,7 +351,9 @@ def fit_many(
         plans.append(plan)
     _check_monitor(base, graph)
     where = base.placement_config()
-    eng, parts = _engine(base.engine, spark, base.num_partitions, graph, where)
+    choice = choose_engine(base.engine, graph, plans, spark, where)
+    announce(choice.describe(), enabled=base.progress)
+    eng, parts = _engine(choice, spark, base.num_partitions, graph, where)
     results = [
         FitResult(
             model=t.model,
@@ -376,6 +361,7 @@ def fit_many(
             num_partitions=parts,
             optimizer=t.optimizer,
             params=dict(t.params),
+            engine=choice,
         )
         for t in trials
     ]
@@ -442,10 +428,14 @@ def explain_many(
     trials = _trials(models, None, "product")
     budget = parse_bytes(memory_budget)
     plans = [_plan_for(t.model, graph, planner)[1] for t in trials]
-    eng, parts = _engine(engine, spark, num_partitions, graph)
+    choice = choose_engine(engine, graph, plans, spark, placement)
+    eng, parts = _engine(choice, spark, num_partitions, graph)
     scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget))
     limit = "no memory budget" if budget is None else f"memory budget {_gib(budget)}"
     lines = [
+        "== Engine ==",
+        choice.describe(),
+        "",
         "== Model batches ==",
         f"{len(trials)} models in {len(scheduled)} batch(es); models share a batch when "
         "their plans have the same stages and exchanges",

@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from lotan.training import EpochRecord
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "announce"]
 
 BAR_WIDTH = 24
 
@@ -21,6 +21,14 @@ def _duration(seconds: float) -> str:
         return "?"
     s = round(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def announce(text: str, *, enabled: bool = True, stream: IO[str] | None = None) -> None:
+    """One line before the epochs (which engine runs, and why)."""
+    if enabled:
+        out = stream or sys.stdout
+        out.write(f"lotan: {text}\n")
+        out.flush()
 
 
 class Progress:

@@ -31,7 +31,7 @@ from lotan.progress import Progress
 
 if TYPE_CHECKING:
     from lotan.checkpoint import Checkpointer
-    from lotan.engines import Engine
+    from lotan.engines import Engine, EngineChoice
     from lotan.graph_engine.layout import NormSpec
     from lotan.planner.logical import LogicalPlan
 
@@ -84,6 +84,7 @@ class FitResult:
         ``dense_pieces`` (dense pieces run), ``gpu_assigned`` (of those, in a task Spark gave
         a GPU), ``on_cuda`` (of those, run on CUDA). ``gpu_assigned > on_cuda`` means tasks
         got GPUs that torch could not use (a CPU build of torch on the executors?).
+    engine : the engine that ran it and why (``engine.name``, ``engine.reason``).
     """
 
     model: torch.nn.Module
@@ -96,6 +97,7 @@ class FitResult:
     resumed_from: int = 0
     diverged: str | None = None
     devices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DEVICE_COUNTS, 0))
+    engine: EngineChoice | None = None
 
     @property
     def final(self) -> EpochRecord:

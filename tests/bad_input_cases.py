@@ -571,6 +571,7 @@ def _cli(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> subproces
                 "graph": {"sbm": {"num_vertices": 50, "num_classes": 2, "num_features": 3}},
                 "model": {"name": "GCN", "hidden_channels": 4, "num_layers": 2},
                 "epochs": 1,
+                "engine": "spark",  # the cases are about starting Spark
             }
         )
     )

@@ -45,12 +45,17 @@ def test_estimator_in_a_pipeline(spark: Any, frames: tuple[Any, Any, lotan.Graph
 
     # the same training through the Python API
     expected = lotan.fit(
-        _model(), graph, epochs=15, lr=0.05, num_partitions=2, spark=spark, progress=False
-    )
+        _model(), graph, epochs=15, lr=0.05, engine="spark", num_partitions=2, spark=spark,
+        progress=False,
+    )  # fmt: skip
     gnn = fitted.stages[-1]
     for (name, p), q in zip(gnn.model.named_parameters(), expected.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
-    want = lotan.predict(expected.model, graph, spark=spark).toPandas().sort_values("id")
+    want = (
+        lotan.predict(expected.model, graph, engine="spark", spark=spark)
+        .toPandas()
+        .sort_values("id")
+    )
     got = out.select("id", "prediction", "probability").toPandas().sort_values("id")
     assert (got["prediction"].to_numpy() == want["prediction"].to_numpy()).all()
     probs = np.stack([v.toArray() for v in got["probability"]])

@@ -48,7 +48,10 @@ def test_spark_jobs_are_labelled_with_epoch_and_stages(spark: Any) -> None:
 
     graph = lotan.datasets.sbm(200, num_classes=3, num_features=4, avg_degree=4, seed=0)
     torch.manual_seed(0)
-    lotan.fit(GCN(4, 8, 2, 3), graph, epochs=2, num_partitions=2, spark=spark, progress=False)
+    lotan.fit(
+        GCN(4, 8, 2, 3), graph, epochs=2, engine="spark", num_partitions=2, spark=spark,
+        progress=False,
+    )  # fmt: skip
     store = spark.sparkContext._jsc.sc().statusStore()
     jobs = store.jobsList(None)
     labels = [jobs.apply(i).description() for i in range(jobs.size())]  # a Scala Seq

@@ -84,8 +84,12 @@ def uninterrupted(
     cluster: StandaloneCluster, job_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, torch.Tensor]:
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    out = _run(cluster, job_file, tmp)
+    out = _run(cluster, job_file, tmp, "--set", "engine=auto")
     assert f"trained {EPOCHS} epochs" in out
+    # engine=auto under spark-submit to a cluster takes Spark, and says so
+    assert (
+        "spark engine (engine='auto': the Spark session runs on a cluster (master spark://" in out
+    )
     return _final(tmp / "ckpt")
 
 
