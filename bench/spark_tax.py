@@ -1,7 +1,7 @@
 """The Spark tax: what the Spark engine's epoch costs beyond the local engine's, by graph size.
 
     python -m bench.spark_tax [--graphs sbm10k,sbm100k] [--partitions 2,2] [--epochs 6]
-                              [--json out.json]
+                              [--partitioner hash] [--exchange-dtype float32] [--json out.json]
 
 For each graph (the synthetic SBM of the bench, 128 features, 16 classes, degree 20), one
 process trains ``GCN(128, 128, 2, 16, dropout=0.5)`` from the same weights with the local
@@ -89,11 +89,23 @@ def _shuffle_bytes(spark: Any) -> Callable[[], int]:
     return lambda: total() - start
 
 
+#: ``fit`` settings beyond the defaults (``--partitioner``, ``--exchange-dtype``); only those
+#: given, so that the script still runs on checkouts that lack them.
+_EXTRA: dict[str, Any] = {}
+
+
 def _fit(graph: lotan.Graph, engine: str, parts: int, epochs: int) -> lotan.FitResult:
     torch.manual_seed(0)
     model = GCN(128, 128, 2, 16, dropout=0.5)
     return lotan.fit(
-        model, graph, engine=engine, num_partitions=parts, epochs=epochs, progress=False, seed=0
+        model,
+        graph,
+        engine=engine,
+        num_partitions=parts,
+        epochs=epochs,
+        progress=False,
+        seed=0,
+        **_EXTRA,
     )
 
 
@@ -164,13 +176,19 @@ def main() -> None:
     ap.add_argument("--graphs", default="sbm10k,sbm100k")
     ap.add_argument("--partitions", default="2,2")
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--partitioner", default="hash")
+    ap.add_argument("--exchange-dtype", default="float32")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.partitioner != "hash":
+        _EXTRA["partitioner"] = args.partitioner
+    if args.exchange_dtype != "float32":
+        _EXTRA["exchange_dtype"] = args.exchange_dtype
     graphs = args.graphs.split(",")
     parts = [int(p) for p in args.partitions.split(",")]
     commit = _commit()
     rows = [measure(g, p, args.epochs) for g, p in zip(graphs, parts, strict=True)]
-    print(f"lotan at {commit}")
+    print(f"lotan at {commit}" + (f", {_EXTRA}" if _EXTRA else ""))
     print(
         "| graph | parts | local | Spark | Spark ÷ local | set-up | job | tasks | Spark rest "
         "| driver | MB shuffled | same losses |"

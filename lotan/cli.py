@@ -112,7 +112,7 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
             raise LotanError("--resume needs checkpoint_dir, which a grid job does not support yet")
         shared = (
             *("epochs", "engine", "num_partitions", "partitioner", "seed", "patience"),
-            *("monitor", "progress", "placement", "dense_gpus", "dense_cpus"),
+            *("monitor", "progress", "placement", "dense_gpus", "dense_cpus", "exchange_dtype"),
         )
         common = {k: v for k, v in fit.as_kwargs().items() if k in shared}
         grid = lotan.fit_many(
@@ -210,6 +210,7 @@ def _predict(job: JobConfig, args: argparse.Namespace) -> None:
         placement=job.fit.placement,
         dense_gpus=job.fit.dense_gpus,
         dense_cpus=job.fit.dense_cpus,
+        exchange_dtype=job.fit.exchange_dtype,
         spark=spark,
     )
     _write_predictions(preds, out, embedding=args.embedding)

@@ -9,6 +9,7 @@ from os import PathLike
 from typing import Any
 
 from lotan.errors import LotanError
+from lotan.graph_engine.exchange import EXCHANGE_DTYPES
 from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
 from lotan.planner.placement import Placement
@@ -20,6 +21,7 @@ __all__ = [
     "MONITORS",
     "FitConfig",
     "OptimizerConfig",
+    "check_exchange_dtype",
     "parse_bytes",
 ]
 
@@ -50,6 +52,12 @@ def parse_bytes(value: int | str | None, what: str = "memory_budget") -> int | N
     if out <= 0:
         raise LotanError(f"{what} must be positive, found {value!r}")
     return out
+
+
+def check_exchange_dtype(dtype: str) -> str:
+    if dtype not in EXCHANGE_DTYPES:
+        raise LotanError(f"exchange_dtype={dtype!r} is not one of {list(EXCHANGE_DTYPES)}")
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,9 @@ class FitConfig:
         stages' Spark stages or in stages of its own that ask for GPUs
         (:mod:`lotan.planner.placement`); the result does not depend on it.
     dense_gpus, dense_cpus : what each dense task asks for under ``split``.
+    exchange_dtype : ``float32`` (default, exact) or ``bfloat16``: forward exchanges carry
+        every row rounded to bfloat16, half the bytes; the result changes (slightly) but
+        not with the engine or the partitioning (:mod:`lotan.graph_engine.exchange`).
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -153,6 +164,7 @@ class FitConfig:
     placement: str = "fused"
     dense_gpus: float = 1.0
     dense_cpus: int = 1
+    exchange_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -185,6 +197,7 @@ class FitConfig:
         if self.engine not in ENGINES:
             raise LotanError(f"engine={self.engine!r} is not one of {list(ENGINES)}")
         check_partitioner(self.partitioner)
+        check_exchange_dtype(self.exchange_dtype)
         self.placement_config()  # validates
         if self.num_partitions is not None and (
             not isinstance(self.num_partitions, int) or self.num_partitions < 1
@@ -196,12 +209,15 @@ class FitConfig:
     def result_fingerprint(self) -> dict[str, Any]:
         """The settings a trained model depends on (a checkpoint resumes only under the same
         ones): not the epochs, engine, partitions, placement, progress or checkpointing."""
-        return {
+        out: dict[str, Any] = {
             "optimizer": self.optimizer_config().as_dict(),
             "seed": self.seed,
             "patience": self.patience,
             "monitor": self.monitor,
         }
+        if self.exchange_dtype != "float32":  # (checkpoints of float32 runs keep their hash)
+            out["exchange_dtype"] = self.exchange_dtype
+        return out
 
     def as_kwargs(self) -> dict[str, Any]:
         """Every setting, by the name ``lotan.fit`` takes it under."""

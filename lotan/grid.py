@@ -293,6 +293,7 @@ def fit_many(
     placement: str = FitConfig.placement,
     dense_gpus: float = FitConfig.dense_gpus,
     dense_cpus: int = FitConfig.dense_cpus,
+    exchange_dtype: str = FitConfig.exchange_dtype,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> GridResult:
@@ -342,6 +343,7 @@ def fit_many(
         placement=placement,
         dense_gpus=dense_gpus,
         dense_cpus=dense_cpus,
+        exchange_dtype=exchange_dtype,
     )
     budget = parse_bytes(memory_budget)
     plans = []
@@ -394,6 +396,7 @@ def fit_many(
                 label=f"lotan batch {len(done) - 1}",
                 on_divergence="stop",
                 placement=where,
+                exchange_dtype=base.exchange_dtype,
             )
     return GridResult(results, done)
 

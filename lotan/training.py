@@ -385,6 +385,7 @@ def run_batch(
     checkpoints: Checkpointer | None = None,
     on_divergence: str = "raise",
     placement: Placement = DEFAULT_PLACEMENT,
+    exchange_dtype: str = "float32",
 ) -> None:
     """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
     with ``checkpoints``, resume from its checkpoint and write new ones as it goes.
@@ -417,7 +418,7 @@ def run_batch(
             break
         start = time.perf_counter()
         train = physical(active).training_stages(
-            seed=seed, num_train=num_train, placement=placement
+            seed=seed, num_train=num_train, placement=placement, exchange_dtype=exchange_dtype
         )
         batch = [trainers[i] for i in active]
         msgs = engine.run(
@@ -456,7 +457,9 @@ def run_batch(
             checkpoints.save(epoch, trainers)
     if active:
         keep = active
-        evaluate = physical(keep).inference_stages(emit_outputs=False, placement=placement)
+        evaluate = physical(keep).inference_stages(
+            emit_outputs=False, placement=placement, exchange_dtype=exchange_dtype
+        )
         msgs = engine.run(
             prepared, evaluate, _value([trainers[i] for i in keep], 0), f"{label} · evaluate"
         )

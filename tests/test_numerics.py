@@ -4,6 +4,7 @@ degree normalization, and the same seed repeats a run bit for bit."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,62 @@ def test_engines_and_partition_counts_agree_within_rounding(spark: Any) -> None:
         run = lotan.fit(_model(), graph, engine=engine, num_partitions=parts, spark=spark, **kw)
         for p, q in zip(run.model.parameters(), base.model.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def _bf16_reference(
+    model: torch.nn.Module, graph: lotan.Graph
+) -> tuple[torch.Tensor, float, dict[str, Any]]:
+    """PyG's loss and gradients when the exchanged value — the second GCNConv's linear
+    output (``explain`` shows it is what crosses) — is rounded to bfloat16 on the way and
+    the gradient passes the rounding unchanged, as Lotan's bfloat16 exchange does."""
+    from lotan.graph_engine.exchange import to_bfloat16, widen
+
+    def rounded(_m: Any, _i: Any, out: torch.Tensor) -> torch.Tensor:
+        r = torch.from_numpy(widen(to_bfloat16(out.detach().numpy())))
+        return out + (r - out).detach()
+
+    ref = copy.deepcopy(model)
+    ref.convs[1].lin.register_forward_hook(rounded)
+    data = graph.to_pyg()
+    logits = ref(data.x, data.edge_index)
+    mask = data.train_mask
+    loss = F.cross_entropy(logits[mask], data.y[mask])
+    loss.backward()
+    return logits.detach(), float(loss), {n: p.grad.clone() for n, p in ref.named_parameters()}
+
+
+def test_a_bfloat16_exchange_matches_pyg_rounding_the_same_value(spark: Any) -> None:
+    """``exchange_dtype="bfloat16"``: one SGD step at lr 1 (the weights move by the
+    gradient) against PyG rounding the exchanged value the same way — loss and every
+    gradient to float32 tolerance, on both engines and several partition counts; and
+    ``predict``'s logits, which the float32 exchange misses by far more than that."""
+    graph = _graph()
+    model = GCN(6, 8, 2, 3)  # no dropout: PyG's masks are not Lotan's
+    torch.manual_seed(0)
+    model.reset_parameters()
+    want_logits, want_loss, grads = _bf16_reference(model, graph)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    kw: dict[str, Any] = {"epochs": 1, "optimizer": "sgd", "lr": 1.0, "progress": False}
+    kw["exchange_dtype"] = "bfloat16"
+    for engine, parts in (("local", 1), ("local", 3), ("spark", 2)):
+        run = lotan.fit(
+            copy.deepcopy(model), graph, engine=engine, num_partitions=parts,
+            spark=spark, **kw,
+        )  # fmt: skip
+        assert run.history[0].loss == pytest.approx(want_loss, rel=1e-5), (engine, parts)
+        for n, p in run.model.named_parameters():
+            torch.testing.assert_close(start[n] - p.detach(), grads[n], rtol=1e-4, atol=1e-6)
+    order = np.argsort(graph.arrays().ids)
+    for engine, dtype in (("local", "bfloat16"), ("spark", "bfloat16"), ("local", "float32")):
+        preds = lotan.predict(
+            model, graph, engine=engine, num_partitions=3, spark=spark, exchange_dtype=dtype
+        )
+        frame = preds if engine == "local" else preds.toPandas().sort_values("id")
+        got = torch.from_numpy(np.stack(frame["logits"].to_list()))
+        gap = float((got - want_logits[order]).abs().max())
+        if dtype == "bfloat16":
+            assert gap < 1e-5, (engine, gap)
+        else:
+            assert gap > 1e-4, gap  # rounding the exchange changes the logits
+    with pytest.raises(lotan.LotanError, match="exchange_dtype='fp8' is not one of"):
+        lotan.fit(model, graph, engine="local", exchange_dtype="fp8")

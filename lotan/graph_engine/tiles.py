@@ -26,7 +26,9 @@ __all__ = ["TilePlan", "decode_tile", "encode_tile", "plan_tile", "write_tile"]
 
 _MAGIC = b"LTN1"
 _ALIGN = 64
-_ALLOWED_DTYPES = frozenset({"float32", "float64", "int64", "int32", "int8", "uint8", "bool"})
+_ALLOWED_DTYPES = frozenset(
+    {"float32", "float64", "int64", "int32", "uint16", "int8", "uint8", "bool"}
+)
 
 
 @dataclass(frozen=True)

@@ -392,18 +392,42 @@ class PhysicalPlan:
         return Schedule(tuple(pieces), index, placement)
 
     def training_stages(
-        self, *, seed: int, num_train: int, placement: Placement = DEFAULT_PLACEMENT
+        self,
+        *,
+        seed: int,
+        num_train: int,
+        placement: Placement = DEFAULT_PLACEMENT,
+        exchange_dtype: str = "float32",
     ) -> list[StageRun]:
+        """One training epoch's stages; ``exchange_dtype`` is how forward exchanges carry
+        rows (:mod:`lotan.graph_engine.exchange`)."""
         sched = self.schedule(train=True, placement=placement)
         evals = self.logical.has_eval_stream
-        return sched.runs(self, train=True, evals=evals, seed=seed, num_train=num_train)
+        return sched.runs(
+            self,
+            train=True,
+            evals=evals,
+            seed=seed,
+            num_train=num_train,
+            exchange_dtype=exchange_dtype,
+        )
 
     def inference_stages(
-        self, *, emit_outputs: bool, placement: Placement = DEFAULT_PLACEMENT
+        self,
+        *,
+        emit_outputs: bool,
+        placement: Placement = DEFAULT_PLACEMENT,
+        exchange_dtype: str = "float32",
     ) -> list[StageRun]:
         sched = self.schedule(train=False, placement=placement)
         return sched.runs(
-            self, train=False, evals=False, seed=0, num_train=1, emit_outputs=emit_outputs
+            self,
+            train=False,
+            evals=False,
+            seed=0,
+            num_train=1,
+            emit_outputs=emit_outputs,
+            exchange_dtype=exchange_dtype,
         )
 
 
@@ -695,6 +719,7 @@ class _Forward(_Piece):
     seed: int = 0
     num_train: int = 1
     emit_outputs: bool = False
+    exchange_dtype: str = "float32"
 
     @property
     def label(self) -> str:
@@ -784,7 +809,7 @@ class _Forward(_Piece):
                             if u in plan.layout_values
                             else vals[s][u].numpy()
                         )
-                        for q, r in forward_messages(layout, rows):
+                        for q, r in forward_messages(layout, rows, self.exchange_dtype):
                             sends.setdefault(q, {})[str(u)] = r
                 to = self.sched.of("aggregate", x.stage)
                 out += [Message(to, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
