@@ -1,7 +1,8 @@
 """The Spark tax: what the Spark engine's epoch costs beyond the local engine's, by graph size.
 
     python -m bench.spark_tax [--graphs sbm10k,sbm100k] [--partitions 2,2] [--epochs 6]
-                              [--partitioner hash] [--exchange-dtype float32] [--json out.json]
+                              [--partitioner hash] [--exchange-dtype float32] [--eval-every 1]
+                              [--json out.json]
 
 For each graph (the synthetic SBM of the bench, 128 features, 16 classes, degree 20), one
 process trains ``GCN(128, 128, 2, 16, dropout=0.5)`` from the same weights with the local
@@ -89,7 +90,8 @@ def _shuffle_bytes(spark: Any) -> Callable[[], int]:
     return lambda: total() - start
 
 
-#: ``fit`` settings beyond the defaults (``--partitioner``, ``--exchange-dtype``); only those
+#: ``fit`` settings beyond the defaults (``--partitioner``, ``--exchange-dtype``,
+#: ``--eval-every``); only those
 #: given, so that the script still runs on checkouts that lack them.
 _EXTRA: dict[str, Any] = {}
 
@@ -178,12 +180,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--partitioner", default="hash")
     ap.add_argument("--exchange-dtype", default="float32")
+    ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.partitioner != "hash":
         _EXTRA["partitioner"] = args.partitioner
     if args.exchange_dtype != "float32":
         _EXTRA["exchange_dtype"] = args.exchange_dtype
+    if args.eval_every != 1:
+        _EXTRA["eval_every"] = args.eval_every
     graphs = args.graphs.split(",")
     parts = [int(p) for p in args.partitions.split(",")]
     commit = _commit()

@@ -156,6 +156,7 @@ def fit(
     placement: str = FitConfig.placement,
     dense_gpus: float = FitConfig.dense_gpus,
     dense_cpus: int = FitConfig.dense_cpus,
+    eval_every: int = FitConfig.eval_every,
     exchange_dtype: str = FitConfig.exchange_dtype,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
@@ -193,6 +194,11 @@ def fit(
         ``dense_gpus`` GPUs and ``dense_cpus`` CPUs (stage-level scheduling: graph stages
         on CPU executors, dense stages on GPU executors; see
         :mod:`lotan.planner.placement`). The result does not depend on it.
+    eval_every : measure the accuracies (dropout off) after every this many epochs and after
+        the last (default 1: every epoch); the others record NaN, and their runs skip the
+        evaluation stream — fewer bytes for a model with dropout. The weights do not depend
+        on it (early stopping's epoch can: patience counts epochs, improvements are seen
+        when measured).
     exchange_dtype : ``"float32"`` (default) or ``"bfloat16"``: forward exchanges send every
         row rounded to bfloat16, half their bytes (backward stays float32). Not exact: the
         result differs slightly from float32's, but not between engines or partitionings.
@@ -221,6 +227,7 @@ def fit(
         placement=placement,
         dense_gpus=dense_gpus,
         dense_cpus=dense_cpus,
+        eval_every=eval_every,
         exchange_dtype=exchange_dtype,
     )
     _, plan, _ = _plan_for(model, graph, planner)
@@ -254,6 +261,7 @@ def fit(
         checkpoints=checkpoints,
         placement=where,
         exchange_dtype=config.exchange_dtype,
+        eval_every=config.eval_every,
     )
     return result
 

@@ -113,6 +113,7 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
         shared = (
             *("epochs", "engine", "num_partitions", "partitioner", "seed", "patience"),
             *("monitor", "progress", "placement", "dense_gpus", "dense_cpus", "exchange_dtype"),
+            "eval_every",
         )
         common = {k: v for k, v in fit.as_kwargs().items() if k in shared}
         grid = lotan.fit_many(

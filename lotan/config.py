@@ -141,6 +141,9 @@ class FitConfig:
         stages' Spark stages or in stages of its own that ask for GPUs
         (:mod:`lotan.planner.placement`); the result does not depend on it.
     dense_gpus, dense_cpus : what each dense task asks for under ``split``.
+    eval_every : measure the accuracies (dropout off) after every this many epochs and after
+        the last; the other epochs record NaN accuracies and skip the evaluation stream
+        (fewer bytes for models with dropout). Early stopping's patience still counts epochs.
     exchange_dtype : ``float32`` (default, exact) or ``bfloat16``: forward exchanges carry
         every row rounded to bfloat16, half the bytes; the result changes (slightly) but
         not with the engine or the partitioning (:mod:`lotan.graph_engine.exchange`).
@@ -164,6 +167,7 @@ class FitConfig:
     placement: str = "fused"
     dense_gpus: float = 1.0
     dense_cpus: int = 1
+    eval_every: int = 1
     exchange_dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -198,6 +202,12 @@ class FitConfig:
             raise LotanError(f"engine={self.engine!r} is not one of {list(ENGINES)}")
         check_partitioner(self.partitioner)
         check_exchange_dtype(self.exchange_dtype)
+        if (
+            isinstance(self.eval_every, bool)
+            or not isinstance(self.eval_every, int)
+            or self.eval_every < 1
+        ):
+            raise LotanError(f"eval_every must be a positive integer, found {self.eval_every!r}")
         self.placement_config()  # validates
         if self.num_partitions is not None and (
             not isinstance(self.num_partitions, int) or self.num_partitions < 1
@@ -215,8 +225,11 @@ class FitConfig:
             "patience": self.patience,
             "monitor": self.monitor,
         }
-        if self.exchange_dtype != "float32":  # (checkpoints of float32 runs keep their hash)
+        # Only when set, so that checkpoints written before these settings keep their hash.
+        if self.exchange_dtype != "float32":
             out["exchange_dtype"] = self.exchange_dtype
+        if self.eval_every != 1 and self.patience is not None:  # it moves the stopping epoch
+            out["eval_every"] = self.eval_every
         return out
 
     def as_kwargs(self) -> dict[str, Any]:

@@ -293,6 +293,7 @@ def fit_many(
     placement: str = FitConfig.placement,
     dense_gpus: float = FitConfig.dense_gpus,
     dense_cpus: int = FitConfig.dense_cpus,
+    eval_every: int = FitConfig.eval_every,
     exchange_dtype: str = FitConfig.exchange_dtype,
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
@@ -343,6 +344,7 @@ def fit_many(
         placement=placement,
         dense_gpus=dense_gpus,
         dense_cpus=dense_cpus,
+        eval_every=eval_every,
         exchange_dtype=exchange_dtype,
     )
     budget = parse_bytes(memory_budget)
@@ -397,6 +399,7 @@ def fit_many(
                 on_divergence="stop",
                 placement=where,
                 exchange_dtype=base.exchange_dtype,
+                eval_every=base.eval_every,
             )
     return GridResult(results, done)
 

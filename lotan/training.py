@@ -386,13 +386,19 @@ def run_batch(
     on_divergence: str = "raise",
     placement: Placement = DEFAULT_PLACEMENT,
     exchange_dtype: str = "float32",
+    eval_every: int = 1,
 ) -> None:
     """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
     with ``checkpoints``, resume from its checkpoint and write new ones as it goes.
 
     A NaN/inf loss or gradient raises :class:`TrainingDivergedError` before any weight moves
     (``on_divergence="raise"``; the newest checkpoint stays the last good one) or stops that
-    model alone (``"stop"``: the others go on)."""
+    model alone (``"stop"``: the others go on).
+
+    Epoch ``e``'s accuracies are measured in the forward pass of epoch ``e + 1`` (the
+    weights of ``e``'s step, dropout off), for ``e`` a multiple of ``eval_every``; the last
+    epoch's by a final evaluation run. Other epochs record NaN and their runs skip the
+    evaluation stream."""
     first = 1
     if checkpoints is not None and checkpoints.state is not None:
         checkpoints.restore(trainers)
@@ -417,8 +423,13 @@ def run_batch(
         if not active:
             break
         start = time.perf_counter()
+        measure = epoch > 1 and (epoch - 1) % eval_every == 0
         train = physical(active).training_stages(
-            seed=seed, num_train=num_train, placement=placement, exchange_dtype=exchange_dtype
+            seed=seed,
+            num_train=num_train,
+            placement=placement,
+            exchange_dtype=exchange_dtype,
+            measure=measure,
         )
         batch = [trainers[i] for i in active]
         msgs = engine.run(

@@ -197,3 +197,40 @@ def test_a_bfloat16_exchange_matches_pyg_rounding_the_same_value(spark: Any) -> 
             assert gap > 1e-4, gap  # rounding the exchange changes the logits
     with pytest.raises(lotan.LotanError, match="exchange_dtype='fp8' is not one of"):
         lotan.fit(model, graph, engine="local", exchange_dtype="fp8")
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_eval_every_measures_fewer_epochs_and_trains_the_same(engine: str, spark: Any) -> None:
+    """``eval_every=3`` over 7 epochs: accuracies at epochs 3, 6 and 7 (the last), NaN
+    elsewhere; those equal the every-epoch run's, and the losses and weights are the same
+    bit for bit (the evaluation stream never feeds training)."""
+    graph = _graph()
+    kw: dict[str, Any] = {"epochs": 7, "lr": 0.05, "engine": engine, "num_partitions": 2}
+    kw |= {"seed": 3, "progress": False, "spark": spark if engine == "spark" else None}
+    every = lotan.fit(_model(), graph, **kw)
+    some = lotan.fit(_model(), graph, eval_every=3, **kw)
+    assert [r.loss for r in some.history] == [r.loss for r in every.history]
+    for p, q in zip(some.model.parameters(), every.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    for a, b in zip(some.history, every.history, strict=True):
+        accs = (a.train_acc, a.val_acc, a.test_acc)
+        if a.epoch in (3, 6, 7):
+            assert accs == (b.train_acc, b.val_acc, b.test_acc), a.epoch
+        else:
+            assert all(np.isnan(v) for v in accs), a.epoch
+    with pytest.raises(lotan.LotanError, match="eval_every must be a positive integer"):
+        lotan.fit(_model(), graph, engine="local", eval_every=0)
+
+
+def test_early_stopping_sees_only_measured_epochs() -> None:
+    """With ``eval_every=2`` and patience, the best epoch is a measured one and the model
+    ends with that epoch's weights (those of a run that simply stops there)."""
+    graph = _graph()
+    kw: dict[str, Any] = {"lr": 0.05, "engine": "local", "seed": 3, "progress": False}
+    run = lotan.fit(_model(), graph, epochs=60, eval_every=2, patience=6, **kw)
+    best = run.best()
+    assert best.epoch % 2 == 0 and not np.isnan(best.val_acc)
+    assert run.stopped_early and run.epochs_run - best.epoch == 6
+    plain = lotan.fit(_model(), graph, epochs=best.epoch, **kw)
+    for p, q in zip(run.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(p, q)

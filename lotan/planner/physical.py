@@ -398,11 +398,14 @@ class PhysicalPlan:
         num_train: int,
         placement: Placement = DEFAULT_PLACEMENT,
         exchange_dtype: str = "float32",
+        measure: bool = True,
     ) -> list[StageRun]:
         """One training epoch's stages; ``exchange_dtype`` is how forward exchanges carry
-        rows (:mod:`lotan.graph_engine.exchange`)."""
+        rows (:mod:`lotan.graph_engine.exchange`). With ``measure``, the forward pass also
+        measures the accuracies with dropout off (the evaluation stream, where the model has
+        dropout); without it, they are not measured and no evaluation stream runs."""
         sched = self.schedule(train=True, placement=placement)
-        evals = self.logical.has_eval_stream
+        evals = self.logical.has_eval_stream and measure
         return sched.runs(
             self,
             train=True,
@@ -410,6 +413,7 @@ class PhysicalPlan:
             seed=seed,
             num_train=num_train,
             exchange_dtype=exchange_dtype,
+            measure=measure,
         )
 
     def inference_stages(
@@ -523,15 +527,18 @@ def _layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
     return layout.x if node == 0 else layout.constants[str(node)]
 
 
-def _metrics(layout: PartitionLayout, logits: list[torch.Tensor], losses: list[float]) -> Message:
-    """One row of :data:`METRIC_FIELDS` per model."""
+def _metrics(
+    layout: PartitionLayout, logits: list[torch.Tensor], losses: list[float], measure: bool = True
+) -> Message:
+    """One row of :data:`METRIC_FIELDS` per model; without ``measure`` the accuracies' counts
+    are 0 (the driver reads NaN: not measured this run)."""
     rows = []
     for out, loss in zip(logits, losses, strict=True):
         correct = out.argmax(dim=1).numpy() == layout.y
         vec = [loss]
         for name in ("train", "val", "test"):
             mask = layout.split == SPLIT_CODES[name]
-            vec += [float(correct[mask].sum()), float(mask.sum())]
+            vec += [float(correct[mask].sum()), float(mask.sum())] if measure else [0.0, 0.0]
         rows.append(vec)
     metrics = np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_FIELDS))
     return Message(DRIVER, -1, layout.part, "metrics", {"metrics": metrics})
@@ -720,6 +727,7 @@ class _Forward(_Piece):
     num_train: int = 1
     emit_outputs: bool = False
     exchange_dtype: str = "float32"
+    measure: bool = True
 
     @property
     def label(self) -> str:
@@ -826,7 +834,7 @@ class _Forward(_Piece):
                 out += msgs
             final = vals[EVAL] if self.evals else vals[""]
             logits = [final.get(h, vals[""][h]) for h in plan.heads]
-            out.append(_metrics(layout, logits, losses))
+            out.append(_metrics(layout, logits, losses, self.measure))
         elif self.train and save:
             out.append(Message(self.sched.of("backward", j), part, part, "saved", save))
         if self.emit_outputs:

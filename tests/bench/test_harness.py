@@ -200,3 +200,18 @@ def test_lotan_worker_reports_the_physical_plan(tmp_path: Path) -> None:
     assert plans["no fuse"]["stages"] > plans["all"]["stages"]
     assert plans["lp"]["replication"] < plans["all"]["replication"]
     assert plans["all"]["fwd_mb"] > 0 and plans["all"]["vertex_skew"] >= 1.0
+
+
+def test_the_exchange_dtype_bench_prints_both_dtypes(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import exchange_dtype
+
+    monkeypatch.setenv("LOTAN_DATA_DIR", str(data_dir))
+    monkeypatch.setattr("sys.argv", ["x", "--datasets", "Cora", "--seeds", "0", "--epochs", "3"])
+    exchange_dtype.main()
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| Cora")]
+    assert [r.split(" | ")[1] for r in rows] == ["GCN", "GraphSAGE"]
+    for r in rows:
+        accs = [float(v) for v in r.strip(" |").split(" | ")[2:]]
+        assert all(0.0 <= a <= 1.0 for a in accs)
