@@ -217,6 +217,15 @@ class Graph:
         return graph_from_pyg(data, name)
 
     @classmethod
+    def from_graphframe(cls, g: Any, **columns: Any) -> Graph:
+        """From a ``GraphFrame`` (or anything with ``vertices`` / ``edges`` DataFrames), with
+        the feature, label, split and weight columns named in ``columns``
+        (:func:`lotan.graphframes.from_graphframe`)."""
+        from lotan.graphframes import from_graphframe
+
+        return from_graphframe(g, **columns)
+
+    @classmethod
     def from_dataframes(
         cls, vertices: DataFrame, edges: DataFrame, *, name: str = "graph"
     ) -> Graph:
