@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
             help="override a key (dotted for nested ones: model.hidden_channels=32; "
             "spark.* keys are Spark settings); repeatable",
         )
+        q.add_argument(
+            "--remote",
+            metavar="sc://HOST:PORT",
+            help="run on this Spark Connect server (the same as --set spark.remote=...; "
+            "PySpark's SPARK_REMOTE works too)",
+        )
         q.add_argument("-v", "--verbose", action="store_true", help="Spark's log, tracebacks")
 
     fit = sub.add_parser("fit", help="train the job's model (or grid)")
@@ -85,17 +91,20 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
     wanted = {
         "spark": True,
         "local": False,
-        "auto": "PYSPARK_GATEWAY_PORT" in os.environ or bool(job.spark),
+        "auto": "PYSPARK_GATEWAY_PORT" in os.environ
+        or "SPARK_REMOTE" in os.environ
+        or bool(job.spark),
     }[job.fit.engine]
     if not wanted and "vertices" not in job.graph:
         return None
-    from lotan.graph_engine.session import get_spark
+    from lotan.graph_engine.session import get_spark, set_log_level
 
     conf = dict(job.spark)
-    if not verbose:  # a JVM this process starts logs errors only, from its first line
+    remote = "spark.remote" in conf or "SPARK_REMOTE" in os.environ
+    if not verbose and not remote:  # a JVM this process starts logs errors only
         conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={QUIET_LOG}")
     spark = get_spark(conf=conf)
-    spark.sparkContext.setLogLevel("INFO" if verbose else "ERROR")
+    set_log_level(spark, "INFO" if verbose else "ERROR")
     return spark
 
 
@@ -256,7 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lotan.job import load_job
 
     try:
-        job = load_job(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if getattr(args, "remote", None):
+            overrides.append(f"spark.remote={args.remote}")
+        job = load_job(args.config, overrides)
         {"fit": _fit, "explain": _explain, "predict": _predict}[args.command](job, args)
     except LotanError as exc:
         if args.verbose:

@@ -239,7 +239,9 @@ class SparkEngine:
             dense_profile(self.spark, placement.task_request(DENSE))
 
     def default_partitions(self) -> int:
-        return max(1, int(self.spark.sparkContext.defaultParallelism))
+        from lotan.graph_engine.session import default_parallelism
+
+        return default_parallelism(self.spark)
 
     def prepare(
         self,
@@ -278,6 +280,7 @@ class SparkEngine:
         import pyarrow as pa
         from pyspark.sql import functions as F
 
+        from lotan.graph_engine.session import local_checkpoint
         from lotan.graph_engine.spark_runner import SparkRunner, map_messages
         from lotan.graph_engine.store import LayoutStore, cache_root
 
@@ -298,9 +301,9 @@ class SparkEngine:
         result = runner.run(stages, None, description="lotan partition (label propagation)")
         try:
             owner: DataFrame = result.execute(
-                lambda: map_messages(
-                    result.output(), runner.router, decode, "id long, part int"
-                ).localCheckpoint(eager=True)
+                lambda: local_checkpoint(
+                    map_messages(result.output(), runner.router, decode, "id long, part int")
+                )
             )
         finally:
             result.close()
@@ -347,6 +350,7 @@ class SparkEngine:
     def predictions(self, prepared: Any, stages: Sequence[StageFn], value: Any) -> DataFrame:
         import pyarrow as pa
 
+        from lotan.graph_engine.session import local_checkpoint
         from lotan.graph_engine.spark_runner import map_messages
 
         def decode(_part: int, msgs: list[Message]) -> pa.Table:
@@ -367,9 +371,9 @@ class SparkEngine:
             # Checkpointed (kept in the block managers, memory and disk, lineage cut): the
             # predictions must not be recomputed from layouts that graph.unpersist() deletes.
             out: DataFrame = result.execute(
-                lambda: map_messages(
-                    result.output(), prepared.router, decode, PREDICTION_SCHEMA
-                ).localCheckpoint(eager=True)
+                lambda: local_checkpoint(
+                    map_messages(result.output(), prepared.router, decode, PREDICTION_SCHEMA)
+                )
             )
         finally:
             result.close()
@@ -445,10 +449,9 @@ def _session_master(spark: SparkSession | None) -> str | None:
         spark = SparkSession.getActiveSession()
         if spark is None:
             return None
-    try:
-        return str(spark.sparkContext.master)
-    except Exception:  # Spark Connect: no SparkContext on the client
-        return "connect"
+    from lotan.graph_engine.session import is_connect
+
+    return "connect" if is_connect(spark) else str(spark.sparkContext.master)
 
 
 def choose_engine(

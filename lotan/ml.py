@@ -231,7 +231,8 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         cfg = self.fit_config()
         graph = self._graph(dataset)
         model = copy.deepcopy(self.model)
-        result = lotan.fit(model, graph, **cfg.as_kwargs())
+        spark = None if isinstance(dataset, Graph) else dataset.sparkSession
+        result = lotan.fit(model, graph, spark=spark, **cfg.as_kwargs())
         fitted = GNNModel(model, self.edges, result, num_partitions=cfg.num_partitions)
         fitted.placement = cfg.placement_config()
         fitted.graph = graph
@@ -281,6 +282,7 @@ class GNNModel(Model, _GNNParams):
             placement=where.mode,
             dense_gpus=where.gpus,
             dense_cpus=where.cpus,
+            spark=dataset.sparkSession,  # classic or Spark Connect, as the data is
         )
         if self.getOrDefault("output") == "embedding":
             added = preds.select(

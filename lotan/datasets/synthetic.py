@@ -19,6 +19,7 @@ import numpy as np
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.graph_engine.layout import SPLIT_CODES
+from lotan.graph_engine.session import default_parallelism
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -162,7 +163,7 @@ def _sbm_spark(spark: SparkSession, chunks: int, args: tuple[Any, ...], name: st
                 ch = _chunk(int(k), *args)
                 yield pa.RecordBatch.from_pydict({"src": ch["src"], "dst": ch["dst"]})
 
-    ks = spark.range(chunks).repartition(max(1, min(chunks, spark.sparkContext.defaultParallelism)))
+    ks = spark.range(chunks).repartition(max(1, min(chunks, default_parallelism(spark))))
     v = ks.mapInArrow(vertices, "id long, features array<float>, label long, split string")
     e = ks.mapInArrow(edges, "src long, dst long")
     return Graph.from_dataframes(v, e, name=name)

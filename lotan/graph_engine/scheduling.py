@@ -153,9 +153,17 @@ def _assigned_gpus(_: Any) -> list[str]:
 def dense_profile(spark: SparkSession, request: Mapping[str, float]) -> ResourceProfile | None:
     """The resource profile of dense stages asking for ``request`` (registered and probed
     once per application); None in local mode, where Spark has no stage-level scheduling."""
-    sc = spark.sparkContext
-    if (sc.master or "").startswith("local"):
+    from lotan.graph_engine.session import is_connect, master_of
+
+    if master_of(spark).startswith("local"):
         return None
+    if is_connect(spark):
+        raise EngineError(
+            "placement='split' runs the dense stages under a resource profile of their own "
+            "(stage-level scheduling), which a Spark Connect client cannot register; use "
+            "placement='fused', or run the job on a classic session (spark-submit)"
+        )
+    sc = spark.sparkContext
     key = (str(sc.applicationId), tuple(sorted((k, float(v)) for k, v in request.items())))
     with _LOCK:
         if key not in _PROFILES:

@@ -8,15 +8,31 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lotan.errors import EngineError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["DEFAULT_DRIVER_MEMORY", "FAST_PYTHON", "check_java", "get_spark"]
+__all__ = [
+    "DEFAULT_DRIVER_MEMORY",
+    "FAST_PYTHON",
+    "REMOTE_ENV",
+    "Shipped",
+    "check_java",
+    "conf_get",
+    "default_parallelism",
+    "get_spark",
+    "is_connect",
+    "local_checkpoint",
+    "master_of",
+    "set_job_description",
+    "set_log_level",
+    "ship",
+]
 
 #: Driver memory of a local session Lotan starts itself (local mode runs the executors in
 #: the driver JVM). Override with ``LOTAN_SPARK_DRIVER_MEMORY`` or pass your own session.
@@ -26,6 +42,9 @@ DEFAULT_DRIVER_MEMORY = "4g"
 #: worker sent waited ~40 ms (Nagle's algorithm meeting delayed ACKs): a 4-stage chain of
 #: ``mapInArrow`` no-ops took 0.61 s per run with TCP and 0.37 s with these sockets.
 FAST_PYTHON = {"spark.python.unix.domain.socket.enabled": "true"}
+#: PySpark's own variable naming a Spark Connect server (``sc://host:port``); a session Lotan
+#: starts while it is set is a Spark Connect session.
+REMOTE_ENV = "SPARK_REMOTE"
 #: Spark 4 needs Java 17 or newer.
 MIN_JAVA = 17
 
@@ -82,18 +101,24 @@ def get_spark(
     """``spark`` if given, else the active session, else a new one with the settings
     ``conf`` (``spark.*`` keys, passed through as they are).
 
-    A new session is local (``local[*]``, or ``LOTAN_SPARK_MASTER``, or ``spark.master`` in
-    ``conf``) with ``spark.driver.memory`` from ``LOTAN_SPARK_DRIVER_MEMORY`` (default
-    :data:`DEFAULT_DRIVER_MEMORY`). Under ``spark-submit`` the master and driver settings are
-    those of the submit command; ``conf`` still applies.
+    With ``spark.remote`` in ``conf`` (or ``SPARK_REMOTE`` set and no active session) it is a
+    Spark Connect session on that server. A new classic session is local (``local[*]``, or
+    ``LOTAN_SPARK_MASTER``, or ``spark.master`` in ``conf``) with ``spark.driver.memory``
+    from ``LOTAN_SPARK_DRIVER_MEMORY`` (default :data:`DEFAULT_DRIVER_MEMORY`). Under
+    ``spark-submit`` the master and driver settings are those of the submit command;
+    ``conf`` still applies.
     """
     if spark is not None:
         return spark
     from pyspark.sql import SparkSession
 
+    if conf and conf.get("spark.remote"):
+        return _connect(str(conf["spark.remote"]), conf)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if os.environ.get(REMOTE_ENV):
+        return _connect(os.environ[REMOTE_ENV], conf or {})
     check_java()
     # Python workers of a local session run this interpreter (with torch and lotan on its
     # path), not whatever `python3` is first on PATH.
@@ -137,5 +162,145 @@ def get_spark(
             f" {exc}; check JAVA_HOME, LOTAN_SPARK_MASTER and the spark settings, or pass "
             "spark= a session you created"
         ) from exc
-    session.sparkContext.setLogLevel(os.environ.get("LOTAN_SPARK_LOG_LEVEL", "ERROR"))
+    set_log_level(session, os.environ.get("LOTAN_SPARK_LOG_LEVEL", "ERROR"))
     return session
+
+
+def _connect(remote: str, conf: Mapping[str, str]) -> SparkSession:
+    """A Spark Connect session on the server ``remote`` (``sc://host:port``) with the
+    settings ``conf`` (the server's own master and memory stand; these are session settings)."""
+    from pyspark.sql import SparkSession
+
+    if not remote.startswith("sc://"):
+        raise EngineError(
+            f"spark.remote must be a Spark Connect address sc://host:port, got {remote!r}"
+        )
+    try:
+        import pyspark.sql.connect.session  # noqa: F401 (needs the client extras)
+    except ImportError as exc:
+        raise EngineError(
+            f"a Spark Connect session ({remote}) needs PySpark's client extras: "
+            f'pip install "pyspark[connect]" ({exc})'
+        ) from exc
+    address = remote[len("sc://") :].split("/", 1)[0].split(";", 1)[0]
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "15002")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            f"cannot reach the Spark Connect server {remote} ({exc}); start it "
+            "(sbin/start-connect-server.sh in the pyspark package or your cluster's) or fix "
+            "the address"
+        ) from exc
+    builder = SparkSession.builder.remote(remote)
+    for key, value in conf.items():
+        if key not in ("spark.remote", "spark.master", "spark.driver.memory"):
+            builder = builder.config(str(key), str(value))
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # gRPC start-up errors
+        raise EngineError(
+            f"could not open a Spark Connect session on {remote}: {exc}; check that the "
+            "server runs (sbin/start-connect-server.sh) and that the address is right"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------- session kinds
+# What Lotan needs of a session, on a classic session (a SparkContext in this process) and
+# on a Spark Connect session (a gRPC client; the driver runs on the server): confs, the
+# master, the default parallelism, job descriptions, log levels and values shipped to tasks.
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect (client) session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def conf_get(spark: SparkSession, key: str) -> str | None:
+    """The setting ``key`` of the session (or of its application), or None."""
+    if not is_connect(spark):
+        value = spark.sparkContext.getConf().get(key)
+        if value is not None:
+            return str(value)
+    value = spark.conf.get(key, None)
+    return None if value is None else str(value)
+
+
+def master_of(spark: SparkSession) -> str:
+    """The session's master URL (on Spark Connect, the server's)."""
+    if is_connect(spark):
+        return conf_get(spark, "spark.master") or ""
+    return str(spark.sparkContext.master or "")
+
+
+#: Spark Connect sessions' default parallelism, by session id (measured once).
+_PARALLELISM: dict[str, int] = {}
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The application's default parallelism. On Spark Connect the client cannot ask the
+    SparkContext, so it reads ``spark.default.parallelism`` or, unset, counts the slices of
+    a ``spark.range`` (which has that many) in one small job."""
+    if not is_connect(spark):
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    key = str(spark.session_id)  # type: ignore[attr-defined]
+    if key not in _PARALLELISM:
+        setting = conf_get(spark, "spark.default.parallelism")
+        if setting:
+            _PARALLELISM[key] = max(1, int(setting))
+        else:
+            from pyspark.sql import functions as F
+
+            row = spark.range(1 << 16).select(F.max(F.spark_partition_id())).first()
+            _PARALLELISM[key] = int(row[0]) + 1 if row is not None else 1
+    return _PARALLELISM[key]
+
+
+def set_job_description(spark: SparkSession, text: str | None) -> None:
+    """Name the jobs this thread starts next in the Spark UI (classic sessions; Spark Connect
+    names each job by its operation and has no such call on the client)."""
+    if not is_connect(spark):
+        spark.sparkContext.setJobDescription(text)  # type: ignore[arg-type]
+
+
+def set_log_level(spark: SparkSession, level: str) -> None:
+    """The driver's log level (classic sessions; a Spark Connect server logs as it was
+    started)."""
+    if not is_connect(spark):
+        spark.sparkContext.setLogLevel(level)
+
+
+def local_checkpoint(df: DataFrame) -> DataFrame:
+    """``df`` computed now and kept in the block managers with its lineage cut
+    (``localCheckpoint(eager=True)``). A Spark Connect client builds that command by copying
+    the whole plan into a protobuf message, which the client's protobuf refuses past ~100
+    levels (a run of ~30 stages); a temporary view holds the plan on the server instead, and
+    the checkpoint of the view is one level deep."""
+    spark = df.sparkSession
+    if not is_connect(spark):
+        return df.localCheckpoint(eager=True)
+    name = f"lotan_checkpoint_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(name)
+    try:
+        return spark.table(name).localCheckpoint(eager=True)
+    finally:
+        spark.catalog.dropTempView(name)
+
+
+class Shipped:
+    """A value that travels inside the task functions that use it (Spark Connect has no
+    broadcast variables: the client serializes each function with what it captures)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def unpersist(self, blocking: bool = False) -> None:
+        del blocking
+
+
+def ship(spark: SparkSession, value: Any) -> Any:
+    """``value`` for the tasks of a run: a broadcast variable on a classic session, else a
+    :class:`Shipped` (both read as ``.value`` in a task, released with ``unpersist``)."""
+    if is_connect(spark):
+        return Shipped(value)
+    return spark.sparkContext.broadcast(value)

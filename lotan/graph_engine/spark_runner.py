@@ -37,6 +37,7 @@ from lotan.graph_engine.hashing import route_keys
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
 from lotan.graph_engine.scheduling import dense_profile
+from lotan.graph_engine.session import set_job_description, ship
 from lotan.graph_engine.store import (
     LayoutStore,
     write_constants,
@@ -388,7 +389,7 @@ class SparkRunner:
         """Build the run lazily (a new query each time: re-running a DataFrame would reuse
         its shuffle files, i.e. the previous epoch's messages); :class:`RunResult` executes
         it and cleans up."""
-        bc = self.spark.sparkContext.broadcast(value)
+        bc = ship(self.spark, value)
         schema = _routed_type()
         first = 0
         if initial is not None:
@@ -451,8 +452,7 @@ class RunResult:
     def execute(self, action: Callable[[], Any]) -> Any:
         """Run ``action`` (a Spark action over this run's DataFrames) under the run's job
         description."""
-        sc = self._spark.sparkContext
-        sc.setJobDescription(self._description)
+        set_job_description(self._spark, self._description)
         conf = self._spark.conf
         adaptive = conf.get(_ADAPTIVE, None)
         if not self._adaptive:
@@ -460,7 +460,7 @@ class RunResult:
         try:
             return action()
         finally:
-            sc.setJobDescription(None)  # type: ignore[arg-type]
+            set_job_description(self._spark, None)
             if self._adaptive:
                 pass
             elif adaptive is None:  # the session's own setting back

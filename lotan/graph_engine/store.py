@@ -62,17 +62,22 @@ atexit.register(_remove_temp_roots)
 
 def cache_root(spark: SparkSession) -> str:
     """The directory layout files go under, for this session (see the module docstring)."""
-    conf = spark.sparkContext.getConf()
-    root = conf.get(CACHE_DIR_CONF) or os.environ.get(CACHE_DIR_ENV)
+    from lotan.graph_engine.session import conf_get, is_connect, master_of
+
+    root = conf_get(spark, CACHE_DIR_CONF) or os.environ.get(CACHE_DIR_ENV)
     if root:
         return root
-    checkpoint = spark.sparkContext.getCheckpointDir()
+    checkpoint = (
+        conf_get(spark, "spark.checkpoint.dir")
+        if is_connect(spark)
+        else spark.sparkContext.getCheckpointDir()
+    )
     if checkpoint:
         return checkpoint.rstrip("/") + "/lotan"
-    if (spark.sparkContext.master or "").startswith("local"):
-        app = spark.sparkContext.applicationId
+    if master_of(spark).startswith("local"):
+        app = conf_get(spark, "spark.app.id") or "local"
         if app not in _TEMP_ROOTS:
-            base = conf.get("spark.local.dir") or None
+            base = conf_get(spark, "spark.local.dir")
             _TEMP_ROOTS[app] = tempfile.mkdtemp(
                 prefix="lotan-", dir=base.split(",")[0] if base else None
             )
@@ -81,7 +86,7 @@ def cache_root(spark: SparkSession) -> str:
         "the Spark engine keeps partition layouts in files every executor must read, and "
         f"this cluster session names no such directory: set {CACHE_DIR_CONF} (or "
         f"{CACHE_DIR_ENV}) to a shared path (HDFS, S3, NFS), or call "
-        "spark.sparkContext.setCheckpointDir(...)"
+        "spark.sparkContext.setCheckpointDir(...) (on Spark Connect: spark.checkpoint.dir)"
     )
 
 
