@@ -88,19 +88,17 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
     ``engine: auto`` a session is started only under ``spark-submit`` or when the job sets
     ``spark`` options, and its master then decides the engine
     (:func:`lotan.engines.choose_engine`)."""
+    from lotan.graph_engine.session import REMOTE_ENV, get_spark, set_log_level
+
     wanted = {
         "spark": True,
         "local": False,
-        "auto": "PYSPARK_GATEWAY_PORT" in os.environ
-        or "SPARK_REMOTE" in os.environ
-        or bool(job.spark),
+        "auto": "PYSPARK_GATEWAY_PORT" in os.environ or REMOTE_ENV in os.environ or bool(job.spark),
     }[job.fit.engine]
     if not wanted and "vertices" not in job.graph:
         return None
-    from lotan.graph_engine.session import get_spark, set_log_level
-
     conf = dict(job.spark)
-    remote = "spark.remote" in conf or "SPARK_REMOTE" in os.environ
+    remote = "spark.remote" in conf or REMOTE_ENV in os.environ
     if not verbose and not remote:  # a JVM this process starts logs errors only
         conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={QUIET_LOG}")
     spark = get_spark(conf=conf)

@@ -83,16 +83,24 @@ def check_master(master: str, timeout: float = 5.0) -> None:
         return
     errors = []
     for address in master[len("spark://") :].split(","):
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=timeout):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{address}: {exc}")
+        error = _unreachable(address, timeout)
+        if error is None:
+            return
+        errors.append(f"{address}: {error}")
     raise EngineError(
         f"cannot reach the Spark master {master} ({'; '.join(errors)}); check the URL (from "
         "the master's log or web UI) and that the master is running and reachable from here"
     )
+
+
+def _unreachable(address: str, timeout: float) -> str | None:
+    """None if ``host:port`` accepts a TCP connection within ``timeout``, else why not."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return str(exc)
 
 
 def get_spark(
@@ -183,15 +191,15 @@ def _connect(remote: str, conf: Mapping[str, str]) -> SparkSession:
             f'pip install "pyspark[connect]" ({exc})'
         ) from exc
     address = remote[len("sc://") :].split("/", 1)[0].split(";", 1)[0]
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "15002")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError) as exc:
+    if ":" not in address:
+        address += ":15002"  # Spark Connect's default port
+    error = _unreachable(address, 5.0)
+    if error is not None:
         raise EngineError(
-            f"cannot reach the Spark Connect server {remote} ({exc}); start it "
+            f"cannot reach the Spark Connect server {remote} ({error}); start it "
             "(sbin/start-connect-server.sh in the pyspark package or your cluster's) or fix "
             "the address"
-        ) from exc
+        )
     builder = SparkSession.builder.remote(remote)
     for key, value in conf.items():
         if key not in ("spark.remote", "spark.master", "spark.driver.memory"):
