@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench import ladder
+
 __all__ = ["render"]
 
 SYSTEM_NAMES = {
@@ -412,6 +414,7 @@ def render(results_path: Path) -> Path:
     lines += _batching(results["records"], results["config"])
     lines += _planner(results["records"], results["config"])
     lines += _partitioners(results["records"], results["config"])
+    lines += ladder.render(results["records"], results["config"])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import ladder
 from bench.graphs import write_graph
 
 __all__ = ["SUITES", "machine", "measure", "run_suite"]
@@ -119,6 +120,15 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 4,
             "partitions": 2,
         },
+        "ladder": {
+            "graph": "sbm100k",
+            "hidden": 128,
+            "layers": 2,
+            "epochs": 4,
+            "naive_epochs": 3,
+            "partitions": 2,
+            "models": 8,
+        },
         "batch_norm": {
             "accuracy_graphs": ["cora", "citeseer"],
             "accuracy_systems": ["pyg", "lotan-local"],
@@ -184,6 +194,15 @@ SUITES: dict[str, dict[str, Any]] = {
             "partitions": [2, 4, 8],
             "epochs": 3,
         },
+        "ladder": {
+            "graph": "sbm100k",
+            "hidden": 128,
+            "layers": 2,
+            "epochs": 4,
+            "naive_epochs": 3,
+            "partitions": 2,
+            "models": 8,
+        },
         "batch_norm": {
             "accuracy_graphs": ["cora", "citeseer"],
             "accuracy_systems": ["pyg", "lotan-local", "lotan-spark"],
@@ -245,7 +264,7 @@ def measure(spec: dict[str, Any], dgl_python: Path | None) -> dict[str, Any]:
     if proc.returncode in (-9, 137):
         return {"ok": False, "error": "killed (out of memory)"}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"ok": False, "error": f"exit {proc.returncode}: {' | '.join(tail)[:300]}"}
+    return {"ok": False, "error": f"exit {proc.returncode}: {' | '.join(tail)[-300:]}"}
 
 
 def _accuracy(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
@@ -494,6 +513,7 @@ EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
     "batching": _batching,
     "planner": _planner,
     "partitioners": _partitioners,
+    "ladder": ladder.run,
 }
 
 

@@ -1,7 +1,9 @@
 """One measurement of one system, in a fresh process: ``python -m bench.systems SPEC_JSON``
 prints ``RESULT {json}``. Systems: ``pyg`` (``edge_index``), ``pyg-csr`` (cached
-``torch.sparse`` CSR ``adj_t``), ``lotan-local``, ``lotan-spark``; DGL runs in its own
-environment through :mod:`bench.dgl_worker` with the same spec.
+``torch.sparse`` CSR ``adj_t``), ``lotan-local``, ``lotan-spark``, and the naive in-Spark
+GCN of :mod:`bench.naive` (``naive-spark``: SQL joins and ``groupBy``;
+``naive-graphframes``: ``GraphFrame.aggregateMessages``); DGL runs in its own environment
+through :mod:`bench.dgl_worker` with the same spec.
 
 Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report the test
 accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
@@ -11,8 +13,10 @@ accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epoc
 optional), ``lr``, ``weight_decay``, ``epochs``, ``seeds``,
 ``partitions`` (Spark), ``limit_gb`` (address-space limit of this process, optional);
 for Lotan also ``local_partitions`` (local engine, default 1), ``partitioner``, ``planner``
-(:class:`lotan.PlannerFlags` fields, e.g. ``{"fuse": false}``) and ``plan`` (true: report
-what ``lotan.explain`` measures — stages, bytes exchanged per epoch, replication factor).
+(:class:`lotan.PlannerFlags` fields, e.g. ``{"fuse": false}``), ``plan`` (true: report
+what ``lotan.explain`` measures — stages, bytes exchanged per epoch, replication factor) and
+``models`` (K > 1: train K copies, seeds ``seed … seed + K − 1``, together with
+``lotan.fit_many``; the times reported are the batch's epoch divided by K, per model).
 """
 
 from __future__ import annotations
@@ -127,24 +131,42 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
         "planner": lotan.PlannerFlags(**spec.get("planner", {})),
         "spark": spark,
     }
+    common = {"epochs": spec["epochs"], "seed": seed, "progress": False, **options}
     start = time.perf_counter()
-    res = lotan.fit(
-        model,
-        graph,
-        epochs=spec["epochs"],
-        lr=spec["lr"],
-        weight_decay=spec["weight_decay"],
-        seed=seed,
-        progress=False,
-        **options,
-    )
-    times = [r.seconds for r in res.history]
-    times[0] = time.perf_counter() - start - sum(times[1:])  # preparation counts in epoch 1
+    if spec.get("models", 1) > 1:
+        times, res = _batched(spec, graph, seed, common)
+    else:
+        res = lotan.fit(model, graph, lr=spec["lr"], weight_decay=spec["weight_decay"], **common)
+        times = [r.seconds for r in res.history]
+    # Preparation counts in epoch 1 (a batch's, per model).
+    times[0] = (time.perf_counter() - start) / spec.get("models", 1) - sum(times[1:])
     curve = [[r.train_acc, r.val_acc, r.test_acc] for r in res.history]
     out = {"times": times, "loss": res.history[-1].loss, "curve": curve}
     if spec.get("plan"):
         out["plan"] = plan_stats(lotan.explain(model, graph, print_=False, **options))
     return out
+
+
+def _batched(
+    spec: dict[str, Any], graph: Any, seed: int, common: dict[str, Any]
+) -> tuple[list[float], Any]:
+    """``spec["models"]`` copies of the model (seeds ``seed …``) trained with ``fit_many``:
+    per-model epoch times (each sub-batch's epoch summed, over K) and the first result."""
+    import torch
+
+    import lotan
+
+    k = spec["models"]
+    trials = []
+    for i in range(k):
+        torch.manual_seed(seed + i)
+        model = _model(spec, graph.num_features, graph.num_classes)
+        opt = lotan.OptimizerConfig("adam", spec["lr"], spec["weight_decay"])
+        trials.append(lotan.Trial(model, opt, {"k": i}))
+    results = lotan.fit_many(trials, graph, **common)
+    firsts = [results[members[0]] for bp in results.batches for members, _ in bp.sub_batches]
+    times = [sum(r.history[e].seconds for r in firsts) / k for e in range(spec["epochs"])]
+    return times, results[0]
 
 
 def plan_stats(text: str) -> dict[str, float]:
@@ -207,6 +229,10 @@ def main() -> None:
                 runs.append(_pyg(spec, g, seed, csr=system == "pyg-csr"))
             elif system in ("lotan-local", "lotan-spark"):
                 runs.append(_lotan(spec, g, seed, system.split("-")[1]))
+            elif system in ("naive-spark", "naive-graphframes"):
+                from bench.naive import run
+
+                runs.append(run(spec, g, seed))
             else:
                 raise SystemExit(f"unknown system {system!r}")
         res: dict[str, Any] = {"ok": True, **summarize(spec, runs)}
