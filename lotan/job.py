@@ -3,7 +3,8 @@
 The keys are those of the Python API: ``lotan.fit``'s keyword arguments at the top level
 (``epochs``, ``lr``, ``engine``, ``num_partitions``, ``checkpoint_dir``, ...), plus
 
-- ``graph``: one source — ``planetoid: Cora`` (with optional ``root``), ``sbm: {num_vertices:
+- ``graph``: one source — ``planetoid: Cora`` or ``ogb: ogbn-arxiv`` (with optional ``root``;
+  an ``ogb`` graph is read by Spark when the job has a session), ``sbm: {num_vertices:
   ..., num_classes: ..., num_features: ..., avg_degree: ..., seed: ...}`` (``lotan.datasets.sbm``),
   or ``vertices:`` and ``edges:`` Parquet paths (``lotan.Graph.from_parquet``);
 - ``model``: ``name`` — a ``torch_geometric.nn.models`` class (``GCN``, ``GraphSAGE``,
@@ -45,6 +46,7 @@ PYG_MODELS = ("GCN", "GraphSAGE", "GIN")
 #: Keys of the ``graph`` section, by source.
 GRAPH_SOURCES = {
     "planetoid": ("planetoid", "root"),
+    "ogb": ("ogb", "root"),
     "sbm": ("sbm",),
     "parquet": ("vertices", "edges"),
 }
@@ -132,6 +134,8 @@ class JobConfig:
         g = self.graph
         if "planetoid" in g:
             return lotan.datasets.planetoid(g["planetoid"], root=g.get("root"))
+        if "ogb" in g:
+            return lotan.datasets.ogb(g["ogb"], root=g.get("root"), spark=spark)
         if "sbm" in g:
             try:
                 return lotan.datasets.sbm(**g["sbm"])
@@ -191,8 +195,8 @@ def _graph_section(g: Any, source: str) -> dict[str, Any]:
     kinds = [k for k, keys in GRAPH_SOURCES.items() if keys[0] in g]
     if len(kinds) != 1:
         raise JobError(
-            f"{source}: graph needs exactly one source: 'planetoid: <name>', 'sbm: {{...}}', "
-            f"or 'vertices:' and 'edges:' Parquet paths; found keys {sorted(g)}"
+            f"{source}: graph needs exactly one source: 'planetoid: <name>', 'ogb: <name>', "
+            f"'sbm: {{...}}', or 'vertices:' and 'edges:' Parquet paths; found keys {sorted(g)}"
         )
     allowed = GRAPH_SOURCES[kinds[0]]
     unknown = sorted(set(g) - set(allowed))
