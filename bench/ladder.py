@@ -35,21 +35,18 @@ BASE = STEPS[0][0]
 def run(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
     """Every step of the ladder on ``cfg["graph"]``."""
     from bench.naive import GRAPHFRAMES_MISSING
-    from bench.suite import measure
+    from bench.suite import TIMING, measure
 
     path = write_graph(cfg["graph"], data)
     out = []
     for step, overrides in STEPS:
         spec = {
             "system": "lotan-spark",
-            "task": "epochs",
+            **TIMING,
             "graph": str(path),
             "model": "gcn",
             "hidden": cfg["hidden"],
             "layers": cfg["layers"],
-            "dropout": 0.5,
-            "lr": 0.01,
-            "weight_decay": 5e-4,
             "epochs": cfg["epochs"],
             "partitions": cfg["partitions"],
             **overrides,

@@ -28,6 +28,8 @@ PUBLISHED = {"cora": 81.5, "citeseer": 70.3}
 
 #: The Kipf & Welling protocol (weight decay on every parameter here, for all systems).
 KIPF = {"hidden": 16, "layers": 2, "dropout": 0.5, "lr": 0.01, "weight_decay": 5e-4}
+#: What every epoch-timing spec shares (Kipf & Welling's training settings).
+TIMING = {"task": "epochs", "dropout": 0.5, "lr": 0.01, "weight_decay": 5e-4}
 
 #: Veličković et al. (2018), Table 2: GAT test accuracy (%).
 PUBLISHED_GAT = {"cora": 83.0, "citeseer": 72.5}
@@ -344,14 +346,11 @@ def _scale(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> 
                     continue
                 spec = {
                     "system": system,
-                    "task": "epochs",
+                    **TIMING,
                     "graph": str(path),
                     "model": model,
                     "hidden": cfg["hidden"],
                     "layers": cfg["layers"],
-                    "dropout": 0.5,
-                    "lr": 0.01,
-                    "weight_decay": 5e-4,
                     "epochs": cfg["epochs"],
                     "partitions": cfg["partitions"],
                     "limit_gb": cfg.get("limit_gb"),
@@ -374,14 +373,11 @@ def _depth_width(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callabl
         for system in cfg["systems"]:
             spec = {
                 "system": system,
-                "task": "epochs",
+                **TIMING,
                 "graph": str(path),
                 "model": cfg["model"],
                 "hidden": hidden,
                 "layers": layers,
-                "dropout": 0.5,
-                "lr": 0.01,
-                "weight_decay": 5e-4,
                 "epochs": cfg["epochs"],
                 "limit_gb": cfg.get("limit_gb"),
             }
@@ -481,13 +477,10 @@ def _lotan_spec(cfg: dict[str, Any], path: Path, parts: int) -> dict[str, Any]:
     reports the physical plan's numbers."""
     return {
         "system": f"lotan-{cfg['engine']}",
-        "task": "epochs",
+        **TIMING,
         "graph": str(path),
         "model": cfg["model"],
         "hidden": cfg["hidden"],
-        "dropout": 0.5,
-        "lr": 0.01,
-        "weight_decay": 5e-4,
         "epochs": cfg["epochs"],
         "partitions": parts,
         "local_partitions": parts,
