@@ -3,7 +3,6 @@ neural engine."""
 
 from lotan import datasets
 from lotan.api import EpochRecord, FitResult, explain, fit, predict
-from lotan.checkpoint import CheckpointError
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import (
     DatasetNotFoundError,
@@ -16,6 +15,7 @@ from lotan.errors import (
 from lotan.graph import Graph
 from lotan.grid import GridResult, Trial, fit_many, grid
 from lotan.planner.flags import PlannerFlags
+from lotan.training.checkpoint import CheckpointError
 
 __all__ = [
     "CheckpointError",

@@ -8,130 +8,34 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.checkpoint import Checkpointer, fingerprint
 from lotan.config import FitConfig, check_exchange_dtype
-from lotan.engines import Engine, EngineChoice, choose_engine, make_engine
-from lotan.errors import GraphInputError
+from lotan.engine_choice import choose_engine
 from lotan.graph import Graph
 from lotan.graph_engine.partition import check_partitioner
 from lotan.grid import DEFAULT_MEMORY_BUDGET, explain_many
 from lotan.planner.batching import merge
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.logical import LogicalPlan
-from lotan.planner.lowering import lower_model
-from lotan.planner.optimize import optimize
-from lotan.planner.physical import EpochValue, PhysicalPlan
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import Placement
-from lotan.progress import announce
-from lotan.training import EpochRecord, FitResult, Trainer, run_batch
+from lotan.preparation import (
+    check_labels,
+    check_monitor,
+    engine_for,
+    epoch_value,
+    plan_for,
+    prepare,
+)
+from lotan.training.checkpoint import Checkpointer, fingerprint
+from lotan.training.loop import run_batch
+from lotan.training.progress import announce
+from lotan.training.records import EpochRecord, FitResult
+from lotan.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["EpochRecord", "FitResult", "explain", "fit", "predict"]
-
-
-def _plan_for(
-    model: torch.nn.Module, graph: Graph, flags: PlannerFlags
-) -> tuple[LogicalPlan, LogicalPlan, list[tuple[str, list[str]]]]:
-    """(logical plan, optimized plan, rules fired) of ``model`` on ``graph``."""
-    logical = lower_model(model, graph.num_features, graph.has_edge_weight, graph.num_edge_features)
-    optimized, fired = optimize(logical, flags)
-    check_weights(optimized, graph)
-    return logical, optimized, fired
-
-
-def _check_labels(plan: LogicalPlan, graph: Graph) -> None:
-    if graph.num_train == 0:
-        raise GraphInputError(
-            "the train split is empty; mark some vertices split='train' (PyG: train_mask)"
-        )
-    if graph.num_classes > plan.out_width:
-        raise GraphInputError(
-            f"labels go up to {graph.num_classes - 1} but the model has only "
-            f"{plan.out_width} outputs; build it with out_channels >= {graph.num_classes}"
-        )
-
-
-def check_weights(plan: LogicalPlan, graph: Graph) -> None:
-    """GCN normalization takes ``deg^-1/2`` of weighted degrees: negative weights make it
-    undefined (PyG computes NaN)."""
-    if graph.min_edge_weight >= 0:
-        return
-    for norm in plan.norms:
-        if norm.kind == "gcn" and norm.weighted:
-            raise GraphInputError(
-                f"the graph has negative edge weights (smallest {graph.min_edge_weight:g}) and "
-                "the model normalizes by weighted degree (GCNConv/SGConv), which needs weights "
-                ">= 0; fix the weights, or use GCNConv(normalize=False), or drop the weights"
-            )
-
-
-def _check_monitor(config: FitConfig, graph: Graph) -> None:
-    if config.patience is None:
-        return
-    split = config.monitor.split("_")[0]
-    if split in ("val", "test") and graph.split_counts().get(split, 0) == 0:
-        raise GraphInputError(
-            f"early stopping watches {config.monitor} but the graph has no {split!r} "
-            f"vertices; mark some vertices split={split!r} or use monitor='train_acc'/'loss'"
-        )
-
-
-def _engine(
-    choice: EngineChoice,
-    spark: SparkSession | None,
-    num_partitions: int | None,
-    graph: Graph,
-    placement: Placement | None = None,
-) -> tuple[Engine, int]:
-    """The engine ``choice`` names and the number of partitions (the engine's default when
-    not given); with ``placement``, checked that the engine can run it (see
-    :meth:`SparkEngine.check_placement`)."""
-    eng = make_engine(choice.name, spark)
-    parts = num_partitions or eng.default_partitions()
-    if parts > graph.num_vertices:
-        raise GraphInputError(
-            f"num_partitions={parts} is more than the graph's {graph.num_vertices} vertices; "
-            "use fewer partitions"
-        )
-    if placement is not None:
-        eng.check_placement(placement)
-    return eng, parts
-
-
-def _prepared(
-    eng: Engine,
-    graph: Graph,
-    parts: int,
-    plan: LogicalPlan,
-    partitioner: str,
-) -> tuple[Any, PhysicalPlan]:
-    """The graph prepared for ``plan`` (cached aggregations computed once) and the plan's
-    physical form."""
-    norms = plan.norms
-    prepared = eng.prepare(graph, parts, norms, partitioner)
-    physical = PhysicalPlan.build(plan)
-    cached = tuple(sorted(physical.layout_values - {0}))
-    if cached:
-        const_plan = PhysicalPlan.build(plan, outputs=cached, use_cache=False)
-        key = tuple(plan.node(i).describe() for i in sorted(const_plan.stage_of))
-        prepared = eng.with_constants(
-            graph,
-            prepared,
-            (norms, key),
-            const_plan.inference_stages(emit_outputs=True),
-            # Constants depend on no parameter.
-            EpochValue(params={}, epoch=0),
-        )
-    return prepared, physical
-
-
-def _value(model: torch.nn.Module, epoch: int) -> EpochValue:
-    params = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
-    buffers = {n: b.detach().cpu().numpy().copy() for n, b in model.named_buffers()}
-    return EpochValue(params=params, epoch=epoch, buffers=buffers)
 
 
 def fit(
@@ -176,7 +80,7 @@ def fit(
         ``"auto"`` takes Spark when the graph is in Spark DataFrames, ``placement="split"``,
         or the session (``spark=`` or the active one) runs on a cluster, and otherwise the
         local engine if the estimated working set fits ``LOTAN_LOCAL_MEMORY`` (default: half
-        the machine's memory), else Spark (see :func:`lotan.engines.choose_engine`); the
+        the machine's memory), else Spark (see :func:`lotan.engine_choice.choose_engine`); the
         choice and why are in :attr:`FitResult.engine` and the progress display.
     num_partitions : graph partitions (default: the engine's).
     partitioner : ``"hash"`` (default) or ``"label_propagation"`` (see
@@ -187,7 +91,7 @@ def fit(
         :data:`lotan.config.MONITORS`) has not improved for this many epochs and restore the
         weights of the best epoch; ``None`` (default) trains every epoch.
     checkpoint_dir : write a checkpoint there after every ``checkpoint_every`` epochs and at
-        the end (atomically; see :mod:`lotan.checkpoint`). With ``resume=True``, continue
+        the end (atomically; see :mod:`lotan.training.checkpoint`). With ``resume=True``, continue
         from the newest one: the run ends with the weights an uninterrupted run ends with.
     placement : ``"fused"`` (default) runs each stage's graph and dense work in one Spark
         stage; ``"split"`` runs dense work in Spark stages of its own whose tasks ask for
@@ -230,15 +134,15 @@ def fit(
         eval_every=eval_every,
         exchange_dtype=exchange_dtype,
     )
-    _, plan, _ = _plan_for(model, graph, planner)
-    _check_labels(plan, graph)
-    _check_monitor(config, graph)
+    _, plan, _ = plan_for(model, graph, planner)
+    check_labels(plan, graph)
+    check_monitor(config, graph)
     checkpoints = _checkpointer(model, graph, config)
     where = config.placement_config()
     choice = choose_engine(config.engine, graph, [plan], spark, where)
     announce(choice.describe(), enabled=config.progress)
-    eng, parts = _engine(choice, spark, config.num_partitions, graph, where)
-    prepared, _ = _prepared(eng, graph, parts, plan, config.partitioner)
+    eng, parts = engine_for(choice, spark, config.num_partitions, graph, where)
+    prepared, _ = prepare(eng, graph, parts, plan, config.partitioner)
     merged = merge([plan])
     result = FitResult(
         model=model,
@@ -317,14 +221,14 @@ def predict(
     """
     where = Placement(placement, dense_gpus, dense_cpus)
     check_exchange_dtype(exchange_dtype)
-    _, plan, _ = _plan_for(model, graph, planner)
+    _, plan, _ = plan_for(model, graph, planner)
     choice = choose_engine(engine, graph, [plan], spark, where)
-    eng, parts = _engine(choice, spark, num_partitions, graph, where)
-    prepared, physical = _prepared(eng, graph, parts, plan, check_partitioner(partitioner))
+    eng, parts = engine_for(choice, spark, num_partitions, graph, where)
+    prepared, physical = prepare(eng, graph, parts, plan, check_partitioner(partitioner))
     stages = physical.inference_stages(
         emit_outputs=True, placement=where, exchange_dtype=exchange_dtype
     )
-    return eng.predictions(prepared, stages, _value(model, 0))
+    return eng.predictions(prepared, stages, epoch_value(model, 0))
 
 
 def explain(
@@ -371,9 +275,9 @@ def explain(
             placement=where,
         )
     else:
-        logical, plan, fired = _plan_for(model, graph, planner)
+        logical, plan, fired = plan_for(model, graph, planner)
         choice = choose_engine(engine, graph, [plan], spark, where)
-        eng, parts = _engine(choice, spark, num_partitions, graph)
+        eng, parts = engine_for(choice, spark, num_partitions, graph)
         prepared = eng.prepare(graph, parts, plan.norms, partitioner)
         stats = eng.stats(prepared)
         physical = PhysicalPlan.build(plan)

@@ -87,7 +87,7 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
     """The Spark session the job needs (its engine or Parquet input), else None. Under
     ``engine: auto`` a session is started only under ``spark-submit`` or when the job sets
     ``spark`` options, and its master then decides the engine
-    (:func:`lotan.engines.choose_engine`)."""
+    (:func:`lotan.engine_choice.choose_engine`)."""
     from lotan.graph_engine.session import REMOTE_ENV, get_spark, set_log_level
 
     wanted = {
@@ -185,7 +185,7 @@ def _explain(job: JobConfig, args: argparse.Namespace) -> None:
 
 def _predict(job: JobConfig, args: argparse.Namespace) -> None:
     import lotan
-    from lotan.checkpoint import CheckpointError, load_latest
+    from lotan.training.checkpoint import CheckpointError, load_latest
 
     out = Path(args.output)
     if out.exists():

@@ -33,7 +33,7 @@ DEFAULT_LR = 0.01
 #: training loss (lower is better).
 MONITORS = ("val_acc", "train_acc", "test_acc", "loss")
 
-#: ``auto`` picks one of the other two (:func:`lotan.engines.choose_engine`).
+#: ``auto`` picks one of the other two (:func:`lotan.engine_choice.choose_engine`).
 ENGINES = ("auto", "spark", "local")
 
 
@@ -124,7 +124,7 @@ class FitConfig:
     optimizer : ``adam``, ``adamw`` or ``sgd``.
     lr, weight_decay, momentum : optimizer settings (``momentum`` for SGD).
     engine : ``auto`` (default: the local engine when no cluster session is active and the
-        graph fits the local memory budget, else Spark; :func:`lotan.engines.choose_engine`),
+        graph fits the local memory budget, else Spark; :func:`lotan.engine_choice.choose_engine`),
         ``spark`` or ``local``.
     num_partitions : graph partitions; ``None`` means the engine's default (Spark: the
         session's default parallelism; local: 1).
@@ -134,7 +134,7 @@ class FitConfig:
     patience : stop when ``monitor`` has not improved for this many epochs, and restore the
         weights of its best epoch (``None``: train every epoch, keep the last weights).
     monitor : the metric ``patience`` watches (:data:`MONITORS`).
-    checkpoint_dir : write checkpoints here (see :mod:`lotan.checkpoint`); ``None``: none.
+    checkpoint_dir : write checkpoints here (see :mod:`lotan.training.checkpoint`); ``None``: none.
     checkpoint_every : write one after every this many epochs (and at the end).
     resume : continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
     placement : ``fused`` (default) or ``split``: whether dense work runs in the graph

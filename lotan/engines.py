@@ -2,15 +2,14 @@
 
 ``LocalEngine`` runs the stages in-process; ``SparkEngine`` runs them through Spark. Both use
 the same preparation kernels and the same stage functions, so they compute the same numbers.
-:func:`choose_engine` resolves ``engine="auto"`` to one of them and says why.
+:func:`lotan.engine_choice.choose_engine` resolves ``engine="auto"`` to one of them and says
+why.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -20,7 +19,6 @@ from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.partition import LabelPropagation
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
 from lotan.graph_engine.runner import LocalRunner, Message, StageFn
-from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical import EpochValue
 from lotan.planner.placement import DENSE, Placement
 
@@ -28,25 +26,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-    from lotan.planner.logical import LogicalPlan
 
-__all__ = [
-    "LOCAL_MEMORY_ENV",
-    "Engine",
-    "EngineChoice",
-    "LocalEngine",
-    "SparkEngine",
-    "choose_engine",
-    "local_budget",
-    "local_working_set",
-    "make_engine",
-]
+__all__ = ["Engine", "LocalEngine", "SparkEngine", "make_engine"]
 
-#: Sets the local engine's memory budget for ``engine="auto"`` (``"8g"``, ``"512m"``, bytes);
-#: default: half of this machine's physical memory.
-LOCAL_MEMORY_ENV = "LOTAN_LOCAL_MEMORY"
-
-#: The normalization of the structural layout label propagation runs on (edge counts).
 STRUCTURE = NormSpec(kind="sum")
 
 
@@ -380,120 +362,9 @@ class SparkEngine:
         return out
 
 
-@dataclass(frozen=True)
-class EngineChoice:
-    """The engine a run uses (``"spark"`` or ``"local"``) and why, as ``explain`` and the
-    progress display show it."""
-
-    name: str
-    reason: str
-    auto: bool = True
-
-    def describe(self) -> str:
-        how = "engine='auto'" if self.auto else "asked for"
-        return f"{self.name} engine ({how}: {self.reason})"
-
-
-def _size(b: int) -> str:
-    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
-
-
-def local_budget() -> int:
-    """Bytes the local engine may use under ``engine="auto"``: ``LOTAN_LOCAL_MEMORY``, else
-    half of the machine's physical memory."""
-    from lotan.config import parse_bytes
-
-    env = os.environ.get(LOCAL_MEMORY_ENV)
-    if env:
-        out = parse_bytes(env, LOCAL_MEMORY_ENV)
-        assert out is not None
-        return out
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system
-        total = 8 << 30
-    return int(total) // 2
-
-
-def local_working_set(graph: Graph, plans: Sequence[LogicalPlan]) -> int:
-    """Estimated peak bytes of the local engine training ``plans`` on ``graph`` in this
-    process: the graph's arrays, their partition layouts (features again, edges in both
-    directions per normalization), and for every vertex and plan node its value, its
-    gradient and its recomputation in the backward pass (two streams for stochastic nodes
-    when accuracies are measured with dropout off); attention adds per-edge values."""
-    n, e = graph.num_vertices, graph.num_edges
-    f, ef = graph.num_features, graph.num_edge_features
-    arrays = n * (8 + 8 + 1 + 4 * f) + e * (8 + 8 + 4 + 4 * ef)
-    norms = {norm for p in plans for norm in p.norms}
-    layout = n * (8 + 4 * f) + e * (4 * ef + 16 * max(1, len(norms)))
-    values = 0
-    for p in plans:
-        stochastic = p.stochastic if p.has_eval_stream else frozenset()
-        for node in p.nodes:
-            streams = 2 if node.id in stochastic else 1
-            per_vertex = node.width * streams
-            values += 3 * 4 * n * per_vertex
-            if node.op == "aggregate" and node.reduce in EDGE_REDUCES:  # per-edge values
-                values += 3 * 4 * e * max(node.heads, node.width) * streams
-    return arrays + layout + values
-
-
-def _session_master(spark: SparkSession | None) -> str | None:
-    """The master of ``spark``, or of the active session, without starting one (``None``:
-    no session; ``"connect"``: a Spark Connect session, which has no master here)."""
-    if spark is None:
-        if "pyspark" not in sys.modules:  # no session can exist yet
-            return None
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            return None
-    from lotan.graph_engine.session import is_connect
-
-    return "connect" if is_connect(spark) else str(spark.sparkContext.master)
-
-
-def choose_engine(
-    engine: str,
-    graph: Graph,
-    plans: Sequence[LogicalPlan],
-    spark: SparkSession | None = None,
-    placement: Placement | None = None,
-) -> EngineChoice:
-    """Which engine runs: ``engine`` itself when it is ``"spark"`` or ``"local"``; for
-    ``"auto"``, Spark when the graph is held in Spark DataFrames, placement is ``split``
-    (dense stages scheduled by Spark), or a session on a cluster is active (or passed); else
-    the local engine when :func:`local_working_set` fits :func:`local_budget`, else Spark."""
-    from lotan.config import ENGINES
-    from lotan.errors import LotanError
-
-    if engine not in ENGINES:
-        raise LotanError(f"engine={engine!r} is not one of {list(ENGINES)}")
-    if engine != "auto":
-        return EngineChoice(engine, f"engine={engine!r}", auto=False)
-    if not graph.in_memory:
-        return EngineChoice("spark", "the graph is held in Spark DataFrames")
-    if placement is not None and placement.split:
-        return EngineChoice("spark", "placement='split' schedules dense stages in Spark")
-    master = _session_master(spark)
-    if master is not None and not master.startswith("local"):
-        where = "Spark Connect" if master == "connect" else f"master {master}"
-        return EngineChoice("spark", f"the Spark session runs on a cluster ({where})")
-    cluster = os.environ.get("LOTAN_SPARK_MASTER", "")
-    if master is None and cluster and not cluster.startswith("local"):
-        return EngineChoice("spark", f"LOTAN_SPARK_MASTER is a cluster ({cluster})")
-    need, budget = local_working_set(graph, plans), local_budget()
-    sizes = f"estimated working set {_size(need)}, local budget {_size(budget)}"
-    if need > budget:
-        return EngineChoice("spark", f"the graph does not fit in this process: {sizes}")
-    session = "no Spark session" if master is None else f"a local Spark session ({master})"
-    return EngineChoice("local", f"{session}, and the graph fits in this process: {sizes}")
-
-
 def make_engine(engine: str, spark: SparkSession | None = None) -> Engine:
-    """The engine named ``engine`` (``"spark"`` or ``"local"``; see :func:`choose_engine`
-    for ``"auto"``)."""
+    """The engine named ``engine`` (``"spark"`` or ``"local"``; for ``"auto"`` see
+    :func:`lotan.engine_choice.choose_engine`)."""
     from lotan.errors import LotanError
 
     if engine == "local":

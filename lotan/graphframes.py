@@ -19,9 +19,8 @@ from lotan.errors import GraphInputError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from lotan.graph import Graph
 
-__all__ = ["VertexEdgeFrames", "from_graphframe", "to_graphframe"]
+__all__ = ["VertexEdgeFrames", "graphframe_tables", "to_graphframe"]
 
 
 @dataclass(frozen=True)
@@ -76,23 +75,21 @@ def _features(vertices: DataFrame, features: str | Sequence[str]) -> Any:
 _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double")
 
 
-def from_graphframe(
+def graphframe_tables(
     g: Any,
     *,
     features: str | Sequence[str] = "features",
     label: str | None = "label",
     split: str | None = "split",
     weight: str | None = None,
-    name: str = "graph",
-) -> Graph:
-    """``g`` (a ``GraphFrame`` or anything with ``vertices`` / ``edges`` DataFrames) as a
-    :class:`~lotan.Graph`, without collecting it: ``features`` names an array column, an
+) -> tuple[DataFrame, DataFrame]:
+    """``g`` (a ``GraphFrame`` or anything with ``vertices`` / ``edges`` DataFrames) as the
+    vertex and edge tables :meth:`~lotan.Graph.from_dataframes` reads, without collecting
+    anything: ``features`` names an array column, an
     ML vector column or a list of numeric columns (e.g. the ``inDegree`` and ``pagerank``
     columns GraphFrames algorithms add); ``label`` and ``split`` name those columns
     (``None``: no labels / no split); ``weight`` an edge column to use as edge weight."""
     from pyspark.sql import functions as F
-
-    from lotan.graph import Graph
 
     vertices, edges = _frames(g)
     cols = dict(vertices.dtypes)
@@ -117,7 +114,7 @@ def from_graphframe(
         e = edges.select("src", "dst", F.col(weight).cast("double").alias("weight"))
     else:
         e = edges.select(*[c for c in keep if c in edges.columns])
-    return Graph.from_dataframes(v, e, name=name)
+    return v, e
 
 
 def to_graphframe(g: Any, results: DataFrame, *, prefix: str = "") -> Any:

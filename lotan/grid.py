@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lotan.config import MONITORS, FitConfig, OptimizerConfig, parse_bytes
-from lotan.engines import choose_engine
+from lotan.engine_choice import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
 from lotan.planner.batching import (
@@ -32,8 +32,11 @@ from lotan.planner.batching import (
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
-from lotan.progress import announce
-from lotan.training import FitResult, Trainer, _better, run_batch
+from lotan.preparation import check_labels, check_monitor, engine_for, plan_for, prepare
+from lotan.training.loop import run_batch
+from lotan.training.progress import announce
+from lotan.training.records import FitResult, better
+from lotan.training.trainer import Trainer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,7 +199,7 @@ class GridResult:
             raise LotanError(f"metric={metric!r} is not one of {list(MONITORS)}")
         best = self.results[0]
         for r in self.results[1:]:
-            if _better(metric, getattr(r.best(metric), metric), getattr(best.best(metric), metric)):
+            if better(metric, getattr(r.best(metric), metric), getattr(best.best(metric), metric)):
                 best = r
         return best
 
@@ -260,11 +263,10 @@ def schedule(
     """Group ``plans`` by structure, merge each group, prepare the graph for it (its
     weightings and cached constants, shared by its sub-batches) and cut it to fit
     ``budget``: ``(batch, prepared graph, partition stats)`` per batch."""
-    from lotan.api import _prepared
 
     for key, members in batches(plans):
         merged = merge([plans[i] for i in members], members)
-        prepared, _ = _prepared(eng, graph, parts, merged.plan, partitioner)
+        prepared, _ = prepare(eng, graph, parts, merged.plan, partitioner)
         stats = eng.stats(prepared)
         subs = split_by_budget(merged, stats["max_own"], stats["max_rows"], budget)
         bp = BatchPlan(
@@ -321,7 +323,6 @@ def fit_many(
     ``i`` ends with the parameters and history of ``lotan.fit(models[i], graph, ...)`` with
     the same seed and settings.
     """
-    from lotan.api import _check_labels, _check_monitor, _engine, _plan_for
 
     trials = _trials(models, optimizers, pairing)
     seen: dict[int, int] = {}
@@ -350,14 +351,14 @@ def fit_many(
     budget = parse_bytes(memory_budget)
     plans = []
     for t in trials:
-        _, plan, _ = _plan_for(t.model, graph, planner)
-        _check_labels(plan, graph)
+        _, plan, _ = plan_for(t.model, graph, planner)
+        check_labels(plan, graph)
         plans.append(plan)
-    _check_monitor(base, graph)
+    check_monitor(base, graph)
     where = base.placement_config()
     choice = choose_engine(base.engine, graph, plans, spark, where)
     announce(choice.describe(), enabled=base.progress)
-    eng, parts = _engine(choice, spark, base.num_partitions, graph, where)
+    eng, parts = engine_for(choice, spark, base.num_partitions, graph, where)
     results = [
         FitResult(
             model=t.model,
@@ -427,15 +428,14 @@ def explain_many(
     """How :func:`fit_many` would run ``models``: the batches (and why models are apart),
     the sub-batches the memory budget makes with their estimates, each batch's merged plan
     and the physical plan of each sub-batch."""
-    from lotan.api import _engine, _plan_for
     from lotan.planner.explain import render_physical
     from lotan.planner.physical import PhysicalPlan
 
     trials = _trials(models, None, "product")
     budget = parse_bytes(memory_budget)
-    plans = [_plan_for(t.model, graph, planner)[1] for t in trials]
+    plans = [plan_for(t.model, graph, planner)[1] for t in trials]
     choice = choose_engine(engine, graph, plans, spark, placement)
-    eng, parts = _engine(choice, spark, num_partitions, graph)
+    eng, parts = engine_for(choice, spark, num_partitions, graph)
     scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget))
     limit = "no memory budget" if budget is None else f"memory budget {_gib(budget)}"
     lines = [

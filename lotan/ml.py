@@ -32,7 +32,7 @@ from lotan.planner.placement import DEFAULT_PLACEMENT
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from lotan.training import FitResult
+    from lotan.training.records import FitResult
 
 __all__ = ["GNNEstimator", "GNNModel"]
 
@@ -226,13 +226,13 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         return Graph.from_dataframes(self._vertices(dataset, training=True), self.edges)
 
     def _fit(self, dataset: DataFrame | Graph) -> GNNModel:
-        import lotan
+        from lotan import api
 
         cfg = self.fit_config()
         graph = self._graph(dataset)
         model = copy.deepcopy(self.model)
         spark = None if isinstance(dataset, Graph) else dataset.sparkSession
-        result = lotan.fit(model, graph, spark=spark, **cfg.as_kwargs())
+        result = api.fit(model, graph, spark=spark, **cfg.as_kwargs())
         fitted = GNNModel(model, self.edges, result, num_partitions=cfg.num_partitions)
         fitted.placement = cfg.placement_config()
         fitted.graph = graph
@@ -263,7 +263,7 @@ class GNNModel(Model, _GNNParams):
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
 
-        import lotan
+        from lotan import api
 
         self._check_output()
         id_col = self.getOrDefault("idCol")
@@ -274,7 +274,7 @@ class GNNModel(Model, _GNNParams):
         else:
             raise GraphInputError("this GNNModel has no edges to build a graph with")
         where = self.placement
-        preds = lotan.predict(
+        preds = api.predict(
             self.model,
             graph,
             engine="spark",

@@ -16,7 +16,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.nn.models import GCN
 
 import lotan
-from lotan.checkpoint import load_latest
+from lotan.training.checkpoint import load_latest
 
 
 def _graph(**kw: Any) -> lotan.Graph:

@@ -17,7 +17,7 @@ Edge values are computed where the edge lives (the partition that owns its desti
 from the source row (own or halo), the destination row and the edge's features. Every sum
 runs in an order this module fixes: a destination's sums over its edges in CSR order, a
 source's over the transposed index (``t_perm[t]`` is the CSR edge of transposed edge ``t``).
-Rows are split between threads whole (:func:`lotan.graph_engine.kernels._run_rows`), so the
+Rows are split between threads whole (:func:`lotan.graph_engine.kernels.run_rows`), so the
 bits do not depend on the thread count. Per-edge arrays are ``(E, heads)`` (coefficients,
 score gradients); GATv2's ``(E, heads·C)`` pre-activations are recomputed in each pass
 instead of stored, except the gradient of the edge features' projection, which is
@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import torch
 
-from lotan.graph_engine.kernels import _as_array, _edge_rows, _run_rows, row_blocks
+from lotan.graph_engine.kernels import as_array, edge_rows, row_blocks, run_rows
 
 __all__ = ["attention", "attention_grad", "attention_v2", "attention_v2_grad", "row_blocks"]
 
@@ -459,7 +459,7 @@ EdgeArray = np.ndarray | torch.Tensor | Callable[[int, int], Any] | None
 
 
 def _slice(a: EdgeArray, e0: int, e1: int, dtype: Any) -> np.ndarray | None:
-    return None if a is None else _edge_rows(a, e0, e1, dtype)
+    return None if a is None else edge_rows(a, e0, e1, dtype)
 
 
 class _Blocks:
@@ -467,9 +467,9 @@ class _Blocks:
     CSR (``indptr`` rebased to the block's first edge)."""
 
     def __init__(self, indptr: Any, indices: Any, mask: Any, blocks: list[Block] | None) -> None:
-        self.indptr = _as_array(indptr)
-        self.indices = _as_array(indices)
-        self.mask = _as_array(mask)
+        self.indptr = as_array(indptr)
+        self.indices = as_array(indices)
+        self.mask = as_array(mask)
         self.rows = self.indptr.shape[0] - 1
         self.blocks = blocks if blocks is not None else [(0, self.rows)]
 
@@ -543,9 +543,9 @@ def attention(
     ``(num_rows, heads)`` or longer (rows past ``num_rows`` are not read), ``a_edge`` and
     ``drop`` ``(E, heads)`` → ``(num_rows, heads·C)``.
     """
-    hh = _as_array(h)
+    hh = as_array(h)
     dt = hh.dtype
-    a_s, a_d = _as_array(a_src, dt), _as_array(a_dst, dt)
+    a_s, a_d = as_array(a_src, dt), as_array(a_dst, dt)
     heads = a_s.shape[1]
     cut = _Blocks(indptr, indices, mask, blocks)
     out = _tensor((cut.rows, hh.shape[1]), dt)
@@ -555,7 +555,7 @@ def attention(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, hh, a_s, a_d[lo:hi], edge, has_edge, dt.type(negative_slope), mult)
-        _run_rows(_gat_rows, ptr, (*args, True, o[lo:hi], alpha), hh.shape[1])
+        run_rows(_gat_rows, ptr, (*args, True, o[lo:hi], alpha), hh.shape[1])
     return out
 
 
@@ -582,18 +582,18 @@ def attention_grad(
     without it, or when each block's goes to ``edge_grad(e0, e1, grad)``). The coefficients
     are recomputed block by block; a source's sums run over the transposed index in its
     order, whatever the blocks, so the bits do not depend on them."""
-    hh = _as_array(h)
+    hh = as_array(h)
     dt = hh.dtype
-    a_s, a_d = _as_array(a_src, dt), _as_array(a_dst, dt)
+    a_s, a_d = as_array(a_src, dt), as_array(a_dst, dt)
     heads = a_s.shape[1]
-    g = _as_array(grad, dt)
+    g = as_array(grad, dt)
     cut = _Blocks(indptr, indices, mask, blocks)
     slope = dt.type(negative_slope)
     d_dst = _tensor(a_d.shape, dt, zero=True)
     d_h = _tensor(hh.shape, dt)
     d_src = _tensor(a_s.shape, dt)
-    t_ptr = _as_array(t_indptr)
-    index = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask))
+    t_ptr = as_array(t_indptr)
+    index = (t_ptr, as_array(t_indices), as_array(t_perm), as_array(t_mask))
     cursor = t_ptr[:-1].astype(np.int64)
     sink = _EdgeGrads(edge_grad, a_edge is not None)
     for b, (lo, hi, e0, e1, ptr, idx, m) in enumerate(cut):
@@ -601,16 +601,16 @@ def attention_grad(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, hh, a_s, a_d[lo:hi], edge, has_edge, slope, mult)
-        _run_rows(_gat_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), hh.shape[1])
+        run_rows(_gat_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), hh.shape[1])
         d_score = np.empty_like(alpha)
-        _run_rows(
+        run_rows(
             _gat_grad_rows,
             ptr,
             (*args, alpha, g[lo:hi], d_score, d_dst.numpy()[lo:hi]),
             hh.shape[1],
         )
         back = (*index, cursor, hi, e0, b == 0, alpha, mult, d_score, g, d_h.numpy(), d_src.numpy())
-        _run_rows(_gat_source_rows, t_ptr, back, hh.shape[1])
+        run_rows(_gat_source_rows, t_ptr, back, hh.shape[1])
         if has_edge:
             sink.put(e0, e1, d_score)
     return d_h, d_src, d_dst, sink.result()
@@ -637,9 +637,9 @@ def attention_v2(
     ``att`` ``(1, heads, C)`` or ``(heads, C)``, ``edge`` ``(E, heads·C)`` →
     ``(num_rows, heads·C)``.
     """
-    xl = _as_array(x_l)
+    xl = as_array(x_l)
     dt = xl.dtype
-    xr, a, heads = _as_array(x_r, dt), _att(att, xl, dt), int(np.shape(att)[-2])
+    xr, a, heads = as_array(x_r, dt), _att(att, xl, dt), int(np.shape(att)[-2])
     cut = _Blocks(indptr, indices, mask, blocks)
     out = _tensor((cut.rows, xl.shape[1]), dt)
     o = out.numpy()
@@ -648,12 +648,12 @@ def attention_v2(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, xl, xr[lo:hi], a, ed, has_edge, dt.type(negative_slope), mult)
-        _run_rows(_v2_rows, ptr, (*args, True, o[lo:hi], alpha), xl.shape[1])
+        run_rows(_v2_rows, ptr, (*args, True, o[lo:hi], alpha), xl.shape[1])
     return out
 
 
 def _att(att: Any, xl: np.ndarray, dt: Any) -> np.ndarray:
-    a = _as_array(att, dt).reshape(-1)
+    a = as_array(att, dt).reshape(-1)
     if a.shape[0] != xl.shape[1]:
         raise ValueError(f"att has {a.shape[0]} values for rows of width {xl.shape[1]}")
     return a
@@ -680,17 +680,17 @@ def attention_v2_grad(
     """Gradients of :func:`attention_v2` with respect to ``x_l``, ``x_r`` (its shape; rows
     past ``num_rows`` get 0), ``att`` (its shape) and, with ``edge_grad``, ``edge`` (``True``:
     returned; a function: each block's ``(e0, e1, grad)`` goes to it instead)."""
-    xl = _as_array(x_l)
+    xl = as_array(x_l)
     dt = xl.dtype
-    xr, a, heads = _as_array(x_r, dt), _att(att, xl, dt), int(np.shape(att)[-2])
-    g = _as_array(grad, dt)
+    xr, a, heads = as_array(x_r, dt), _att(att, xl, dt), int(np.shape(att)[-2])
+    g = as_array(grad, dt)
     cut = _Blocks(indptr, indices, mask, blocks)
     slope = dt.type(negative_slope)
     d_dst = _tensor(xr.shape, dt, zero=True)
     d_src = _tensor(xl.shape, dt)
     shares = np.empty((cut.rows, xl.shape[1]), dt)
-    t_ptr = _as_array(t_indptr)
-    index = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask))
+    t_ptr = as_array(t_indptr)
+    index = (t_ptr, as_array(t_indices), as_array(t_perm), as_array(t_mask))
     cursor = t_ptr[:-1].astype(np.int64)
     sink = _EdgeGrads(edge_grad if callable(edge_grad) else None, bool(edge_grad))
     for b, (lo, hi, e0, e1, ptr, idx, m) in enumerate(cut):
@@ -698,14 +698,14 @@ def attention_v2_grad(
         mult = _drop(drop, e0, e1, heads, dt)
         alpha = np.empty((e1 - e0, heads), dt)
         args = (ptr, idx, m, xl, xr[lo:hi], a, ed, has_edge, slope, mult)
-        _run_rows(_v2_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), xl.shape[1])
+        run_rows(_v2_rows, ptr, (*args, False, np.empty((0, 0), dt), alpha), xl.shape[1])
         d_score = np.empty_like(alpha)
         want = bool(sink.want and has_edge)
         d_edge = np.zeros(ed.shape if want else (0, 0), dt)
         step = (*args, alpha, g[lo:hi], d_score, d_dst.numpy()[lo:hi], shares[lo:hi], want, d_edge)
-        _run_rows(_v2_grad_rows, ptr, step, xl.shape[1])
+        run_rows(_v2_grad_rows, ptr, step, xl.shape[1])
         back = (*index, cursor, hi, e0, b == 0, xl, xr, a, ed, has_edge, slope, alpha, mult)
-        _run_rows(_v2_source_rows, t_ptr, (*back, d_score, g, d_src.numpy()), xl.shape[1])
+        run_rows(_v2_source_rows, t_ptr, (*back, d_score, g, d_src.numpy()), xl.shape[1])
         if want:
             sink.put(e0, e1, d_edge)
     d_att = torch.from_numpy(shares.sum(axis=0, dtype=dt)).reshape(np.shape(att))

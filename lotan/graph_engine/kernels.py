@@ -41,10 +41,13 @@ import torch
 
 __all__ = [
     "Aggregate",
+    "as_array",
+    "edge_rows",
     "index_dtype",
     "relu_sum",
     "relu_sum_grad",
     "row_blocks",
+    "run_rows",
     "spmm",
     "transpose_csr",
 ]
@@ -122,12 +125,13 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOL[2]
 
 
-def _as_array(a: np.ndarray | torch.Tensor, dtype: Any = None) -> np.ndarray:
+def as_array(a: np.ndarray | torch.Tensor, dtype: Any = None) -> np.ndarray:
+    """``a`` (an array or a tensor) as a C-contiguous NumPy array of ``dtype``."""
     arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _run_rows(
+def run_rows(
     kernel: Callable[..., None], indptr: np.ndarray, args: tuple[Any, ...], width: int
 ) -> None:
     """``kernel(*args, lo, hi)`` over the rows of CSR ``indptr``, on as many threads as
@@ -166,16 +170,16 @@ def spmm(
     Shapes: ``dense`` ``(num_cols,)`` or ``(num_cols, d)`` → ``(num_rows,)`` or
     ``(num_rows, d)``, float32 or float64 like ``dense``.
     """
-    ptr = _as_array(indptr)
-    idx = _as_array(indices)
-    h = _as_array(dense)
+    ptr = as_array(indptr)
+    idx = as_array(indices)
+    h = as_array(dense)
     vector = h.ndim == 1
     if vector:
         h = h.reshape(-1, 1)
-    w = _as_array(weights, h.dtype)
+    w = as_array(weights, h.dtype)
     result = torch.empty((ptr.shape[0] - 1, h.shape[1]), dtype=torch.from_numpy(h[:0]).dtype)
     # a torch allocation: aligned like every input of dense work
-    _run_rows(_csr_rows, ptr, (ptr, idx, w, h, result.numpy()), h.shape[1])
+    run_rows(_csr_rows, ptr, (ptr, idx, w, h, result.numpy()), h.shape[1])
     return result.reshape(-1) if vector else result
 
 
@@ -285,7 +289,7 @@ def _extreme(
     rows = indptr.shape[0] - 1
     best = np.empty((rows, h.shape[1]), h.dtype)
     ties = np.empty((rows, h.shape[1]), h.dtype)
-    _run_rows(_csr_max_rows, indptr, (indptr, indices, mask, h, best, ties), h.shape[1])
+    run_rows(_csr_max_rows, indptr, (indptr, indices, mask, h, best, ties), h.shape[1])
     return best, ties
 
 
@@ -303,7 +307,7 @@ def segment_extreme(
     Shapes: ``dense`` ``(num_cols, d)`` → ``(num_rows, d)``.
     """
     sign = _sign(reduce)
-    ptr, idx, m, h = _as_array(indptr), _as_array(indices), _as_array(mask), _as_array(dense)
+    ptr, idx, m, h = as_array(indptr), as_array(indices), as_array(mask), as_array(dense)
     best, _ = _extreme(ptr, idx, m, h, sign)
     result = torch.empty(best.shape, dtype=torch.from_numpy(h[:0]).dtype)
     result.numpy()[:] = best if sign > 0 else -best
@@ -333,14 +337,14 @@ def segment_extreme_grad(
     Shapes: ``dense`` ``(num_cols, d)``, ``grad`` ``(num_rows, d)`` → ``(num_cols, d)``.
     """
     sign = _sign(reduce)
-    ptr, idx, m, h = _as_array(indptr), _as_array(indices), _as_array(mask), _as_array(dense)
-    g = _as_array(grad, h.dtype)
+    ptr, idx, m, h = as_array(indptr), as_array(indices), as_array(mask), as_array(dense)
+    g = as_array(grad, h.dtype)
     best, ties = _extreme(ptr, idx, m, h, sign)
-    t_ptr, t_idx, t_m = _as_array(t_indptr), _as_array(t_indices), _as_array(t_mask)
+    t_ptr, t_idx, t_m = as_array(t_indptr), as_array(t_indices), as_array(t_mask)
     signed = h if sign > 0 else -h
     result = torch.empty(h.shape, dtype=torch.from_numpy(h[:0]).dtype)
     args = (t_ptr, t_idx, t_m, signed, best, ties, g, result.numpy())
-    _run_rows(_csr_max_grad_rows, t_ptr, args, h.shape[1])
+    run_rows(_csr_max_grad_rows, t_ptr, args, h.shape[1])
     return result
 
 
@@ -444,9 +448,9 @@ def row_blocks(indptr: np.ndarray, edges_per_block: int) -> list[tuple[int, int]
     return blocks
 
 
-def _edge_rows(edge: Any, e0: int, e1: int, dtype: Any) -> np.ndarray:
+def edge_rows(edge: Any, e0: int, e1: int, dtype: Any) -> np.ndarray:
     """Rows ``e0..e1`` of a per-edge array, or of ``edge(e0, e1)`` when it is a function."""
-    return _as_array(edge(e0, e1) if callable(edge) else edge[e0:e1], dtype)
+    return as_array(edge(e0, e1) if callable(edge) else edge[e0:e1], dtype)
 
 
 def relu_sum(
@@ -465,16 +469,16 @@ def relu_sum(
 
     Shapes: ``h`` ``(num_cols, d)``, ``edge`` ``(E, d)`` → ``(num_rows, d)``.
     """
-    hh = _as_array(h)
-    ptr, idx, m = _as_array(indptr), _as_array(indices), _as_array(mask)
+    hh = as_array(h)
+    ptr, idx, m = as_array(indptr), as_array(indices), as_array(mask)
     rows = ptr.shape[0] - 1
     out = torch.empty((rows, hh.shape[1]), dtype=torch.from_numpy(hh[:0]).dtype)
     o = out.numpy()
     for lo, hi in blocks if blocks is not None else [(0, rows)]:
         e0, e1 = int(ptr[lo]), int(ptr[hi])
         sub = ptr[lo : hi + 1] - ptr[lo]
-        args = (sub, idx[e0:e1], m[e0:e1], hh, _edge_rows(edge, e0, e1, hh.dtype), o[lo:hi])
-        _run_rows(_relu_sum_rows, sub, args, hh.shape[1])
+        args = (sub, idx[e0:e1], m[e0:e1], hh, edge_rows(edge, e0, e1, hh.dtype), o[lo:hi])
+        run_rows(_relu_sum_rows, sub, args, hh.shape[1])
     return out
 
 
@@ -494,21 +498,21 @@ def relu_sum_grad(
     (0 on masked-out edges; ``True``: returned, a function: each block's ``(e0, e1, grad)``
     goes to it), over the transposed index (``t_perm[t]``: the CSR edge of transposed edge
     ``t``) in its order, whatever the blocks."""
-    hh = _as_array(h)
-    g = _as_array(grad, hh.dtype)
-    ptr = _as_array(indptr)
+    hh = as_array(h)
+    g = as_array(grad, hh.dtype)
+    ptr = as_array(indptr)
     rows = ptr.shape[0] - 1
-    t_ptr = _as_array(t_indptr)
-    index = (t_ptr, _as_array(t_indices), _as_array(t_perm), _as_array(t_mask))
+    t_ptr = as_array(t_indptr)
+    index = (t_ptr, as_array(t_indices), as_array(t_perm), as_array(t_mask))
     cursor = t_ptr[:-1].astype(np.int64)
     d_h = torch.empty(hh.shape, dtype=torch.from_numpy(hh[:0]).dtype)
     parts = []
     for b, (lo, hi) in enumerate(blocks if blocks is not None else [(0, rows)]):
         e0, e1 = int(ptr[lo]), int(ptr[hi])
-        e = _edge_rows(edge, e0, e1, hh.dtype)
+        e = edge_rows(edge, e0, e1, hh.dtype)
         d_edge = np.zeros(e.shape if edge_grad else (0, 0), hh.dtype)
         args = (*index, cursor, hi, e0, b == 0, hh, e, g, d_h.numpy(), bool(edge_grad), d_edge)
-        _run_rows(_relu_sum_grad_rows, t_ptr, args, hh.shape[1])
+        run_rows(_relu_sum_grad_rows, t_ptr, args, hh.shape[1])
         if callable(edge_grad):
             edge_grad(e0, e1, torch.from_numpy(d_edge))
         elif edge_grad:

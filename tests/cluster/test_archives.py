@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from lotan.checkpoint import load_latest
+from lotan.training.checkpoint import load_latest
 from tests.cluster.standalone import SPARK_HOME, StandaloneCluster
 
 ROOT = Path(__file__).resolve().parents[2]

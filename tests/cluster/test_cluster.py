@@ -18,8 +18,8 @@ import torch
 import yaml
 
 import lotan
-from lotan.checkpoint import load_latest
 from lotan.job import load_job
+from lotan.training.checkpoint import load_latest
 from tests.cluster.standalone import StandaloneCluster
 
 EPOCHS = 8

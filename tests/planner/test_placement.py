@@ -27,9 +27,9 @@ SPLIT = Placement("split")
 
 
 def _physical(model: torch.nn.Module, graph: lotan.Graph, **flags: bool) -> PhysicalPlan:
-    from lotan.api import _plan_for
+    from lotan.preparation import plan_for
 
-    _, plan, _ = _plan_for(model, graph, PlannerFlags(**flags))
+    _, plan, _ = plan_for(model, graph, PlannerFlags(**flags))
     return PhysicalPlan.build(plan)
 
 

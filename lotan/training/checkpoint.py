@@ -36,7 +36,7 @@ import torch
 from lotan.errors import LotanError
 
 if TYPE_CHECKING:
-    from lotan.training import Trainer
+    from lotan.training.trainer import Trainer
 
 __all__ = ["FORMAT", "KEEP", "CheckpointError", "Checkpointer", "fingerprint", "load_latest"]
 

@@ -17,7 +17,7 @@ import torch
 from torch_geometric.nn.models import GCN
 
 import lotan
-from lotan.checkpoint import CheckpointError, load_latest
+from lotan.training.checkpoint import CheckpointError, load_latest
 
 
 def _graph(seed: int = 0) -> lotan.Graph:

@@ -23,9 +23,9 @@ from lotan.errors import GraphInputError
 from lotan.graph_engine.layout import SPLIT_CODES
 
 if TYPE_CHECKING:
-    from lotan.graph import Graph
+    from lotan.graph.schema import GraphArrays
 
-__all__ = ["graph_from_pyg", "graph_to_pyg"]
+__all__ = ["pyg_arrays", "pyg_data"]
 
 
 def _field(data: Any, key: str) -> np.ndarray | None:
@@ -152,11 +152,10 @@ def _edge_attr(data: Any, num_edges: int) -> np.ndarray | None:
     return ea
 
 
-def graph_from_pyg(data: Any, name: str = "graph") -> Graph:
-    """The :class:`~lotan.graph.Graph` of a ``torch_geometric.data.Data`` (vertex ``i`` of
-    the Data is vertex id ``i``); see the module docstring for the fields and their checks."""
-    from lotan.graph import Graph
-
+def pyg_arrays(data: Any) -> dict[str, Any]:
+    """The :meth:`~lotan.Graph.from_arrays` arguments of a ``torch_geometric.data.Data``
+    (vertex ``i`` of the Data is vertex id ``i``); see the module docstring for the fields
+    and their checks."""
     if getattr(data, "x", None) is None or getattr(data, "edge_index", None) is None:
         adj = " (it has `adj_t`, a SparseTensor: build the Data without T.ToSparseTensor)"
         raise GraphInputError(
@@ -173,25 +172,23 @@ def graph_from_pyg(data: Any, name: str = "graph") -> Graph:
         )
     n = int(x.shape[0])
     ei = _edge_index(data, n)
-    return Graph.from_arrays(
-        x=x,
-        src=ei[0],
-        dst=ei[1],
-        y=_labels(data, n),
-        split=_split(data, n),
-        weight=_edge_weight(data, int(ei.shape[1])),
-        edge_attr=_edge_attr(data, int(ei.shape[1])),
-        name=name,
-    )
+    return {
+        "x": x,
+        "src": ei[0],
+        "dst": ei[1],
+        "y": _labels(data, n),
+        "split": _split(data, n),
+        "weight": _edge_weight(data, int(ei.shape[1])),
+        "edge_attr": _edge_attr(data, int(ei.shape[1])),
+    }
 
 
-def graph_to_pyg(graph: Graph) -> Any:
-    """The graph as a ``torch_geometric.data.Data``: vertices in id order (vertex ``i`` is
-    the ``i``-th smallest id, kept in ``data.ids``), masks for the splits."""
+def pyg_data(a: GraphArrays) -> Any:
+    """A graph's arrays as a ``torch_geometric.data.Data``: vertices in id order (vertex
+    ``i`` is the ``i``-th smallest id, kept in ``data.ids``), masks for the splits."""
     import torch
     from torch_geometric.data import Data
 
-    a = graph.arrays()
     order = np.argsort(a.ids)
     ids = a.ids[order]
     pos = np.searchsorted(ids, np.stack([a.src, a.dst]))

@@ -9,7 +9,7 @@ import sys
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lotan.training import EpochRecord
+    from lotan.training.records import EpochRecord
 
 __all__ = ["Progress", "announce"]
 

@@ -6,8 +6,8 @@ import io
 from typing import Any
 
 import lotan
-from lotan.progress import Progress
-from lotan.training import EpochRecord
+from lotan.training.progress import Progress
+from lotan.training.records import EpochRecord
 
 
 class _Terminal(io.StringIO):

@@ -9,52 +9,39 @@ edge: PyG's ``edge_attr``). Edges are directed, ``src -> dst``, as PyG's ``edge_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lotan.errors import GraphInputError
+from lotan.graph.checks import (
+    check_edge_attr_row,
+    check_edge_ends,
+    check_edges,
+    check_train_labels,
+    check_vertex_row,
+    edge_attr_checks,
+    edge_attr_column,
+    edge_features,
+    features_matrix,
+    is_real,
+    list_array,
+    require_columns,
+    split_codes,
+)
+from lotan.graph.schema import (
+    EDGE_COLUMNS,
+    SPLIT_NAMES,
+    VERTEX_COLUMNS,
+    GraphArrays,
+    GraphStats,
+)
 from lotan.graph_engine.layout import SPLIT_CODES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["Graph", "GraphArrays"]
-
-_SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
-VERTEX_COLUMNS = ("id", "features", "label", "split")
-EDGE_COLUMNS = ("src", "dst")
-
-
-@dataclass(frozen=True)
-class GraphArrays:
-    """A graph held in memory as NumPy arrays (validated by :meth:`Graph.from_arrays`)."""
-
-    ids: np.ndarray  # (N,) int64
-    x: np.ndarray  # (N, F) float32
-    y: np.ndarray  # (N,) int64, -1 where unknown
-    split: np.ndarray  # (N,) int8 codes of SPLIT_CODES, 0 for none
-    src: np.ndarray  # (E,) int64 vertex ids
-    dst: np.ndarray  # (E,) int64 vertex ids
-    weight: np.ndarray | None  # (E,) float32
-    edge_attr: np.ndarray | None = None  # (E, D) float32
-
-
-@dataclass(frozen=True)
-class GraphStats:
-    num_vertices: int
-    num_edges: int
-    num_features: int
-    num_classes: int
-    num_train: int
-    has_weight: bool
-    num_val: int = 0
-    num_test: int = 0
-    #: The smallest edge weight (1.0 without weights).
-    min_weight: float = 1.0
-    #: Features per edge (0: the graph has none).
-    num_edge_features: int = 0
+__all__ = ["Graph"]
 
 
 class Graph:
@@ -123,7 +110,7 @@ class Graph:
                 f"vertex ids must be unique; {int((counts > 1).sum())} ids occur more than "
                 f"once, e.g. {dup}; deduplicate the vertices table"
             )
-        if not (_is_real(x) or x.dtype == np.bool_):
+        if not (is_real(x) or x.dtype == np.bool_):
             raise GraphInputError(f"features must be real numbers, found dtype {x.dtype}")
         x = x.astype(np.float32)
         bad = ~np.isfinite(x).all(axis=1)
@@ -149,7 +136,7 @@ class Graph:
             raise GraphInputError(
                 f"labels must be >= 0 (or -1/null for unknown), found {int(y.min())}"
             )
-        codes = _split_codes(split, n)
+        codes = split_codes(split, n)
         src = np.asarray(src)
         dst = np.asarray(dst)
         if src.shape != dst.shape or src.ndim != 1:
@@ -174,7 +161,7 @@ class Graph:
                 )
         if weight is not None:
             weight = np.asarray(weight)
-            if not _is_real(weight):
+            if not is_real(weight):
                 raise GraphInputError(
                     f"edge weights must be real numbers, found dtype {weight.dtype}"
                 )
@@ -189,7 +176,7 @@ class Graph:
                     f"edge weights must be finite; {int((~np.isfinite(weight)).sum())} are "
                     "NaN or inf"
                 )
-        edge_attr = _edge_features(edge_attr, int(src.shape[0]))
+        edge_attr = edge_features(edge_attr, int(src.shape[0]))
         arrays = GraphArrays(ids, x, y, codes, src, dst, weight, edge_attr)
         stats = GraphStats(
             num_vertices=n,
@@ -203,27 +190,27 @@ class Graph:
             min_weight=float(weight.min()) if weight is not None and weight.size else 1.0,
             num_edge_features=int(edge_attr.shape[1]) if edge_attr is not None else 0,
         )
-        _check_edges(stats, "src/dst")
-        _check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
+        check_edges(stats, "src/dst")
+        check_train_labels(stats, int(((codes == SPLIT_CODES["train"]) & (y < 0)).sum()))
         return cls(arrays=arrays, stats=stats, name=name)
 
     @classmethod
     def from_pyg(cls, data: Any, *, name: str = "graph") -> Graph:
         """From a ``torch_geometric.data.Data`` with ``x``, ``edge_index``, optional
         ``edge_weight``, ``y`` and ``train_mask``/``val_mask``/``test_mask``, each checked
-        for the dtype and shape PyG requires (see :mod:`lotan.pyg`)."""
-        from lotan.pyg import graph_from_pyg
+        for the dtype and shape PyG requires (see :mod:`lotan.graph.pyg`)."""
+        from lotan.graph.pyg import pyg_arrays
 
-        return graph_from_pyg(data, name)
+        return cls.from_arrays(**pyg_arrays(data), name=name)
 
     @classmethod
-    def from_graphframe(cls, g: Any, **columns: Any) -> Graph:
+    def from_graphframe(cls, g: Any, *, name: str = "graph", **columns: Any) -> Graph:
         """From a ``GraphFrame`` (or anything with ``vertices`` / ``edges`` DataFrames), with
         the feature, label, split and weight columns named in ``columns``
-        (:func:`lotan.graphframes.from_graphframe`)."""
-        from lotan.graphframes import from_graphframe
+        (:func:`lotan.graphframes.graphframe_tables`), without collecting it."""
+        from lotan.graphframes import graphframe_tables
 
-        return from_graphframe(g, **columns)
+        return cls.from_dataframes(*graphframe_tables(g, **columns), name=name)
 
     @classmethod
     def from_dataframes(
@@ -235,8 +222,8 @@ class Graph:
         """
         from pyspark.sql import functions as F
 
-        _require_columns("vertices", vertices.columns, VERTEX_COLUMNS)
-        _require_columns("edges", edges.columns, EDGE_COLUMNS)
+        require_columns("vertices", vertices.columns, VERTEX_COLUMNS)
+        require_columns("edges", edges.columns, EDGE_COLUMNS)
         types = dict(vertices.dtypes)
         if not types["features"].startswith("array<"):
             raise GraphInputError(
@@ -250,7 +237,7 @@ class Graph:
         for col in EDGE_COLUMNS:
             if etypes[col] not in ("tinyint", "smallint", "int", "bigint"):
                 raise GraphInputError(f"edges.{col} must be an integer column, found {etypes[col]}")
-        attr_width = _edge_attr_column(edges, etypes)
+        attr_width = edge_attr_column(edges, etypes)
         has_weight = "weight" in edges.columns
         if not has_weight:
             edges = edges.withColumn("weight", F.lit(1.0))
@@ -275,43 +262,8 @@ class Graph:
             ).alias("bad_split"),
         ).first()
         assert row is not None
-        if row["n"] != row["distinct"]:
-            dups = [
-                r["id"]
-                for r in vertices.groupBy("id").count().filter("count > 1").limit(5).collect()
-            ]
-            raise GraphInputError(
-                f"vertex ids must be unique; found {row['n'] - row['distinct']} duplicate rows, "
-                f"e.g. ids {dups}; deduplicate the vertices DataFrame"
-            )
-        if row["n"] == 0:
-            raise GraphInputError("the vertices DataFrame is empty")
-        if row["fmin"] != row["fmax"]:
-            raise GraphInputError(
-                f"every vertex needs the same number of features; found lengths from "
-                f"{row['fmin']} to {row['fmax']}; pad or fix vertices.features"
-            )
-        if row["nonfinite"]:
-            raise GraphInputError(
-                f"features must be finite; {row['nonfinite']} vertices have null, NaN or inf "
-                "features; impute or drop them"
-            )
-        if row["ymin"] is not None and row["ymin"] < 0:
-            raise GraphInputError(f"labels must be >= 0 (null for unknown), found {row['ymin']}")
-        if row["bad_split"]:
-            raise GraphInputError(
-                f"vertices.split must be 'train', 'val', 'test' or null; {row['bad_split']} "
-                "rows have another value"
-            )
-        ids = vertices.select("id")
-        for col in EDGE_COLUMNS:
-            unknown = edges.join(ids.withColumnRenamed("id", col).hint("merge"), col, "left_anti")
-            examples = [r[col] for r in unknown.select(col).distinct().limit(5).collect()]
-            if examples:
-                raise GraphInputError(
-                    f"edges have a {col} that is not a vertex id, e.g. {examples}; add those "
-                    "vertices or drop the edges"
-                )
+        check_vertex_row(row, vertices)
+        check_edge_ends(edges, vertices)
         erow = edges.agg(
             F.count(F.lit(1)).alias("m"),
             F.sum(
@@ -320,14 +272,14 @@ class Graph:
                 ).cast("long")
             ).alias("badw"),
             F.min("weight").alias("minw"),
-            *_edge_attr_checks(attr_width),
+            *edge_attr_checks(attr_width),
         ).first()
         assert erow is not None
         if erow["badw"]:
             raise GraphInputError(
                 f"edge weights must be finite; {erow['badw']} are null, NaN or inf"
             )
-        attr_width = _check_edge_attr_row(erow, attr_width)
+        attr_width = check_edge_attr_row(erow, attr_width)
         stats = GraphStats(
             num_vertices=int(row["n"]),
             num_edges=int(erow["m"]),
@@ -340,8 +292,8 @@ class Graph:
             min_weight=float(erow["minw"]) if erow["minw"] is not None else 1.0,
             num_edge_features=attr_width,
         )
-        _check_edges(stats, "the edges DataFrame")
-        _check_train_labels(stats, int(row["train_unlabeled"] or 0))
+        check_edges(stats, "the edges DataFrame")
+        check_train_labels(stats, int(row["train_unlabeled"] or 0))
         return cls(vertices=vertices, edges=edges, stats=stats, name=name)
 
     @classmethod
@@ -479,7 +431,7 @@ class Graph:
                 ids=vt.column("id").to_numpy().astype(np.int64),
                 x=x,
                 y=np.nan_to_num(label, nan=-1).astype(np.int64),
-                split=_split_codes(split, n),
+                split=split_codes(split, n),
                 src=et.column("src").to_numpy().astype(np.int64),
                 dst=et.column("dst").to_numpy().astype(np.int64),
                 weight=(
@@ -488,7 +440,7 @@ class Graph:
                     else None
                 ),
                 edge_attr=(
-                    _features_matrix(et.column("attr"), et.num_rows, self.num_edge_features)
+                    features_matrix(et.column("attr"), et.num_rows, self.num_edge_features)
                     if self._attr_column
                     else None
                 ),
@@ -502,16 +454,16 @@ class Graph:
         import pyarrow as pa
 
         a = self.arrays()
-        features = _list_array(a.x)
+        features = list_array(a.x)
         labels = pa.array(np.where(a.y >= 0, a.y, 0), mask=a.y < 0)
-        split = pa.array([_SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
+        split = pa.array([SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
         vt = pa.table(
             {"id": pa.array(a.ids), "features": features, "label": labels, "split": split}
         )
         weight = a.weight if a.weight is not None else np.ones(a.src.shape[0], np.float32)
         columns = {"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)}
         if a.edge_attr is not None:
-            columns["attr"] = _list_array(a.edge_attr)
+            columns["attr"] = list_array(a.edge_attr)
         et = pa.table(columns)
         return spark.createDataFrame(vt), spark.createDataFrame(et)
 
@@ -522,155 +474,6 @@ class Graph:
 
     def to_pyg(self) -> Any:
         """The graph as a ``torch_geometric.data.Data`` (vertices in ``ids`` order)."""
-        from lotan.pyg import graph_to_pyg
+        from lotan.graph.pyg import pyg_data
 
-        return graph_to_pyg(self)
-
-
-def _is_real(a: np.ndarray) -> bool:
-    """Integer or floating point (not bool, complex, strings or objects)."""
-    return bool(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating))
-
-
-def _split_codes(split: Any, n: int) -> np.ndarray:
-    if split is None:
-        return np.zeros(n, dtype=np.int8)
-    arr = np.asarray(split)
-    if arr.shape != (n,):
-        raise GraphInputError(f"split must have one entry per vertex ({n}), found {arr.shape}")
-    if np.issubdtype(arr.dtype, np.integer):
-        if not np.isin(arr, [0, *SPLIT_CODES.values()]).all():
-            raise GraphInputError(f"split codes must be in {[0, *SPLIT_CODES.values()]}")
-        return arr.astype(np.int8)
-    codes = np.zeros(n, dtype=np.int8)
-    obj = arr.astype(object)
-    known = np.zeros(n, dtype=bool)
-    for name, code in SPLIT_CODES.items():
-        hit = obj == name
-        codes[hit] = code
-        known |= hit
-    unknown = ~known & np.array([v is not None for v in obj])
-    if unknown.any():
-        raise GraphInputError(
-            f"split must be 'train', 'val', 'test' or None, found {sorted(set(obj[unknown]))[:5]}"
-        )
-    return codes
-
-
-def _require_columns(what: str, found: list[str], required: tuple[str, ...]) -> None:
-    missing = [c for c in required if c not in found]
-    if missing:
-        raise GraphInputError(
-            f"the {what} DataFrame needs columns {list(required)}; missing {missing}, found "
-            f"{found}; rename your columns (GraphFrames names: vertices id, edges src/dst)"
-        )
-
-
-def _check_edges(stats: GraphStats, where: str) -> None:
-    if stats.num_edges == 0:
-        raise GraphInputError(
-            f"the graph has no edges ({where} is empty); a GNN without edges is an MLP — check "
-            "that the edges were loaded (path, filter, join)"
-        )
-
-
-def _check_train_labels(stats: GraphStats, unlabeled_train: int) -> None:
-    if unlabeled_train:
-        raise GraphInputError(
-            f"{unlabeled_train} train vertices have no label; give them a label or take them "
-            "out of the train split"
-        )
-
-
-def _list_array(rows: np.ndarray) -> Any:
-    """``(n, f)`` float32 rows as an Arrow ``list<float>`` array."""
-    import pyarrow as pa
-
-    n, f = rows.shape
-    offsets = pa.array(
-        np.arange(0, (n + 1) * f, f, dtype=np.int32) if f else np.zeros(n + 1, np.int32)
-    )
-    return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1)))
-
-
-def _features_matrix(column: Any, rows: int, width: int) -> np.ndarray:
-    """An Arrow ``list<float>`` column of equal-length lists as ``(rows, width)`` float32."""
-    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(rows, width)
-
-
-def _edge_features(edge_attr: Any, num_edges: int) -> np.ndarray | None:
-    """``edge_attr`` checked (real, finite, one row per edge) as ``(E, D)`` float32."""
-    if edge_attr is None:
-        return None
-    a = np.asarray(edge_attr)
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)  # one feature per edge, as PyG's layers read a 1-D edge_attr
-    if a.ndim != 2 or a.shape[0] != num_edges:
-        raise GraphInputError(
-            f"edge features must be one row per edge, shape ({num_edges}, D), found shape "
-            f"{np.shape(edge_attr)}"
-        )
-    if not (_is_real(a) or a.dtype == np.bool_):
-        raise GraphInputError(f"edge features must be real numbers, found dtype {a.dtype}")
-    a = a.astype(np.float32)
-    if a.shape[1] == 0:
-        raise GraphInputError(
-            "edge features have 0 columns; drop them (edge_attr=None) or give each edge a value"
-        )
-    bad = ~np.isfinite(a).all(axis=1)
-    if bad.any():
-        raise GraphInputError(
-            f"edge features must be finite; {int(bad.sum())} edges have NaN or inf features, "
-            f"e.g. edges {np.flatnonzero(bad)[:5].tolist()}; impute or drop them"
-        )
-    return a
-
-
-def _edge_attr_column(edges: DataFrame, types: dict[str, str]) -> int:
-    """-1 when the edges table has an ``attr`` column (its width is checked by Spark), else
-    0."""
-    if "attr" not in edges.columns:
-        return 0
-    if not types["attr"].startswith("array<") or types["attr"] == "array<string>":
-        raise GraphInputError(
-            f"edges.attr (edge features) must be array<float>, found {types['attr']}; collect "
-            "the feature columns with F.array(...) first"
-        )
-    return -1
-
-
-def _edge_attr_checks(attr_width: int) -> list[Any]:
-    """Aggregations that check the ``attr`` column: lengths and finiteness."""
-    if not attr_width:
-        return []
-    from pyspark.sql import functions as F
-
-    bad = F.exists("attr", lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
-    return [
-        F.min(F.size("attr")).alias("amin"),
-        F.max(F.size("attr")).alias("amax"),
-        F.sum((F.col("attr").isNull() | bad).cast("long")).alias("abad"),
-    ]
-
-
-def _check_edge_attr_row(erow: Any, attr_width: int) -> int:
-    """The edge feature width from the checks of :func:`_edge_attr_checks`."""
-    if not attr_width or erow["amin"] is None:
-        return 0
-    if erow["abad"]:
-        raise GraphInputError(
-            f"edge features must be finite; {erow['abad']} edges have a null, NaN or inf attr; "
-            "impute or drop them"
-        )
-    if erow["amin"] != erow["amax"]:
-        raise GraphInputError(
-            f"every edge needs the same number of features; edges.attr has lengths from "
-            f"{erow['amin']} to {erow['amax']}; pad or fix edges.attr"
-        )
-    if erow["amin"] == 0:
-        raise GraphInputError(
-            "edges.attr is empty on every edge; drop the column or give each edge features"
-        )
-    return int(erow["amin"])
+        return pyg_data(self.arrays())

@@ -1,0 +1,131 @@
+"""What training reports: one :class:`EpochRecord` per epoch, and the :class:`FitResult`
+of a model (its history, best epoch, plots)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lotan.config import FitConfig, OptimizerConfig
+from lotan.errors import LotanError
+from lotan.graph_engine.runner import DEVICE_COUNTS
+
+if TYPE_CHECKING:
+    from lotan.engine_choice import EngineChoice
+
+__all__ = ["EpochRecord", "FitResult", "better"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: the training loss (weights before the step) and accuracies with dropout off
+    after the step, as PyG's example loop reports them."""
+
+    epoch: int
+    loss: float
+    train_acc: float
+    val_acc: float
+    test_acc: float
+    seconds: float
+    #: Task seconds of the epoch's training run by phase (see
+    #: :data:`lotan.graph_engine.runner.PHASES`), summed over partitions and stages. In a
+    #: batch of models, the whole batch's run.
+    phases: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """``a`` improves on ``b`` for ``metric`` (NaN never improves)."""
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return a < b if metric == "loss" else a > b
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns (and ``fit_many``, per model): the trained model (the same
+    module object) and its history.
+
+    Attributes
+    ----------
+    model : the trained module (with ``patience``, the weights of its best epoch).
+    history : one :class:`EpochRecord` per epoch run.
+    config : the settings it was trained with.
+    optimizer : this model's optimizer settings.
+    params : the grid values this model was built with (``lotan.grid``), else empty.
+    stopped_early : early stopping ended its training before ``config.epochs``.
+    resumed_from : the checkpoint epoch this run resumed after (0: it started fresh).
+    diverged : why this model stopped on a NaN/inf loss or gradient (``fit_many``; ``fit``
+        raises :class:`~lotan.errors.TrainingDivergedError` instead), else None.
+    devices : where the dense work of this run went, counted over tasks and epochs:
+        ``dense_pieces`` (dense pieces run), ``gpu_assigned`` (of those, in a task Spark gave
+        a GPU), ``on_cuda`` (of those, run on CUDA). ``gpu_assigned > on_cuda`` means tasks
+        got GPUs that torch could not use (a CPU build of torch on the executors?).
+    engine : the engine that ran it and why (``engine.name``, ``engine.reason``).
+    """
+
+    model: torch.nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    config: FitConfig | None = None
+    num_partitions: int = 0
+    optimizer: OptimizerConfig | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+    resumed_from: int = 0
+    diverged: str | None = None
+    devices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DEVICE_COUNTS, 0))
+    engine: EngineChoice | None = None
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+    def best(self, metric: str | None = None) -> EpochRecord:
+        """The epoch with the best ``metric`` (default: the monitored one; the first such
+        epoch on ties)."""
+        metric = metric or (self.config.monitor if self.config else "val_acc")
+        best = self.history[0]
+        for rec in self.history[1:]:
+            if better(metric, getattr(rec, metric), getattr(best, metric)):
+                best = rec
+        return best
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """Training curves: the loss, and train/val/test accuracy per epoch, with the best
+        epoch of the monitored metric marked. Returns the matplotlib ``Figure``; with
+        ``path``, also writes it there (PNG, SVG, PDF by the suffix). Needs matplotlib."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise LotanError("plot() needs matplotlib: pip install matplotlib") from exc
+        if not self.history:
+            raise LotanError("nothing to plot: this result has no epochs")
+        epochs = [r.epoch for r in self.history]
+        fig = Figure(figsize=(10, 4))
+        loss_ax, acc_ax = fig.subplots(1, 2)
+        loss_ax.plot(epochs, [r.loss for r in self.history], color="tab:red")
+        loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+        for split in ("train", "val", "test"):
+            acc_ax.plot(epochs, [getattr(r, f"{split}_acc") for r in self.history], label=split)
+        metric = self.config.monitor if self.config else "val_acc"
+        best = self.best(metric)
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(best.epoch, color="gray", linestyle=":", linewidth=1)
+            ax.grid(True, alpha=0.3)
+        acc_ax.set(
+            xlabel="epoch", ylabel="accuracy", title=f"accuracy (best {metric}: epoch {best.epoch})"
+        )
+        acc_ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=100)
+        return fig
