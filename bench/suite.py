@@ -59,6 +59,17 @@ ARXIV_GCN = {
     "weight_decay": 0.0,
 }
 
+#: The ladder's settings, the same in both suites (one 100k graph; the naive GCN is slow).
+LADDER = {
+    "graph": "sbm100k",
+    "hidden": 128,
+    "layers": 2,
+    "epochs": 4,
+    "naive_epochs": 3,
+    "partitions": 2,
+    "models": 8,
+}
+
 SUITES: dict[str, dict[str, Any]] = {
     "quick": {
         "accuracy": {
@@ -122,15 +133,7 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 4,
             "partitions": 2,
         },
-        "ladder": {
-            "graph": "sbm100k",
-            "hidden": 128,
-            "layers": 2,
-            "epochs": 4,
-            "naive_epochs": 3,
-            "partitions": 2,
-            "models": 8,
-        },
+        "ladder": LADDER,
         "batch_norm": {
             "accuracy_graphs": ["cora", "citeseer"],
             "accuracy_systems": ["pyg", "lotan-local"],
@@ -196,15 +199,7 @@ SUITES: dict[str, dict[str, Any]] = {
             "partitions": [2, 4, 8],
             "epochs": 3,
         },
-        "ladder": {
-            "graph": "sbm100k",
-            "hidden": 128,
-            "layers": 2,
-            "epochs": 4,
-            "naive_epochs": 3,
-            "partitions": 2,
-            "models": 8,
-        },
+        "ladder": LADDER,
         "batch_norm": {
             "accuracy_graphs": ["cora", "citeseer"],
             "accuracy_systems": ["pyg", "lotan-local", "lotan-spark"],

@@ -16,7 +16,7 @@ from lotan.grid import DEFAULT_MEMORY_BUDGET, explain_many
 from lotan.planner.batching import merge
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.physical import PhysicalPlan
+from lotan.planner.physical import PhysicalPlan, inference_stages
 from lotan.planner.placement import Placement
 from lotan.preparation import (
     check_labels,
@@ -225,8 +225,8 @@ def predict(
     choice = choose_engine(engine, graph, [plan], spark, where)
     eng, parts = engine_for(choice, spark, num_partitions, graph, where)
     prepared, physical = prepare(eng, graph, parts, plan, check_partitioner(partitioner))
-    stages = physical.inference_stages(
-        emit_outputs=True, placement=where, exchange_dtype=exchange_dtype
+    stages = inference_stages(
+        physical, emit_outputs=True, placement=where, exchange_dtype=exchange_dtype
     )
     return eng.predictions(prepared, stages, epoch_value(model, 0))
 

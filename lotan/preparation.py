@@ -17,7 +17,7 @@ from lotan.planner.flags import PlannerFlags
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
-from lotan.planner.physical import EpochValue, PhysicalPlan
+from lotan.planner.physical import EpochValue, PhysicalPlan, inference_stages
 from lotan.planner.placement import Placement
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def prepare(
             graph,
             prepared,
             (norms, key),
-            const_plan.inference_stages(emit_outputs=True),
+            inference_stages(const_plan, emit_outputs=True),
             # Constants depend on no parameter.
             EpochValue(params={}, epoch=0),
         )

@@ -28,6 +28,7 @@ import numpy as np
 from lotan.datasets.planetoid import data_root
 from lotan.errors import DatasetNotFoundError, GraphInputError
 from lotan.graph import Graph
+from lotan.graph.checks import features_matrix, list_array
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -327,12 +328,10 @@ def vertex_batches(path: Path, meta: OgbDataset, num_nodes: int) -> Iterator[pa.
             raise _fail(
                 f"{path.name} has labels outside 0..{meta.num_classes - 1} near row {start}"
             )
-        values = pa.array(np.ascontiguousarray(x, np.float32).reshape(-1))
-        offsets = pa.array(np.arange(k + 1, dtype=np.int32) * x.shape[1])
         yield pa.RecordBatch.from_arrays(
             [
                 pa.array(np.arange(start, start + k, dtype=np.int64)),
-                pa.ListArray.from_arrays(offsets, values),
+                list_array(np.ascontiguousarray(x, np.float32)),
                 pa.array(np.where(unknown, 0, y).astype(np.int64), mask=unknown),
                 names.take(pa.array(codes[start : start + k].astype(np.int64))),
             ],
@@ -384,8 +383,8 @@ def _read_numpy(name: str, path: Path, meta: OgbDataset, n: int) -> Graph:
         et = pa.Table.from_batches(list(edge_batches(path, meta, n)))
     except GraphInputError as exc:
         raise GraphInputError(str(exc).removeprefix(_MARK).strip()) from None
-    feats = vt.column("features").combine_chunks()
-    x = feats.values.to_numpy().reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    width = len(vt.column("features")[0]) if n else 0
+    x = features_matrix(vt.column("features"), n, width)
     y = vt.column("label").to_numpy(zero_copy_only=False)
     y = np.where(np.isnan(y), -1, y).astype(np.int64) if y.dtype.kind == "f" else y
     split = np.array(vt.column("split").to_pylist(), dtype=object)

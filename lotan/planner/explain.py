@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from lotan.planner.logical import LogicalPlan
 from lotan.planner.messages import EDGE_REDUCES, FLOAT_BYTES, edge_bytes
-from lotan.planner.physical import PhysicalPlan
+from lotan.planner.physical import PhysicalPlan, training_stages
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
 
 __all__ = ["render", "render_physical", "render_placement"]
@@ -110,7 +110,7 @@ def render_physical(
 def render_placement(physical: PhysicalPlan, placement: Placement) -> list[str]:
     """The Spark stages of one training epoch: what each does (graph, dense or fused work)
     and what its tasks ask Spark for."""
-    runs = physical.training_stages(seed=0, num_train=1, placement=placement)
+    runs = training_stages(physical, seed=0, num_train=1, placement=placement)
     if placement.split:
         head = (
             f"placement split: {len(runs)} Spark stages per epoch; graph stages ask for "

@@ -18,7 +18,7 @@ import numpy as np
 from lotan.errors import TrainingDivergedError
 from lotan.graph_engine.runner import Message
 from lotan.planner.batching import MergedPlan
-from lotan.planner.physical import EpochValue, PhysicalPlan
+from lotan.planner.physical import EpochValue, PhysicalPlan, inference_stages, training_stages
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.training.progress import Progress
 from lotan.training.records import EpochRecord
@@ -101,7 +101,8 @@ def run_batch(
             break
         start = time.perf_counter()
         measure = epoch > 1 and (epoch - 1) % eval_every == 0
-        train = physical(active).training_stages(
+        train = training_stages(
+            physical(active),
             seed=seed,
             num_train=num_train,
             placement=placement,
@@ -145,8 +146,8 @@ def run_batch(
             checkpoints.save(epoch, trainers)
     if active:
         keep = active
-        evaluate = physical(keep).inference_stages(
-            emit_outputs=False, placement=placement, exchange_dtype=exchange_dtype
+        evaluate = inference_stages(
+            physical(keep), emit_outputs=False, placement=placement, exchange_dtype=exchange_dtype
         )
         msgs = engine.run(
             prepared, evaluate, _value([trainers[i] for i in keep], 0), f"{label} · evaluate"

@@ -17,7 +17,7 @@ from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 import lotan
 from lotan.errors import LotanError
 from lotan.planner.flags import PlannerFlags
-from lotan.planner.physical import PhysicalPlan
+from lotan.planner.physical import PhysicalPlan, inference_stages, training_stages
 from lotan.planner.placement import DENSE, FUSED, GRAPH, Placement
 from tests.graph_cases import CASES
 from tests.planner.test_models import MODELS
@@ -118,7 +118,7 @@ def test_schedule_fused_keeps_one_stage_per_exchange() -> None:
     torch.manual_seed(0)
     phys = _physical(GCN(graph.num_features, 8, 3, 3), graph)
     s = phys.num_stages
-    runs = phys.training_stages(seed=0, num_train=1)
+    runs = training_stages(phys, seed=0, num_train=1)
     assert len(runs) == 2 * s - 1
     assert [r.label for r in runs][:s] == [
         *(f"stage {j} · forward" for j in range(s - 1)),
@@ -132,7 +132,7 @@ def test_schedule_split_alternates_graph_and_dense() -> None:
     graph = CASES["directed_multi"]()
     torch.manual_seed(0)
     phys = _physical(GCN(graph.num_features, 8, 3, 3), graph)
-    runs = phys.training_stages(seed=0, num_train=1, placement=Placement("split", 0.5, 2))
+    runs = training_stages(phys, seed=0, num_train=1, placement=Placement("split", 0.5, 2))
     kinds = [r.kind for r in runs]
     assert FUSED not in kinds
     assert all(len(r.pieces) == 1 for r in runs)
@@ -143,7 +143,7 @@ def test_schedule_split_alternates_graph_and_dense() -> None:
     # forward: dense 0, then (graph, dense) per later stage; backward: transpose + backward
     s = phys.num_stages
     assert len(runs) == 1 + 2 * (s - 1) + 2 * (s - 1)
-    inference = phys.inference_stages(emit_outputs=True, placement=SPLIT)
+    inference = inference_stages(phys, emit_outputs=True, placement=SPLIT)
     assert [r.kind for r in inference] == [DENSE] + [GRAPH, DENSE] * (s - 1)
 
 
@@ -175,10 +175,10 @@ def test_devices_count_every_dense_piece() -> None:
     model = GCN(graph.num_features, 8, 2, 3)
     phys = _physical(model, graph)
     per_epoch = sum(
-        r.kind == DENSE for r in phys.training_stages(seed=0, num_train=1, placement=SPLIT)
+        r.kind == DENSE for r in training_stages(phys, seed=0, num_train=1, placement=SPLIT)
     )
     evaluate = sum(
-        r.kind == DENSE for r in phys.inference_stages(emit_outputs=False, placement=SPLIT)
+        r.kind == DENSE for r in inference_stages(phys, emit_outputs=False, placement=SPLIT)
     )
     parts = 3
     res = lotan.fit(

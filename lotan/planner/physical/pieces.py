@@ -1,0 +1,89 @@
+"""What the pieces of a stage share: the base class (a piece addresses its messages
+through the schedule), values read from the partition layout, the device of dense work and
+the per-partition metrics row sent to the driver."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
+from lotan.graph_engine.runner import (
+    DRIVER,
+    Message,
+    record_device,
+)
+from lotan.nn_engine.device import task_resources
+from lotan.planner.physical.plan import PhysicalPlan, Schedule
+from lotan.planner.placement import DENSE
+
+# Tiles decode to read-only views of Arrow buffers; the stages never write into them.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+#: Layout of the per-partition ``metrics`` vector sent to the driver.
+METRIC_FIELDS = (
+    "loss",
+    "train_correct",
+    "train_count",
+    "val_correct",
+    "val_count",
+    "test_correct",
+    "test_count",
+)
+EVAL = ":e"
+
+
+def layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
+    """Value ``node`` as the layout holds it: ``X`` (node 0) or a cached aggregation."""
+    return layout.x if node == 0 else layout.constants[str(node)]
+
+
+def metrics_message(
+    layout: PartitionLayout, logits: list[torch.Tensor], losses: list[float], measure: bool = True
+) -> Message:
+    """One row of :data:`METRIC_FIELDS` per model; without ``measure`` the accuracies' counts
+    are 0 (the driver reads NaN: not measured this run)."""
+    rows = []
+    for out, loss in zip(logits, losses, strict=True):
+        correct = out.argmax(dim=1).numpy() == layout.y
+        vec = [loss]
+        for name in ("train", "val", "test"):
+            mask = layout.split == SPLIT_CODES[name]
+            vec += [float(correct[mask].sum()), float(mask.sum())] if measure else [0.0, 0.0]
+        rows.append(vec)
+    metrics = np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_FIELDS))
+    return Message(DRIVER, -1, layout.part, "metrics", {"metrics": metrics})
+
+
+def dense_device() -> torch.device:
+    """The device of this task's dense work (recorded for the driver's device report)."""
+    gpus, device = task_resources()
+    record_device(len(gpus), device.type == "cuda")
+    return device
+
+
+@dataclass(frozen=True)
+class Piece:
+    plan: PhysicalPlan
+    j: int
+    sched: Schedule
+    kind: ClassVar[str] = DENSE
+
+    @property
+    def label(self) -> str:
+        return f"stage {self.j} · {type(self).__name__.strip('_').lower()}"
+
+    def __call__(
+        self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
+    ) -> list[Message]:
+        raise NotImplementedError
+
+
+def payloads(inbox: list[Message], tag: str) -> dict[int, Mapping[str, np.ndarray]]:
+    """``{source partition: payload}`` of the messages with ``tag``."""
+    return {m.src: m.payload for m in inbox if m.tag == tag}
