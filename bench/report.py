@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import ladder
+from bench import ladder, products
 
 __all__ = ["render"]
 
@@ -415,6 +415,7 @@ def render(results_path: Path) -> Path:
     lines += _planner(results["records"], results["config"])
     lines += _partitioners(results["records"], results["config"])
     lines += ladder.render(results["records"], results["config"])
+    lines += products.render(results["records"], results["config"])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ladder
+from bench import ladder, products
 from bench.graphs import write_graph
 
 __all__ = ["SUITES", "machine", "measure", "run_suite"]
@@ -200,6 +200,13 @@ SUITES: dict[str, dict[str, Any]] = {
             "epochs": 3,
         },
         "ladder": LADDER,
+        "products": {
+            "systems": ["pyg-csr", "dgl", "lotan-spark"],
+            "epochs": 2,
+            "partitions": 4,
+            "partitioner": "hash",
+            "limit_gb": 20,
+        },
         "batch_norm": {
             "accuracy_graphs": ["cora", "citeseer"],
             "accuracy_systems": ["pyg", "lotan-local", "lotan-spark"],
@@ -502,6 +509,7 @@ EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
     "planner": _planner,
     "partitioners": _partitioners,
     "ladder": ladder.run,
+    "products": products.run,
 }
 
 

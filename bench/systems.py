@@ -16,7 +16,10 @@ for Lotan also ``local_partitions`` (local engine, default 1), ``partitioner``, 
 (:class:`lotan.PlannerFlags` fields, e.g. ``{"fuse": false}``), ``plan`` (true: report
 what ``lotan.explain`` measures — stages, bytes exchanged per epoch, replication factor) and
 ``models`` (K > 1: train K copies, seeds ``seed … seed + K − 1``, together with
-``lotan.fit_many``; the times reported are the batch's epoch divided by K, per model).
+``lotan.fit_many``; the times reported are the batch's epoch divided by K, per model);
+for ``lotan-spark`` also ``generate`` (:func:`lotan.datasets.sbm` arguments: the graph is
+generated inside Spark and never passes through the driver; ``graph`` is then not read) and
+``spark_io`` (true: report the GiB written to shuffle files and spilled, :func:`spark_io`).
 """
 
 from __future__ import annotations
@@ -112,15 +115,18 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
 
     import lotan
 
-    split = np.zeros(g["y"].shape[0], np.int8)
-    for code, key in ((1, "train"), (2, "val"), (3, "test")):
-        split[g[key]] = code
     spark = None
     if engine == "spark":
         from lotan.graph_engine.session import get_spark
 
         spark = get_spark()
-    graph = lotan.Graph.from_arrays(x=g["x"], src=g["src"], dst=g["dst"], y=g["y"], split=split)
+    if spark is not None and spec.get("generate"):
+        graph = lotan.datasets.sbm(**spec["generate"], spark=spark)  # never on the driver
+    else:
+        split = np.zeros(g["y"].shape[0], np.int8)
+        for code, key in ((1, "train"), (2, "val"), (3, "test")):
+            split[g[key]] = code
+        graph = lotan.Graph.from_arrays(x=g["x"], src=g["src"], dst=g["dst"], y=g["y"], split=split)
     torch.manual_seed(seed)
     model = _model(spec, graph.num_features, graph.num_classes)
     parts = spec.get("partitions") if engine == "spark" else spec.get("local_partitions", 1)
@@ -142,6 +148,10 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
     times[0] = (time.perf_counter() - start) / spec.get("models", 1) - sum(times[1:])
     curve = [[r.train_acc, r.val_acc, r.test_acc] for r in res.history]
     out = {"times": times, "loss": res.history[-1].loss, "curve": curve}
+    out["preparation_s"] = times[0] - res.history[0].seconds
+    out["phases"] = res.history[-1].phases
+    if spark is not None and spec.get("spark_io"):
+        out["spark_io"] = spark_io(spark)
     if spec.get("plan"):
         out["plan"] = plan_stats(lotan.explain(model, graph, print_=False, **options))
     return out
@@ -167,6 +177,27 @@ def _batched(
     firsts = [results[members[0]] for bp in results.batches for members, _ in bp.sub_batches]
     times = [sum(r.history[e].seconds for r in firsts) / k for e in range(spec["epochs"])]
     return times, results[0]
+
+
+def spark_io(spark: Any) -> dict[str, float]:
+    """GiB that this application's finished stages wrote to shuffle files and spilled
+    (``diskBytesSpilled``: to disk; ``memoryBytesSpilled``: the same data's size in memory),
+    from the Spark UI's REST API on this machine."""
+    import urllib.request
+
+    sc = spark.sparkContext
+    port = (sc.uiWebUrl or "").rsplit(":", 1)[-1]
+    if not port.isdigit():
+        return {}
+    url = f"http://127.0.0.1:{port}/api/v1/applications/{sc.applicationId}/stages"
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        stages = json.load(resp)
+    keys = {
+        "shuffleWriteBytes": "shuffle_write_gib",
+        "diskBytesSpilled": "disk_spill_gib",
+        "memoryBytesSpilled": "memory_spill_gib",
+    }
+    return {name: sum(s.get(k, 0) for s in stages) / 2**30 for k, name in keys.items()}
 
 
 def plan_stats(text: str) -> dict[str, float]:
@@ -207,6 +238,9 @@ def summarize(spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
         out["first_epoch"] = times[0]
         out["epoch"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
         out["loss"] = runs[0]["loss"]
+        for key in ("preparation_s", "phases", "spark_io"):
+            if key in runs[0]:
+                out[key] = runs[0][key]
     if "plan" in runs[0]:
         out["plan"] = runs[0]["plan"]
     return out
@@ -220,8 +254,9 @@ def main() -> None:
     from bench.graphs import load_npz
     from bench.scale import _peak_rss
 
-    g = load_npz(spec["graph"])
     system = spec["system"]
+    generated = system == "lotan-spark" and spec.get("generate")
+    g = {} if generated else load_npz(spec["graph"])
     try:
         runs = []
         for seed in spec.get("seeds", [0]):
