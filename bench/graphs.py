@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRODUCTS", "SBM_DEGREE", "load_npz", "products_kwargs", "write_graph"]
+__all__ = [
+    "PRODUCTS",
+    "SBM_DEGREE",
+    "load_npz",
+    "products_kwargs",
+    "shape_kwargs",
+    "write_graph",
+]
 
 #: Average degree of the synthetic graphs (SBM, 16 classes, 128 features).
 SBM_DEGREE = 20.0
@@ -47,23 +54,28 @@ PRODUCTS: dict[str, Any] = {
 }
 
 
-def products_kwargs(scale: float = 1.0) -> dict[str, Any]:
-    """:func:`lotan.datasets.sbm` arguments of the ``products_like`` graph at ``scale`` of
-    its vertices (same mean degree; the largest degree times ``sqrt(scale)``)."""
-    n = round(PRODUCTS["vertices"] * scale)
+def shape_kwargs(shape: dict[str, Any], scale: float = 1.0) -> dict[str, Any]:
+    """:func:`lotan.datasets.sbm` arguments of a graph ``shape`` (:data:`PRODUCTS`'s keys)
+    at ``scale`` of its vertices: undirected, the same mean degree, power-law degrees with
+    the largest times ``sqrt(scale)`` (so that hubs meet each other as often)."""
     return {
-        "num_vertices": n,
-        "num_classes": PRODUCTS["classes"],
-        "num_features": PRODUCTS["features"],
-        "avg_degree": 2 * PRODUCTS["undirected_edges"] / PRODUCTS["vertices"],
+        "num_vertices": round(shape["vertices"] * scale),
+        "num_classes": shape["classes"],
+        "num_features": shape["features"],
+        "avg_degree": 2 * shape["undirected_edges"] / shape["vertices"],
         "degrees": "power_law",
-        "degree_exponent": PRODUCTS["degree_exponent"],
-        "max_degree": PRODUCTS["max_degree"] * scale**0.5,
+        "degree_exponent": shape["degree_exponent"],
+        "max_degree": shape["max_degree"] * scale**0.5,
         "undirected": True,
-        "train_fraction": PRODUCTS["split"][0],
-        "val_fraction": PRODUCTS["split"][1],
+        "train_fraction": shape["split"][0],
+        "val_fraction": shape["split"][1],
         "seed": 0,
     }
+
+
+def products_kwargs(scale: float = 1.0) -> dict[str, Any]:
+    """The ``products_like`` graph at ``scale`` (:func:`shape_kwargs`)."""
+    return shape_kwargs(PRODUCTS, scale)
 
 
 def write_graph(name: str, folder: Path) -> Path:

@@ -203,12 +203,15 @@ def spark_io(spark: Any) -> dict[str, float]:
 def plan_stats(text: str) -> dict[str, float]:
     """What ``lotan.explain`` printed about the physical plan, as numbers."""
     part = re.search(r"replication factor ([\d.]+), vertex skew ([\d.]+), edge skew ([\d.]+)", text)
+    size = re.search(
+        r"partitions \d+ \([^)]*\): ([\d,]+) vertices, ([\d,]+) edges, halo ([\d,]+) rows", text
+    )
     epoch = re.search(
         r"per epoch: (\d+) forward \+ (\d+) backward stages; "
         r"exchanged forward ([\d,.]+) MB, backward ([\d,.]+) MB",
         text,
     )
-    if part is None or epoch is None:
+    if part is None or epoch is None or size is None:
         raise RuntimeError("lotan.explain's physical plan lines changed; update plan_stats")
     return {
         "replication": float(part[1]),
@@ -217,6 +220,9 @@ def plan_stats(text: str) -> dict[str, float]:
         "stages": int(epoch[1]) + int(epoch[2]),
         "fwd_mb": float(epoch[3].replace(",", "")),
         "bwd_mb": float(epoch[4].replace(",", "")),
+        "vertices": int(size[1].replace(",", "")),
+        "edges": int(size[2].replace(",", "")),
+        "halo": int(size[3].replace(",", "")),
     }
 
 
