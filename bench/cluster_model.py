@@ -49,12 +49,14 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.graphs import products_kwargs, shape_kwargs
+from bench.products import SAGE
 
 __all__ = [
     "PAPERS",
@@ -93,15 +95,19 @@ def papers_kwargs(scale: float) -> dict[str, Any]:
     return shape_kwargs(PAPERS, scale)
 
 
+@dataclass(frozen=True)
 class Costs:
     """The fitted unit costs (see the module): ``d``, ``s``, ``c`` task seconds per vertex,
     edge and byte; ``alpha`` seconds per epoch, ``beta`` seconds per byte outside tasks."""
 
-    def __init__(self, d: float, s: float, c: float, alpha: float, beta: float) -> None:
-        self.d, self.s, self.c, self.alpha, self.beta = d, s, c, alpha, beta
+    d: float
+    s: float
+    c: float
+    alpha: float
+    beta: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"d": self.d, "s": self.s, "c": self.c, "alpha": self.alpha, "beta": self.beta}
+        return asdict(self)
 
 
 def _bytes(run: dict[str, Any]) -> float:
@@ -165,17 +171,14 @@ def halo_rows(degrees: np.ndarray, parts: int) -> float:
 
 
 def _spec(model: str, kwargs: dict[str, Any], parts: int, epochs: int) -> dict[str, Any]:
+    """OGB's products protocol (:data:`bench.products.SAGE`) with ``model``, on the graph
+    generated inside Spark."""
     return {
+        **SAGE,
         "system": "lotan-spark",
-        "task": "epochs",
         "graph": "generated",
         "generate": kwargs,
         "model": model,
-        "hidden": 256,
-        "layers": 3,
-        "dropout": 0.5,
-        "lr": 0.01,
-        "weight_decay": 0.0,
         "epochs": epochs,
         "partitions": parts,
         "plan": True,
@@ -340,7 +343,7 @@ def render(report: dict[str, Any]) -> list[str]:
 
 
 def _measure_all(args: argparse.Namespace, model: str, log: Any) -> dict[str, Any]:
-    """The fitting runs, the fitted costs, and the checks the fit did not see."""
+    """The fitting runs and the runs the fit does not see."""
     small, big = products_kwargs(args.scale), products_kwargs(args.check_scale)
     fitted = [_measure(model, small, p, args.epochs, CONCURRENT, log) for p in (2, 8)]
     checks = [_measure(model, small, p, args.epochs, CONCURRENT, log) for p in (4, 16)]
@@ -350,8 +353,8 @@ def _measure_all(args: argparse.Namespace, model: str, log: Any) -> dict[str, An
     return {"fitted": fitted, "runs": checks}
 
 
-def _check(model: str, m: dict[str, Any], log: Any) -> list[dict[str, Any]]:
-    costs = fit(m["fitted"])
+def _check(model: str, costs: Costs, m: dict[str, Any], log: Any) -> list[dict[str, Any]]:
+    """Each run the fit did not see, measured and predicted."""
     rows = []
     for r in m["runs"]:
         cluster = bool(r.get("cluster"))
@@ -397,7 +400,7 @@ def main() -> None:
         m = before["models"].get(model) or _measure_all(args, model, log)
         costs = fit(m["fitted"])
         m["costs"] = costs.as_dict()
-        m["checks"] = _check(model, m, log)
+        m["checks"] = _check(model, costs, m, log)
         m["halo"] = {
             "products": _halo(model, products_kwargs(args.scale), [8, 16, 64, 128]),
             "papers100M": _halo(model, papers_kwargs(args.papers_scale), [8, 16, 64, 128]),

@@ -3,6 +3,7 @@ and a prediction's terms follow the stated formula."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +77,28 @@ def test_halo_rows_from_the_degrees_match_what_hash_partitioning_gives() -> None
     for parts in (4, 32):
         text = lotan.explain(net, g, engine="local", num_partitions=parts, print_=False)
         assert halo_rows(deg, parts) == pytest.approx(plan_stats(text)["halo"], rel=0.05)
+
+
+def test_the_command_projects_from_saved_runs(tmp_path: Path) -> None:
+    """``python -m bench.cluster_model --from-json`` (the README's way to re-project): the
+    saved runs are checked, the halo measured on the shapes, every projection printed."""
+    import json
+    import subprocess
+    import sys
+
+    truth = Costs(d=2e-6, s=3e-8, c=4e-9, alpha=0.7, beta=1.5e-9)
+    runs = {
+        "fitted": [_run(5_000, 250_000, 30.0, truth), _run(5_000, 250_000, 120.0, truth)],
+        "runs": [{**_run(5_000, 250_000, 60.0, truth), "parts": 4}],
+    }
+    saved = tmp_path / "runs.json"
+    saved.write_text(json.dumps({"models": {"sage": runs}}))
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "bench.cluster_model", "--models", "sage", "--from-json"]
+    cmd += [str(saved), "--scale", "0.002", "--papers-scale", "0.0001", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())["models"]["sage"]
+    assert report["checks"][0]["error"] == pytest.approx(0.0, abs=1e-9)
+    assert len(report["projections"]) == 2 * 3 * 2 * 2  # graphs, machines, layouts, networks
+    assert "| GraphSAGE | papers100M | 128 × 64 | core (8192) | 200 |" in proc.stdout

@@ -245,3 +245,16 @@ def test_products_run_reports_outcome_memory_and_spark_io(tmp_path: Path) -> Non
     text = "\n".join(products.render(rows, {"products": cfg}))
     assert "| lotan-spark | completed |" in text and "| pyg-csr | completed |" in text
     assert all("completed" in line for line in logged)
+
+
+def test_the_products_command_prints_its_section(tmp_path: Path) -> None:
+    """``python -m bench.products --scale`` (the README's command), one peer, tiny scale."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bench.products", "--scale", "0.001", "--systems", "pyg-csr"]
+    cmd += ["--epochs", "2", "--limit-gb", "8", "--data", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "products products_like@0.001 pyg-csr: completed" in proc.stdout
+    assert "| pyg-csr | completed |" in proc.stdout
