@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ def spark() -> Iterator[object]:
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    local_dir = tempfile.mkdtemp(prefix="lotan-tests-spark-")  # this session's shuffle files
     session = (
         SparkSession.builder.master("local[2]")
         .appName("lotan-tests")
@@ -29,6 +32,7 @@ def spark() -> Iterator[object]:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
+        .config("spark.local.dir", local_dir)
         .config(map=FAST_PYTHON)  # what sessions Lotan starts get
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
@@ -36,6 +40,7 @@ def spark() -> Iterator[object]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    shutil.rmtree(local_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,7 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
 
 
 def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int], attr_width: int) -> Any:
-    from lotan.graph_engine.spark_runner import messages_to_table
+    from lotan.graph_engine.arrow_messages import messages_to_table
     from lotan.graph_engine.worker import task_setup
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
@@ -204,12 +204,8 @@ def prepare_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lotan.graph_engine.spark_runner import (
-        MESSAGE_SCHEMA,
-        Router,
-        SparkRunner,
-        write_layouts,
-    )
+    from lotan.graph_engine.arrow_messages import MESSAGE_SCHEMA
+    from lotan.graph_engine.spark_runner import Router, SparkRunner, write_layouts
 
     P = num_partitions
     router = Router(P)

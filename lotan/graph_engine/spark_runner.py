@@ -23,8 +23,6 @@ computed per row in the JVM, and adaptive re-planning between stages.
 from __future__ import annotations
 
 import functools
-import os
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lotan.errors import EngineError
+from lotan.graph_engine.arrow_messages import (
+    ARROW_ROUTED_SCHEMA,
+    ROUTED_SCHEMA,
+    Inbox,
+    messages_to_table,
+    table_to_messages,
+)
 from lotan.graph_engine.hashing import route_keys
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
@@ -43,191 +48,18 @@ from lotan.graph_engine.store import (
     write_constants,
     write_layout,
 )
-from lotan.graph_engine.tiles import TilePlan, decode_tile, plan_tile, write_tile
 from lotan.graph_engine.worker import set_torch_threads, task_setup
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "MESSAGE_SCHEMA",
-    "ROUTED_SCHEMA",
     "Router",
     "SparkRunner",
-    "binary_views",
     "map_messages",
-    "messages_to_table",
-    "table_to_messages",
     "write_constants_of",
     "write_layouts",
 ]
-
-MESSAGE_SCHEMA = "stage int, dest int, src int, tag string, payload binary"
-
-_ARROW_MESSAGE_SCHEMA = pa.schema(
-    [
-        ("stage", pa.int32()),
-        ("dest", pa.int32()),
-        ("src", pa.int32()),
-        ("tag", pa.string()),
-        ("payload", pa.binary()),
-    ]
-)
-#: A message row with its routing key (:class:`Router`): what every stage emits.
-_ARROW_ROUTED_SCHEMA = _ARROW_MESSAGE_SCHEMA.append(pa.field("route", pa.int32()))
-ROUTED_SCHEMA = MESSAGE_SCHEMA + ", route int"
-
-
-def binary_views(column: pa.ChunkedArray | pa.Array) -> list[memoryview]:
-    """Zero-copy views of the values of an Arrow binary column."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    out: list[memoryview] = []
-    for arr in chunks:
-        if len(arr) == 0:
-            continue
-        _, offs_buf, data_buf = arr.buffers()
-        wide = pa.types.is_large_binary(arr.type)
-        offsets = np.frombuffer(
-            offs_buf, dtype=np.int64 if wide else np.int32, count=len(arr) + 1, offset=0
-        )[arr.offset : arr.offset + len(arr) + 1]
-        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
-        out.extend(data[int(a) : int(b)] for a, b in zip(offsets[:-1], offsets[1:], strict=True))
-    return out
-
-
-#: Largest payload one Spark row carries; bigger tiles travel as several rows (chunks), so
-#: the JVM never holds one huge value (a 300 MB layout as one value exhausted a 4 GB heap).
-CHUNK_BYTES = 8 << 20
-_CHUNK_MAGIC = b"LTNC"
-_CHUNK_HEADER = struct.Struct("<4sQII")  # magic, message id, chunk index, chunk count
-
-
-#: Largest Arrow data buffer one encoded column holds (binary offsets are int32).
-_BATCH_BYTES = 1 << 30
-
-
-def _pieces(size: int, limit: int) -> list[int]:
-    """Row sizes of a tile of ``size`` bytes: itself, or chunks with their headers."""
-    if size <= limit:
-        return [size]
-    count = -(-size // limit)
-    return [_CHUNK_HEADER.size + min(limit, size - k * limit) for k in range(count)]
-
-
-def _encode_rows(plans: list[TilePlan], limit: int) -> tuple[list[int], list[pa.Array]]:
-    """Encode tiles straight into Arrow binary arrays (each array's bytes copied once):
-    the message index of every row, and the payload arrays (one per ~1 GB)."""
-    owner: list[int] = []
-    sizes: list[int] = []
-    for i, plan in enumerate(plans):
-        pieces = _pieces(plan.size, limit)
-        owner += [i] * len(pieces)
-        sizes += pieces
-    arrays: list[pa.Array] = []
-    row = 0
-    while row < len(sizes) or not arrays:
-        end, total = row, 0
-        while end < len(sizes) and (end == row or total + sizes[end] <= _BATCH_BYTES):
-            total += sizes[end]
-            end += 1
-        offsets = np.zeros(end - row + 1, np.int32)
-        np.cumsum(sizes[row:end], out=offsets[1:])
-        data = np.empty(total, np.uint8)
-        r = row
-        while r < end:
-            plan = plans[owner[r]]
-            lo = int(offsets[r - row])
-            if sizes[r] == plan.size and _pieces(plan.size, limit) == [plan.size]:
-                write_tile(plan, data[lo : lo + plan.size])
-                r += 1
-                continue
-            # A chunked tile: each chunk's header, then its range of the tile.
-            count = len(_pieces(plan.size, limit))
-            mid = int.from_bytes(os.urandom(8), "little")
-            for k in range(count):
-                lo = int(offsets[r - row])
-                head = _CHUNK_HEADER.pack(_CHUNK_MAGIC, mid, k, count)
-                data[lo : lo + len(head)] = np.frombuffer(head, np.uint8)
-                t_lo, t_hi = k * limit, min((k + 1) * limit, plan.size)
-                write_tile(plan, data[lo + len(head) : lo + len(head) + t_hi - t_lo], t_lo, t_hi)
-                r += 1
-        arrays.append(
-            pa.Array.from_buffers(
-                pa.binary(), end - row, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-            )
-        )
-        row = end
-    return owner, arrays
-
-
-def messages_to_table(msgs: Sequence[Message], chunk_bytes: int = CHUNK_BYTES) -> pa.Table:
-    """Encode messages as an Arrow table of :data:`MESSAGE_SCHEMA`, one row per message, or
-    several for a payload over ``chunk_bytes`` (rows with the same stage, dest, src, tag).
-    Each array's bytes are copied once, straight into the Arrow buffer."""
-    owner, payloads = _encode_rows([plan_tile(m.payload) for m in msgs], chunk_bytes)
-    rows = [msgs[i] for i in owner]
-    return pa.Table.from_arrays(
-        [
-            pa.array([m.stage for m in rows], pa.int32()),
-            pa.array([m.dest for m in rows], pa.int32()),
-            pa.array([m.src for m in rows], pa.int32()),
-            pa.array([m.tag for m in rows], pa.string()),
-            pa.chunked_array(payloads, pa.binary()),
-        ],
-        schema=_ARROW_MESSAGE_SCHEMA,
-    )
-
-
-def table_to_messages(table: pa.Table) -> list[Message]:
-    """Decode an Arrow table of :data:`MESSAGE_SCHEMA` (payloads are zero-copy views, except
-    for chunked ones, joined once); every chunk of a message must be in ``table``."""
-    if table.num_rows == 0:
-        return []
-    stage = table.column("stage").to_numpy()
-    dest = table.column("dest").to_numpy()
-    src = table.column("src").to_numpy()
-    tag = table.column("tag").to_pylist()
-    payloads = binary_views(table.column("payload"))
-    out: list[Message | int] = []
-    pending: dict[int, dict[int, memoryview]] = {}
-    heads: dict[int, tuple[int, int, int, str, int]] = {}
-    for s, d, r, t, p in zip(stage, dest, src, tag, payloads, strict=True):
-        if bytes(p[:4]) != _CHUNK_MAGIC:
-            out.append(Message(int(s), int(d), int(r), str(t), decode_tile(p)))
-            continue
-        _, mid, idx, count = _CHUNK_HEADER.unpack(bytes(p[: _CHUNK_HEADER.size]))
-        if mid not in pending:
-            pending[mid] = {}
-            heads[mid] = (int(s), int(d), int(r), str(t), count)
-            out.append(mid)  # a placeholder keeps the message's position
-        pending[mid][idx] = p[_CHUNK_HEADER.size :]
-    result: list[Message] = []
-    for item in out:
-        if isinstance(item, Message):
-            result.append(item)
-            continue
-        s_, d_, r_, t_, count = heads[item]
-        parts = pending[item]
-        if len(parts) != count:
-            raise EngineError(
-                f"message {t_!r} from partition {r_} to {d_} arrived in {len(parts)} of "
-                f"{count} chunks; the shuffle lost rows"
-            )
-        joined = b"".join(parts[i] for i in range(count))
-        result.append(Message(s_, d_, r_, t_, decode_tile(joined)))
-    return result
-
-
-def _split(inbox: pa.Table, k: int) -> tuple[pa.Table, pa.Table]:
-    """The rows of ``inbox`` addressed to stage ``k``, and the others. Filtering copies
-    every payload byte, so a side that holds every row is ``inbox`` itself."""
-    is_mine = pc.equal(inbox.column("stage"), pa.scalar(k, pa.int32()))
-    count = pc.sum(is_mine).as_py() or 0
-    if count == inbox.num_rows:
-        return inbox, inbox.slice(0, 0)
-    if count == 0:
-        return inbox.slice(0, 0), inbox
-    return inbox.filter(is_mine), inbox.filter(pc.invert(is_mine))
 
 
 def _run_stage(
@@ -235,28 +67,30 @@ def _run_stage(
     k: int,
     part: int,
     layout: PartitionLayout | None,
-    inbox: pa.Table,
+    inbox: list[Message],
+    forward: list[pa.RecordBatch | pa.Table],
     value: Any,
     keys: np.ndarray,
-) -> pa.Table:
-    """Run stage ``k`` on the routed messages addressed to it; forward the others untouched
+) -> Iterator[pa.RecordBatch]:
+    """Run stage ``k`` on the messages addressed to it; forward the other rows untouched
     (with their routes); route what it emits by destination (``keys``: :func:`route_keys`)."""
-    mine, forward = _split(inbox, k)
-    if mine.num_rows == 0 and layout is None:
-        return forward  # the driver's group, or a partition without vertices
+    for rows in forward:
+        yield from pa.table(rows).cast(ARROW_ROUTED_SCHEMA).to_batches()
+    forward.clear()
+    if not inbox and layout is None:
+        return  # the driver's group, or a partition without vertices
     set_torch_threads()
     out: list[Message] = []
     with timed_stage(k, part, out):
-        with phase("decode"):
-            inbox_msgs = table_to_messages(mine)
-        out += fn(part, layout, inbox_msgs, value)
+        out += fn(part, layout, inbox, value)
+        inbox.clear()  # the stage's inputs go as soon as it is done
         with phase("encode"):
             table = messages_to_table(out)
     # the timing message (appended on exit) is encoded on its own
     new = pa.concat_tables([table, messages_to_table(out[-1:])])
+    out.clear()
     dest = np.maximum(new.column("dest").to_numpy(), 0)  # the driver's go with partition 0
-    new = new.append_column("route", pa.array(keys[dest].astype(np.int32)))
-    return pa.concat_tables([forward.cast(_ARROW_ROUTED_SCHEMA), new])
+    yield from new.append_column("route", pa.array(keys[dest].astype(np.int32))).to_batches()
 
 
 def _named(run: Callable[..., pa.Table], fn: StageFn) -> Callable[..., pa.Table]:
@@ -291,26 +125,33 @@ def _task(
         ctx = TaskContext.get()
         assert ctx is not None
         part = ctx.partitionId()
-        received = [b for b in batches if b.num_rows]
-        inbox = (
-            pa.Table.from_batches(received)
-            if received and not first
-            else _ARROW_ROUTED_SCHEMA.empty_table()  # no message for this partition
-        )
-        routes = pc.unique(inbox.column("route")).to_pylist()
-        if routes not in ([], [int(router.keys[part])]):
-            raise EngineError(
-                f"task {part} of stage {k} received the rows of routes {routes}; each "
-                "task must hold one partition's rows (was the shuffle re-partitioned?)"
-            )
+        inbox = Inbox(k)
+        forward: list[pa.RecordBatch | pa.Table] = []
+        expected = [int(router.keys[part])]
+        for batch in batches:  # read as they come: each batch is freed once read
+            if first or not batch.num_rows:
+                continue
+            routes = pc.unique(batch.column("route")).to_pylist()
+            if routes != expected:
+                raise EngineError(
+                    f"task {part} of stage {k} received the rows of routes {routes}; each "
+                    "task must hold one partition's rows (was the shuffle re-partitioned?)"
+                )
+            with phase("decode"):
+                rest = inbox.add(batch)
+            if rest is not None:
+                forward.append(rest)
+            del batch, rest
         layout = None
         if store is not None:
             with phase("load"):
                 layout = store.load(part)
         if layout is None and first:
             return
-        out = _run_stage(fn, k, part, layout, inbox, value_ref.value, router.keys)
-        yield from out.to_batches()
+        with phase("decode"):
+            msgs = inbox.messages()
+        del inbox
+        yield from _run_stage(fn, k, part, layout, msgs, forward, value_ref.value, router.keys)
 
     return _named(run, fn)
 
@@ -430,6 +271,12 @@ def _routed_type() -> Any:
 #: its own, re-planned in between (3 no-op stages: 0.45 -> 0.37 s per run). Preparation
 #: keeps it (``adaptive=True``): its joins want their 200 shuffle partitions coalesced.
 _ADAPTIVE = "spark.sql.adaptive.enabled"
+#: A run's shuffle files are deleted when its action ends (a new run is a new query, so
+#: nothing reads them again). Left to Spark's cleaner they stay until the driver's JVM
+#: collects them (``spark.cleaner.periodicGC.interval``, 30 min): at products scale ~30 GB
+#: per epoch piled up on the local disk. (A Spark Connect server has its own setting,
+#: ``spark.sql.connect.shuffleDependency.fileCleanup.enabled``, left as the server has it.)
+_CLEANUP = "spark.sql.classic.shuffleDependency.fileCleanup.enabled"
 
 
 class RunResult:
@@ -451,29 +298,36 @@ class RunResult:
 
     def execute(self, action: Callable[[], Any]) -> Any:
         """Run ``action`` (a Spark action over this run's DataFrames) under the run's job
-        description."""
-        set_job_description(self._spark, self._description)
-        conf = self._spark.conf
-        adaptive = conf.get(_ADAPTIVE, None)
+        description, with adaptive execution off (unless the run wants it) and the shuffle
+        files deleted at its end (of a DataFrame ``action`` makes: a query takes the
+        setting when it is made); the session's own settings come back after."""
+        from lotan.graph_engine.session import is_connect
+
+        settings = {} if is_connect(self._spark) else {_CLEANUP: "true"}
         if not self._adaptive:
-            conf.set(_ADAPTIVE, "false")
+            settings[_ADAPTIVE] = "false"
+        conf = self._spark.conf
+        saved = {key: conf.get(key, None) for key in settings}
+        set_job_description(self._spark, self._description)
+        for key, value in settings.items():
+            conf.set(key, value)
         try:
             return action()
         finally:
             set_job_description(self._spark, None)
-            if self._adaptive:
-                pass
-            elif adaptive is None:  # the session's own setting back
-                conf.unset(_ADAPTIVE)
-            else:
-                conf.set(_ADAPTIVE, adaptive)
+            for key, before in saved.items():
+                if before is None:
+                    conf.unset(key)
+                else:
+                    conf.set(key, before)
 
     def collect_driver(self) -> list[Message]:
         """Run the plan and return the messages addressed to the driver."""
         from pyspark.sql import functions as F
 
-        driver = self._final.filter(F.col("stage") == DRIVER)
-        return table_to_messages(self.execute(driver.toArrow))
+        # built inside the action: a query takes the shuffle clean-up setting when made
+        rows = self.execute(lambda: self._final.filter(F.col("stage") == DRIVER).toArrow())
+        return table_to_messages(rows)
 
     def output(self) -> DataFrame:
         """The messages addressed to :data:`OUTPUT`, as a (lazy) DataFrame."""

@@ -30,8 +30,8 @@ def test_rejects_foreign_bytes_and_object_arrays() -> None:
 
 
 def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
+    from lotan.graph_engine.arrow_messages import messages_to_table, table_to_messages
     from lotan.graph_engine.runner import Message
-    from lotan.graph_engine.spark_runner import messages_to_table, table_to_messages
 
     rng = np.random.default_rng(0)
     big = rng.standard_normal((300, 50)).astype(np.float32)  # ~60 kB
@@ -53,8 +53,8 @@ def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
 
 
 def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> None:
+    from lotan.graph_engine.arrow_messages import messages_to_table, table_to_messages
     from lotan.graph_engine.runner import Message
-    from lotan.graph_engine.spark_runner import messages_to_table, table_to_messages
     from lotan.graph_engine.tiles import plan_tile, write_tile
 
     rng = np.random.default_rng(3)
@@ -75,3 +75,61 @@ def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> 
             assert m[:4] == orig[:4]
             for key in ("7", "9"):
                 np.testing.assert_array_equal(m.payload[key], orig.payload[key])
+
+
+def test_a_tile_over_one_arrow_array_travels_in_chunks_across_arrays(monkeypatch) -> None:
+    """A tile bigger than one encoded Arrow array (1 GB; here shrunk) is cut into chunks
+    that fall into several arrays, and comes back whole."""
+    from lotan.graph_engine import arrow_messages
+    from lotan.graph_engine.runner import Message
+
+    monkeypatch.setattr(arrow_messages, "_BATCH_BYTES", 10_000)
+    rows = np.random.default_rng(5).standard_normal((200, 64)).astype(np.float32)  # 51 kB
+    msgs = [Message(3, 1, 0, "x0", {"7": rows}), Message(3, 1, 2, "y", {"n": np.arange(5)})]
+    table = arrow_messages.messages_to_table(msgs, chunk_bytes=4_000)
+    assert table.column("payload").num_chunks > 3  # the chunks span arrays
+    back = {m.src: m for m in arrow_messages.table_to_messages(table)}
+    np.testing.assert_array_equal(back[0].payload["7"], rows)
+    np.testing.assert_array_equal(back[2].payload["n"], np.arange(5))
+
+
+def test_inbox_keeps_its_stage_copies_payloads_and_hands_back_the_rest() -> None:
+    """A task reads batches as they come: the rows of its stage become messages whose
+    arrays own their memory (so the batch can go), chunks in any batch and any order; the
+    other rows come back to be forwarded; a chunk twice or one missing is an error."""
+    import pyarrow as pa
+
+    from lotan.graph_engine.arrow_messages import Inbox, messages_to_table
+    from lotan.graph_engine.runner import Message
+
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((100, 40)).astype(np.float32)
+    msgs = [
+        Message(4, 1, 0, "x0", {"7": big}),
+        Message(5, 1, 0, "h0", {"7": big[:3]}),  # for a later stage
+        Message(4, 1, 3, "x0", {"7": big[:9]}),
+    ]
+    table = messages_to_table(msgs, chunk_bytes=2_000)
+    order = rng.permutation(table.num_rows)
+    batches = [table.take(order[i : i + 4]).to_batches()[0] for i in range(0, len(order), 4)]
+    inbox = Inbox(4)
+    forwarded = [r for b in batches if (r := inbox.add(b)) is not None]
+    later = table.column("stage").to_pylist().count(5)
+    assert sum(r.num_rows for r in forwarded) == later
+    got = {m.src: m for m in inbox.messages()}
+    np.testing.assert_array_equal(got[0].payload["7"], big)
+    np.testing.assert_array_equal(got[3].payload["7"], big[:9])
+    for m in got.values():
+        arr = m.payload["7"]
+        assert not arr.flags.writeable
+        for b in batches:
+            data = b.column("payload").buffers()[2]
+            assert not np.shares_memory(arr, np.frombuffer(data, np.uint8))
+    rest = pa.Table.from_batches(forwarded)
+    assert set(rest.column("stage").to_pylist()) == {5}
+    again = Inbox(4)
+    again.add(batches[0])
+    with pytest.raises(EngineError, match="arrived in"):
+        again.messages()  # the other batches never came
+    with pytest.raises(EngineError, match="came twice"):
+        again.add(batches[0])
