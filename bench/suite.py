@@ -226,6 +226,29 @@ SUITES: dict[str, dict[str, Any]] = {
 }
 
 
+def _commit() -> str:
+    """The checkout's commit (``?`` outside a git checkout)."""
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    )
+    return out.stdout.strip() if out.returncode == 0 else "?"
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector unit (``/proc/cpuinfo``): suites merged
+    from runs on different machines say which ran what."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(
+        (k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in info.splitlines())
+    )
+    flags = fields.get("flags", "").split()
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{fields.get('model name', platform.machine())}, {vector}"
+
+
 def machine() -> dict[str, Any]:
     """Cores, memory and versions of what runs the benchmarks."""
     import pyspark
@@ -237,7 +260,7 @@ def machine() -> dict[str, Any]:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     java = subprocess.run(["java", "-version"], capture_output=True, text=True)
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory_gib": round(mem, 1),
         "gpu": "none" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
@@ -246,6 +269,7 @@ def machine() -> dict[str, Any]:
         "torch_geometric": torch_geometric.__version__,
         "pyspark": pyspark.__version__,
         "lotan": lotan.__version__,
+        "commit": _commit(),
         "java": (java.stderr or java.stdout).splitlines()[0] if java.returncode == 0 else "?",
     }
 
@@ -542,10 +566,15 @@ def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = 
         start = time.perf_counter()
         records += EXPERIMENTS[exp](cfg, data, dgl, log)
         seconds[exp] = time.perf_counter() - start
+    here = machine()
+    before = previous.get("machines", {})
+    machines = {k: before.get(k, previous.get("machine")) for k in seconds}
+    machines.update({exp: here for exp in suite if not only or exp in only})
     result = {
         "suite": name,
         "config": suite,
-        "machine": machine(),
+        "machine": here,
+        "machines": machines,  # what ran each experiment: --only runs merge
         # Without DGL this run measured no DGL row; the merged ones keep their pins.
         "dgl": {"pins": [*PINS, OLD_SETUPTOOLS]} if dgl else previous.get("dgl"),
         "seconds": seconds,

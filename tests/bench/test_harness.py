@@ -168,6 +168,14 @@ def test_report_computes_ratios_and_keeps_published_numbers(tmp_path: Path) -> N
     assert "| no fuse | 1.500 | 1.50 | 9 | 10.0 | 5.0 | 2.00 |" in text
     assert "| 4 | label_propagation | 1.900 | 1.00 | 1,234.5 | 0.600 | 0.75 | 1.4 |" in text
     assert (tmp_path / "scale.png").stat().st_size > 1000
+    assert "Machine: 2 cores (x), 24 GiB" in text
+    # experiments merged from --only runs on another machine say which ran where
+    other = {**results["machine"], "cpu": "AMD EPYC, AVX2", "commit": "abc1234"}
+    results["machines"] = {"accuracy": results["machine"], "scale": other}
+    path.write_text(json.dumps(results))
+    text = render(path).read_text()
+    assert "merged: accuracy on 2 cores (x)" in text
+    assert "; scale on 2 cores (AMD EPYC, AVX2), 24 GiB" in text and "(abc1234)" in text
 
 
 def test_lotan_worker_reports_the_physical_plan(tmp_path: Path) -> None:
