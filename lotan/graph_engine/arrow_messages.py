@@ -9,8 +9,8 @@ Encoding writes every tile straight into the Arrow buffer (each byte copied once
 Decoding (:class:`Inbox`) reads batches as a Spark task receives them and copies each
 payload of a message it keeps into memory of its own — a chunk straight to its place in
 its tile —, so a batch is freed once read: a task holds what it received once, not the
-received batches, a copy of its own rows and the joined chunks of each big tile on top (at
-products scale that was four copies of every exchanged row in one task).
+received batches, a filtered copy of its own rows and the joined chunks of each big tile
+on top (at 20 % of the products shape the filter added 0.52 GiB to a task, the join 0.58).
 """
 
 from __future__ import annotations
@@ -96,12 +96,14 @@ def _encode_rows(plans: list[TilePlan], limit: int) -> tuple[list[int], list[pa.
     owner: list[int] = []
     index: list[int] = []  # of the row among its tile's chunks
     sizes: list[int] = []
+    chunked: dict[int, tuple[int, int]] = {}  # tile -> (message id, chunk count)
     for i, plan in enumerate(plans):
         pieces = _pieces(plan.size, limit)
         owner += [i] * len(pieces)
         index += range(len(pieces))
         sizes += pieces
-    ids = {i: int.from_bytes(os.urandom(8), "little") for i in set(owner)}
+        if len(pieces) > 1:
+            chunked[i] = (int.from_bytes(os.urandom(8), "little"), len(pieces))
     arrays: list[pa.Array] = []
     row = 0
     while row < len(sizes) or not arrays:
@@ -115,14 +117,14 @@ def _encode_rows(plans: list[TilePlan], limit: int) -> tuple[list[int], list[pa.
         for r in range(row, end):
             plan = plans[owner[r]]
             lo = int(offsets[r - row])
-            if sizes[r] == plan.size and plan.size <= limit:
+            if owner[r] not in chunked:
                 write_tile(plan, data[lo : lo + plan.size])
                 continue
             # A chunk: its header, then its range of the tile.
             k = index[r]
             t_lo, t_hi = k * limit, min((k + 1) * limit, plan.size)
-            count = -(-plan.size // limit)
-            head = _CHUNK_HEADER.pack(_CHUNK_MAGIC, ids[owner[r]], k, count, t_lo, plan.size)
+            mid, count = chunked[owner[r]]
+            head = _CHUNK_HEADER.pack(_CHUNK_MAGIC, mid, k, count, t_lo, plan.size)
             data[lo : lo + len(head)] = np.frombuffer(head, np.uint8)
             write_tile(plan, data[lo + len(head) : lo + len(head) + t_hi - t_lo], t_lo, t_hi)
         arrays.append(
@@ -198,8 +200,7 @@ class Inbox:
         ):
             head = (int(s), int(d), int(r), str(t))
             if bytes(p[:4]) != _CHUNK_MAGIC:
-                own = np.empty(len(p), np.uint8)
-                own[:] = np.frombuffer(p, np.uint8)
+                own = np.frombuffer(p, np.uint8).copy()
                 self._out.append(Message(*head, decode_tile(own.data.toreadonly())))
                 continue
             _, mid, idx, count, lo, size = _CHUNK_HEADER.unpack(bytes(p[: _CHUNK_HEADER.size]))

@@ -273,8 +273,8 @@ def _routed_type() -> Any:
 _ADAPTIVE = "spark.sql.adaptive.enabled"
 #: A run's shuffle files are deleted when its action ends (a new run is a new query, so
 #: nothing reads them again). Left to Spark's cleaner they stay until the driver's JVM
-#: collects them (``spark.cleaner.periodicGC.interval``, 30 min): at products scale ~30 GB
-#: per epoch piled up on the local disk. (A Spark Connect server has its own setting,
+#: collects them (``spark.cleaner.periodicGC.interval``, 30 min): at products scale an
+#: epoch's files took ~19 GB of the local disk. (A Spark Connect server has its own setting,
 #: ``spark.sql.connect.shuffleDependency.fileCleanup.enabled``, left as the server has it.)
 _CLEANUP = "spark.sql.classic.shuffleDependency.fileCleanup.enabled"
 

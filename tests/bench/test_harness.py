@@ -261,8 +261,9 @@ def test_the_products_command_prints_its_section(tmp_path: Path) -> None:
     import sys
 
     cmd = [sys.executable, "-m", "bench.products", "--scale", "0.001", "--systems", "pyg-csr"]
-    cmd += ["--epochs", "2", "--limit-gb", "8", "--data", str(tmp_path)]
+    cmd += ["--epochs", "2", "--limit-gb", "8", "--data", str(tmp_path), "--task-cpus", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "products products_like@0.001 pyg-csr: completed" in proc.stdout
     assert "| pyg-csr | completed |" in proc.stdout
+    assert "2 cores per task (`spark.task.cpus=2`" in proc.stdout
