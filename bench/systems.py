@@ -6,7 +6,9 @@ GCN of :mod:`bench.naive` (``naive-spark``: SQL joins and ``groupBy``;
 through :mod:`bench.dgl_worker` with the same spec.
 
 Spec keys: ``system``, ``task`` (``accuracy``: train ``epochs`` per seed, report the test
-accuracy at the best validation epoch; ``epochs``: time ``epochs`` training epochs),
+accuracy at the best validation epoch — Lotan trains the seeds together, as replicates of
+``fit_many``, which end exactly as separate fits; ``epochs``: time ``epochs`` training
+epochs),
 ``graph`` (an ``.npz`` from :mod:`bench.graphs`), ``model`` (``gcn``/``sage``/``gin``, or
 ``gat``: :class:`Gat`, with ``heads`` and ``out_heads``),
 ``hidden``, ``layers``, ``dropout``, ``norm`` (``BasicGNN``'s, e.g. ``"batch_norm"``;
@@ -110,9 +112,9 @@ def _pyg(spec: dict[str, Any], g: dict[str, Any], seed: int, csr: bool) -> dict[
     return {"times": times, "loss": float(loss), "curve": curve}
 
 
-def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> dict[str, Any]:
-    import torch
-
+def _setup(spec: dict[str, Any], g: dict[str, Any], engine: str) -> tuple[Any, dict[str, Any]]:
+    """The graph (from ``g``, or generated inside Spark) and the engine options of a Lotan
+    run."""
     import lotan
 
     spark = None
@@ -127,8 +129,6 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
         for code, key in ((1, "train"), (2, "val"), (3, "test")):
             split[g[key]] = code
         graph = lotan.Graph.from_arrays(x=g["x"], src=g["src"], dst=g["dst"], y=g["y"], split=split)
-    torch.manual_seed(seed)
-    model = _model(spec, graph.num_features, graph.num_classes)
     parts = spec.get("partitions") if engine == "spark" else spec.get("local_partitions", 1)
     options: dict[str, Any] = {
         "engine": engine,
@@ -137,6 +137,18 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
         "planner": lotan.PlannerFlags(**spec.get("planner", {})),
         "spark": spark,
     }
+    return graph, options
+
+
+def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> dict[str, Any]:
+    import torch
+
+    import lotan
+
+    graph, options = _setup(spec, g, engine)
+    spark = options["spark"]
+    torch.manual_seed(seed)
+    model = _model(spec, graph.num_features, graph.num_classes)
     common = {"epochs": spec["epochs"], "seed": seed, "progress": False, **options}
     if not spec.get("measure", True):
         # No accuracies until the end (a timing loop of PyG or DGL measures none): the
@@ -159,6 +171,26 @@ def _lotan(spec: dict[str, Any], g: dict[str, Any], seed: int, engine: str) -> d
     if spec.get("plan"):
         out["plan"] = plan_stats(lotan.explain(model, graph, print_=False, **options))
     return out
+
+
+def _replicates(
+    spec: dict[str, Any], g: dict[str, Any], seeds: list[int], engine: str
+) -> list[dict[str, Any]]:
+    """The accuracy protocol's seeds as replicates trained together by ``fit_many``
+    (``lotan.grid(build, {"seed": seeds})``): replicate ``s`` is built after
+    ``manual_seed(s)`` and ends exactly as ``lotan.fit`` with seed ``s`` does (bit for bit:
+    ``tests/test_model_batching.py``), in one pass over the graph per epoch."""
+    import lotan
+
+    graph, options = _setup(spec, g, engine)
+    trials = lotan.grid(
+        lambda: _model(spec, graph.num_features, graph.num_classes),
+        {"seed": seeds, "lr": [spec["lr"]], "weight_decay": [spec["weight_decay"]]},
+    )
+    results = lotan.fit_many(trials, graph, epochs=spec["epochs"], progress=False, **options)
+    return [
+        {"curve": [[r.train_acc, r.val_acc, r.test_acc] for r in res.history]} for res in results
+    ]
 
 
 def _batched(
@@ -269,10 +301,15 @@ def main() -> None:
     g = {} if generated else load_npz(spec["graph"])
     try:
         runs = []
-        for seed in spec.get("seeds", [0]):
+        seeds = spec.get("seeds", [0])
+        lotan_system = system in ("lotan-local", "lotan-spark")
+        if lotan_system and spec["task"] == "accuracy" and len(seeds) > 1:
+            runs = _replicates(spec, g, seeds, system.split("-")[1])
+            seeds = []
+        for seed in seeds:
             if system in ("pyg", "pyg-csr"):
                 runs.append(_pyg(spec, g, seed, csr=system == "pyg-csr"))
-            elif system in ("lotan-local", "lotan-spark"):
+            elif lotan_system:
                 runs.append(_lotan(spec, g, seed, system.split("-")[1]))
             elif system in ("naive-spark", "naive-graphframes"):
                 from bench.naive import run

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,14 +61,26 @@ DEFAULT_MEMORY_BUDGET = "4g"
 #: Grid keys that configure the optimizer rather than the model.
 OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
 
+#: The grid key of replicates: the seed of each model's weights and dropout masks.
+SEED_KEY = "seed"
+
 
 @dataclass
 class Trial:
-    """One model of a grid: the module, its optimizer, and the grid values it came from."""
+    """One model of a grid: the module, its optimizer, the grid values it came from, and
+    the seed of its dropout masks (``None``: ``fit_many``'s ``seed``). A trial with seed
+    ``s`` ends as ``lotan.fit(model, graph, seed=s, ...)`` does."""
 
     model: torch.nn.Module
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise LotanError(f"Trial seed must be an int or None, found {self.seed!r}")
 
 
 def grid(
@@ -79,14 +91,18 @@ def grid(
 ) -> list[Trial]:
     """Every combination of ``space``'s values, as :class:`Trial` s for :func:`fit_many`.
 
-    Keys ``optimizer``, ``lr``, ``weight_decay`` and ``momentum`` set the optimizer; every
-    other key is passed to ``build`` by name. Each model is built after
+    Keys ``optimizer``, ``lr``, ``weight_decay`` and ``momentum`` set the optimizer; key
+    ``seed`` makes replicates: each of its values builds the model after
+    ``torch.manual_seed(value)`` and seeds that trial's dropout masks (:attr:`Trial.seed`),
+    so trial ``i`` is what ``lotan.fit`` trains with that seed; every other key is passed to
+    ``build`` by name. Without a ``seed`` key each model is built after
     ``torch.manual_seed(seed)``, so models of the same shape start from the same weights.
 
     >>> trials = lotan.grid(
     ...     lambda hidden, dropout: GCN(f, hidden, 2, c, dropout=dropout),
     ...     {"hidden": [16, 64], "dropout": [0.0, 0.5], "lr": [0.01, 0.05]},
     ... )   # 8 trials
+    >>> replicates = lotan.grid(lambda: GCN(f, 16, 2, c, dropout=0.5), {"seed": range(10)})
     """
     if not isinstance(space, Mapping) or not space:
         raise LotanError("grid() needs a non-empty dict of {name: list of values}")
@@ -96,20 +112,25 @@ def grid(
                 f"grid value {key!r} must be a non-empty list of values, found {options!r}"
             )
     keys = list(space)
+    for s in space.get(SEED_KEY, ()):
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise LotanError(f"grid value 'seed' must be a list of ints, found {s!r}")
+    model_keys = [k for k in keys if k not in OPTIMIZER_KEYS and k != SEED_KEY]
     out = []
     for combo in itertools.product(*(space[k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         opt = {k: v for k, v in values.items() if k in OPTIMIZER_KEYS}
-        kwargs = {k: v for k, v in values.items() if k not in OPTIMIZER_KEYS}
-        torch.manual_seed(seed)
+        kwargs = {k: values[k] for k in model_keys}
+        own = values.get(SEED_KEY)
+        torch.manual_seed(seed if own is None else own)
         try:
             model = build(**kwargs)
         except TypeError as e:
             raise LotanError(
                 f"grid: build(**{kwargs}) failed ({e}); its parameters must be the grid's "
-                f"model keys {[k for k in keys if k not in OPTIMIZER_KEYS]}"
+                f"model keys {model_keys}"
             ) from e
-        out.append(Trial(model, OptimizerConfig.of(opt), values))
+        out.append(Trial(model, OptimizerConfig.of(opt), values, own))
     return out
 
 
@@ -165,13 +186,13 @@ def _trials(
                 f"pairing='zip' needs one optimizer per model: {len(trials)} models, "
                 f"{len(opts)} optimizers"
             )
-        return [Trial(t.model, o, t.params) for t, o in zip(trials, opts, strict=True)]
+        return [Trial(t.model, o, t.params, t.seed) for t, o in zip(trials, opts, strict=True)]
     out = []
     for t in trials:
         for k, o in enumerate(opts):
             # Every optimizer trains its own copy of the model, from the same weights.
             model = t.model if k == 0 else copy.deepcopy(t.model)
-            out.append(Trial(model, o, dict(t.params)))
+            out.append(Trial(model, o, dict(t.params), t.seed))
     return out
 
 
@@ -259,13 +280,15 @@ def schedule(
     plans: Sequence[LogicalPlan],
     partitioner: str,
     budget: int | None,
+    seeds: Sequence[int | None] | None = None,
 ) -> Iterator[tuple[BatchPlan, Any, dict[str, int]]]:
-    """Group ``plans`` by structure, merge each group, prepare the graph for it (its
-    weightings and cached constants, shared by its sub-batches) and cut it to fit
-    ``budget``: ``(batch, prepared graph, partition stats)`` per batch."""
-
+    """Group ``plans`` by structure, merge each group (``seeds[i]``: plan ``i``'s own mask
+    seed), prepare the graph for it (its weightings and cached constants, shared by its
+    sub-batches) and cut it to fit ``budget``: ``(batch, prepared graph, partition stats)``
+    per batch."""
+    own = list(seeds) if seeds is not None else [None] * len(plans)
     for key, members in batches(plans):
-        merged = merge([plans[i] for i in members], members)
+        merged = merge([plans[i] for i in members], members, [own[i] for i in members])
         prepared, _ = prepare(eng, graph, parts, merged.plan, partitioner)
         stats = eng.stats(prepared)
         subs = split_by_budget(merged, stats["max_own"], stats["max_rows"], budget)
@@ -319,9 +342,12 @@ def fit_many(
     patience, monitor : early stopping per model (see :func:`lotan.fit`); a model that
         stops leaves the batch and the others go on.
 
+    seed : seeds the dropout masks of every model without a seed of its own
+        (:attr:`Trial.seed`; ``lotan.grid(..., {"seed": range(10)})`` makes replicates).
+
     The other parameters are those of :func:`lotan.fit` and apply to every model. Model
     ``i`` ends with the parameters and history of ``lotan.fit(models[i], graph, ...)`` with
-    the same seed and settings.
+    the same settings and its seed.
     """
 
     trials = _trials(models, optimizers, pairing)
@@ -359,19 +385,24 @@ def fit_many(
     choice = choose_engine(base.engine, graph, plans, spark, where)
     announce(choice.describe(), enabled=base.progress)
     eng, parts = engine_for(choice, spark, base.num_partitions, graph, where)
+    configs = [
+        replace(base.with_optimizer(t.optimizer), seed=base.seed if t.seed is None else t.seed)
+        for t in trials
+    ]
     results = [
         FitResult(
             model=t.model,
-            config=base.with_optimizer(t.optimizer),
+            config=configs[i],
             num_partitions=parts,
             optimizer=t.optimizer,
             params=dict(t.params),
             engine=choice,
         )
-        for t in trials
+        for i, t in enumerate(trials)
     ]
     done: list[BatchPlan] = []
-    for bp, prepared, _ in schedule(eng, graph, parts, plans, base.partitioner, budget):
+    seeds = [t.seed for t in trials]
+    for bp, prepared, _ in schedule(eng, graph, parts, plans, base.partitioner, budget, seeds):
         done.append(bp)
         position = {i: k for k, i in enumerate(bp.merged.members)}
         for members, _ in bp.sub_batches:
@@ -380,7 +411,7 @@ def fit_many(
                 Trainer(
                     trials[i].model,
                     dict(sub.names[k]),
-                    base.with_optimizer(trials[i].optimizer),
+                    configs[i],
                     trials[i].optimizer,
                     results[i],
                 )
@@ -436,7 +467,8 @@ def explain_many(
     plans = [plan_for(t.model, graph, planner)[1] for t in trials]
     choice = choose_engine(engine, graph, plans, spark, placement)
     eng, parts = engine_for(choice, spark, num_partitions, graph)
-    scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget))
+    seeds = [t.seed for t in trials]
+    scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget, seeds))
     limit = "no memory budget" if budget is None else f"memory budget {_gib(budget)}"
     lines = [
         "== Engine ==",

@@ -11,7 +11,8 @@ The keys are those of the Python API: ``lotan.fit``'s keyword arguments at the t
   ``GIN``) or ``package.module:function`` — and its keyword arguments; ``in_channels`` and
   ``out_channels`` come from the graph. The model is built after ``torch.manual_seed(seed)``;
 - ``grid`` (optional): lists of values to try, as ``lotan.grid`` takes them — model keys go to
-  the model, ``optimizer``/``lr``/``weight_decay``/``momentum`` to the optimizer — trained
+  the model, ``optimizer``/``lr``/``weight_decay``/``momentum`` to the optimizer, ``seed``
+  makes replicates (each model built and its dropout seeded with its own) — trained
   together by ``lotan.fit_many`` (with ``memory_budget``);
 - ``spark``: Spark settings passed to the session as they are (``spark.executor.memory: 4g``).
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError
-from lotan.grid import OPTIMIZER_KEYS
+from lotan.grid import OPTIMIZER_KEYS, SEED_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -96,10 +97,11 @@ class JobConfig:
             for k, v in grid.items():
                 if not isinstance(v, list) or not v:
                     raise JobError(f"{source}: grid.{k} must be a non-empty list, found {v!r}")
-                if k in _FIT_KEYS and k not in OPTIMIZER_KEYS:
+                if k in _FIT_KEYS and k not in (*OPTIMIZER_KEYS, SEED_KEY):
                     raise JobError(
                         f"{source}: grid.{k}: a grid varies model and optimizer keys "
-                        f"({list(OPTIMIZER_KEYS)}); {k!r} is one setting for every model"
+                        f"({list(OPTIMIZER_KEYS)}) and {SEED_KEY!r} (replicates); {k!r} is "
+                        "one setting for every model"
                     )
             if fit.checkpoint_dir is not None:
                 raise JobError(
@@ -143,15 +145,19 @@ class JobConfig:
                 raise JobError(f"{self.source}: graph.sbm: {exc}") from exc
         return lotan.Graph.from_parquet(g["vertices"], g["edges"], spark=spark)
 
-    def build_model(self, graph: Graph, **overrides: Any) -> torch.nn.Module:
-        """The model, built after ``torch.manual_seed(seed)`` (``overrides``: grid values)."""
+    def build_model(
+        self, graph: Graph, *, reseed: bool = True, **overrides: Any
+    ) -> torch.nn.Module:
+        """The model, built after ``torch.manual_seed(seed)`` (``reseed=False``: as torch is
+        seeded now; ``overrides``: grid values)."""
         import torch
 
         kwargs = {k: v for k, v in self.model.items() if k != "name"}
         kwargs.update(overrides)
         name = self.model["name"]
         factory = _factory(name, self.source)
-        torch.manual_seed(self.fit.seed)
+        if reseed:
+            torch.manual_seed(self.fit.seed)
         try:
             model = factory(
                 in_channels=graph.num_features, out_channels=graph.num_classes, **kwargs
@@ -163,7 +169,8 @@ class JobConfig:
         return model
 
     def trials(self, graph: Graph) -> list[Any]:
-        """The grid as ``lotan.grid`` trials (models built in order, each after seeding)."""
+        """The grid as ``lotan.grid`` trials (models built in order, each after seeding with
+        the job's seed, or with its own under a ``seed`` key: replicates)."""
         import lotan
 
         assert self.grid is not None
@@ -171,7 +178,7 @@ class JobConfig:
         space = dict(self.grid)
         try:
             trials = lotan.grid(
-                lambda **kw: self.build_model(graph, **kw), space, seed=self.fit.seed
+                lambda **kw: self.build_model(graph, reseed=False, **kw), space, seed=self.fit.seed
             )
         except LotanError as exc:
             raise JobError(f"{self.source}: grid: {exc}") from exc

@@ -127,6 +127,35 @@ def test_a_grid_job_trains_every_combination(tmp_path: Path, capsys: Any) -> Non
     assert all(t.optimizer.weight_decay == 5e-4 for t in trials)  # from the job
 
 
+def test_a_grid_of_seeds_trains_replicates_as_their_own_fits(tmp_path: Path) -> None:
+    job = _job(tmp_path, grid={"seed": [0, 3]}, epochs=3)
+    cfg = load_job(job)
+    graph = lotan.datasets.sbm(**SBM)
+    trials = cfg.trials(graph)
+    assert [t.seed for t in trials] == [0, 3]
+    results = lotan.fit_many(
+        trials, graph, epochs=3, engine="local", num_partitions=2, progress=False
+    )
+    for res, seed in zip(results, (0, 3), strict=True):
+        torch.manual_seed(seed)
+        alone = lotan.fit(
+            GCN(8, 8, 2, 3, dropout=0.5),
+            graph,
+            epochs=3,
+            lr=0.05,
+            weight_decay=5e-4,
+            engine="local",
+            num_partitions=2,
+            seed=seed,
+            progress=False,
+        )
+        assert [r.loss for r in res.history] == [r.loss for r in alone.history]
+        for p, q in zip(res.model.parameters(), alone.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+    assert results[0].history[0].loss != results[1].history[0].loss
+    assert main(["fit", "--config", str(job)]) == 0
+
+
 def test_explain(tmp_path: Path, capsys: Any) -> None:
     assert main(["explain", "--config", str(_job(tmp_path))]) == 0
     assert "per epoch: " in capsys.readouterr().out

@@ -386,3 +386,82 @@ def test_edge_feature_models_batch_and_equal_their_own_fits() -> None:
     assert [b.members for b in results.batches] == [(0, 1), (2, 3)]  # by depth
     for batched, single in zip(results, alone, strict=True):
         _assert_same(batched, single)
+
+
+@pytest.mark.parametrize(("engine", "parts"), [("local", 3), ("spark", 2)])
+def test_seed_replicates_equal_fits_with_their_own_seeds(
+    engine: str, parts: int, spark: object
+) -> None:
+    """``grid(..., {"seed": [...]})``: replicate ``s`` is built after ``manual_seed(s)`` and
+    draws the dropout masks (features and GAT's attention coefficients) of ``fit(seed=s)``,
+    not those of ``fit_many``'s seed."""
+    graph = _graph()
+    f = graph.num_features
+
+    def build() -> torch.nn.Module:
+        return GAT(f, 8, 2, 3, heads=2, dropout=0.5)
+
+    seeds = [4, 7, 11]
+    kw: dict[str, object] = dict(engine=engine, num_partitions=parts, epochs=4)
+    if engine == "spark":
+        kw["spark"] = spark
+    alone = []
+    for s in seeds:
+        torch.manual_seed(s)
+        alone.append(lotan.fit(build(), graph, seed=s, progress=False, **kw))  # type: ignore[arg-type]
+    trials = lotan.grid(build, {"seed": seeds})
+    assert [t.seed for t in trials] == seeds
+    results = lotan.fit_many(trials, graph, seed=0, progress=False, **kw)  # type: ignore[arg-type]
+    assert len(results.batches) == 1 and results.batches[0].sub_batches[0][0] == (0, 1, 2)
+    for batched, single, s in zip(results, alone, seeds, strict=True):
+        _assert_same(batched, single)
+        assert batched.config.seed == s
+    assert list(results.table()["seed"]) == seeds
+    # Same weights, other masks: fit_many's own seed for a trial without one.
+    torch.manual_seed(4)
+    same_start = lotan.fit_many([build()], graph, seed=0, progress=False, **kw)[0]  # type: ignore[arg-type]
+    assert same_start.history[0].loss != alone[0].history[0].loss
+
+
+def test_a_trial_seed_survives_optimizer_pairing_and_sub_batches() -> None:
+    graph = _graph()
+    torch.manual_seed(3)
+    start = GCN(graph.num_features, 8, 2, 3, dropout=0.5)
+    kw: dict[str, object] = dict(engine="local", num_partitions=2, epochs=3)
+
+    def alone(seed: int, lr: float = 0.01) -> lotan.FitResult:
+        m = copy.deepcopy(start)
+        return lotan.fit(m, graph, seed=seed, lr=lr, progress=False, **kw)  # type: ignore[arg-type]
+
+    # Two trials in two sub-batches (a budget below one model's working set).
+    split = lotan.fit_many(
+        [lotan.Trial(copy.deepcopy(start), seed=s) for s in (9, 5)],
+        graph,
+        memory_budget=1,
+        progress=False,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert [m for m, _ in split.batches[0].sub_batches] == [(0,), (1,)]
+    _assert_same(split[0], alone(9))
+    _assert_same(split[1], alone(5))
+    # Trials of one seed with optimizers of their own.
+    paired = lotan.fit_many(
+        [
+            lotan.Trial(copy.deepcopy(start), lotan.OptimizerConfig.of({"lr": lr}), seed=9)
+            for lr in (0.01, 0.05)
+        ],
+        graph,
+        progress=False,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert [r.config.seed for r in paired] == [9, 9]
+    _assert_same(paired[0], alone(9))
+    _assert_same(paired[1], alone(9, lr=0.05))
+
+
+@pytest.mark.parametrize("bad", [[0.5], ["1"], [True]])
+def test_grid_seed_values_must_be_ints(bad: list[object]) -> None:
+    with pytest.raises(LotanError, match="grid value 'seed' must be a list of ints"):
+        lotan.grid(lambda: GCN(6, 8, 2, 3), {"seed": bad})
+    with pytest.raises(LotanError, match="Trial seed must be an int or None"):
+        lotan.Trial(GCN(6, 8, 2, 3), seed=bad[0])  # type: ignore[arg-type]

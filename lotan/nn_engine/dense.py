@@ -6,7 +6,7 @@ autograd; backward *recomputes* the forward from the saved inputs with autograd 
 back-propagates the incoming output gradients, returning the gradients of the inputs asked
 for and of every parameter used.
 
-Dropout masks are a function of (seed, node, vertex id, column) — a counter-based hash, not a
+Dropout masks are a function of (seed, epoch, node, vertex id, column) — a counter-based hash, not a
 stream (:mod:`lotan.nn_engine.masks`) — so a vertex gets the same mask whichever partition,
 engine or process computes it: the recomputation in the backward pass sees the forward
 pass's masks, and a run gives the same result (up to float rounding of sums) with any number
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -27,7 +27,15 @@ from lotan.nn_engine.device import to_device, to_host
 from lotan.nn_engine.masks import dropout_scale
 from lotan.nn_engine.norms import normalize
 
-__all__ = ["ACTIVATIONS", "DENSE_OPS", "DenseGraph", "DenseNode", "DenseOp", "mix_seed"]
+__all__ = [
+    "ACTIVATIONS",
+    "DENSE_OPS",
+    "DenseGraph",
+    "DenseNode",
+    "DenseOp",
+    "MaskSeed",
+    "mix_seed",
+]
 
 #: Activations a dense node can apply: name -> function of (tensor, negative_slope).
 ACTIVATIONS = {
@@ -44,6 +52,28 @@ def mix_seed(*parts: int) -> int:
     processes and platforms."""
     state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
+
+
+@dataclass(frozen=True)
+class MaskSeed:
+    """What seeds the dropout masks of one epoch: the run's ``seed`` and the ``epoch``.
+
+    A node's mask key (:meth:`key`) mixes the node's own seed, where it has one (a model of
+    a ``fit_many`` batch with a seed of its own), else the run's, with the epoch and the
+    node's key (its id in the plan it has alone): so a batched model draws exactly the masks
+    ``lotan.fit`` draws for it with that seed."""
+
+    seed: int
+    epoch: int = 0
+
+    @classmethod
+    def of(cls, seed: MaskSeed | int) -> MaskSeed:
+        return seed if isinstance(seed, MaskSeed) else cls(seed)
+
+    def key(self, node: Any) -> int:
+        """The mask key of ``node`` (a :class:`DenseNode` or a logical plan node)."""
+        own = self.seed if node.seed is None else node.seed
+        return mix_seed(mix_seed(own, self.epoch), node.id if node.key is None else node.key)
 
 
 DenseOp = Literal[
@@ -101,6 +131,7 @@ class DenseNode:
     heads : ``H`` of ``head_dot`` / ``head_mean``.
     factor : the constant of ``scale``.
     key : seeds this node's dropout mask with the stage seed (default: ``id``).
+    seed : the run seed of this node's masks (default: the run's; :class:`MaskSeed`).
     """
 
     id: int
@@ -114,6 +145,7 @@ class DenseNode:
     heads: int = 1
     factor: float = 1.0
     key: int | None = None
+    seed: int | None = None
 
 
 def _eval(
@@ -121,7 +153,7 @@ def _eval(
     args: list[torch.Tensor],
     params: Mapping[str, torch.Tensor],
     train: bool,
-    seed: int,
+    seed: MaskSeed,
     rows: np.ndarray | None,
 ) -> torch.Tensor:
     op = node.op
@@ -137,7 +169,7 @@ def _eval(
         x = args[0]
         if not train or node.p <= 0:
             return x
-        key = mix_seed(seed, node.id if node.key is None else node.key)
+        key = seed.key(node)
         if rows is None:  # rows without vertex ids: row positions
             rows = np.arange(x.shape[0], dtype=np.int64)
         if len(rows) != x.shape[0]:
@@ -193,7 +225,7 @@ class DenseGraph:
         params: Mapping[str, torch.Tensor],
         values: dict[int, torch.Tensor],
         train: bool,
-        seed: int,
+        seed: MaskSeed,
         rows: np.ndarray | None,
         only: Collection[int] | None = None,
     ) -> dict[int, torch.Tensor]:
@@ -209,7 +241,7 @@ class DenseGraph:
         inputs: Mapping[int, torch.Tensor],
         *,
         train: bool,
-        seed: int = 0,
+        seed: MaskSeed | int = 0,
         rows: np.ndarray | None = None,
         only: Collection[int] | None = None,
         device: torch.device | None = None,
@@ -217,7 +249,9 @@ class DenseGraph:
         """All values (inputs and computed), without autograd. With ``only``, compute just
         those nodes; ``inputs`` must then hold the values of the others. ``rows``: the
         global vertex ids of the rows (dropout masks are keyed by them). ``device``: run
-        there (inputs and weights are moved; the values come back on the CPU)."""
+        there (inputs and weights are moved; the values come back on the CPU). ``seed``:
+        the epoch's :class:`MaskSeed` (an int: that seed, epoch 0)."""
+        seed = MaskSeed.of(seed)
         with torch.no_grad():
             if _on_cpu(device):
                 return self._run(params, dict(inputs), train, seed, rows, only)
@@ -244,7 +278,7 @@ class DenseGraph:
         grad_outputs: Mapping[int, torch.Tensor],
         *,
         train: bool,
-        seed: int = 0,
+        seed: MaskSeed | int = 0,
         rows: np.ndarray | None = None,
         input_grads: Collection[int] = (),
         affine_grads: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -255,6 +289,7 @@ class DenseGraph:
         computed on ``device``, returned on the CPU. ``affine_grads[v] = (a, b)`` adds the
         gradient ``a + b · value v`` (per column) to value ``v``'s: what a reduction across
         partitions gives back (:mod:`lotan.graph_engine.reductions`)."""
+        seed = MaskSeed.of(seed)
         if not _on_cpu(device):
             assert device is not None
             gi, gp = self.backward(

@@ -7,8 +7,9 @@ with one output per model:
 - one input ``X``; constants are shared — the layer-0 aggregation ``ÂX`` of every GCN/SGC
   model is one cached value, computed once;
 - every other node is renumbered; model ``k``'s parameters are named ``m{k}.<name>``; each
-  node keeps the id it has in its own plan as the key of its dropout mask, so every model
-  draws exactly the masks it draws when trained alone (same seed).
+  node keeps the id it has in its own plan as the key of its dropout mask, and a model with a
+  seed of its own (``Trial.seed``) carries it on its nodes, so every model draws exactly the
+  masks it draws when trained alone with its seed (:class:`lotan.nn_engine.dense.MaskSeed`).
 
 In the merged plan the aggregations of all models' ``l``-th layers fall in the same stage
 with the same weighting, so the physical plan groups them into one
@@ -89,14 +90,24 @@ def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:
     )
 
 
-def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) -> MergedPlan:
+def merge(
+    plans: Sequence[LogicalPlan],
+    members: Sequence[int] | None = None,
+    seeds: Sequence[int | None] | None = None,
+) -> MergedPlan:
     """One plan computing every plan of ``plans`` (already optimized, same planner flags).
+    ``seeds[k]``: the seed of plan ``k``'s dropout masks (``None``: the run's).
 
-    A single plan is returned unchanged (parameter names as in its module).
+    A single plan keeps its node ids and parameter names (those of its module).
     """
     members = tuple(members if members is not None else range(len(plans)))
+    own = list(seeds) if seeds is not None else [None] * len(plans)
+    if len(own) != len(plans):
+        raise ValueError(f"merge: {len(plans)} plans, {len(own)} seeds")
     if len(plans) == 1:
         (single,) = plans
+        if own[0] is not None:
+            single = single.with_nodes([replace(n, seed=own[0]) for n in single.nodes])
         same = {p: p for p in single.param_names + single.buffer_names}
         return MergedPlan(single, members, (same,))
     nodes: list[Node] = [Node(0, "input", (), plans[0].node(0).width, origin="x")]
@@ -132,6 +143,7 @@ def merge(plans: Sequence[LogicalPlan], members: Sequence[int] | None = None) ->
                     params=tuple(f"m{k}.{p}" for p in n.params),
                     buffers=tuple(f"m{k}.{b}" for b in n.buffers),
                     key=n.id if n.key is None else n.key,
+                    seed=own[k],
                     origin=f"model {k}: {n.origin}" if n.origin else f"model {k}",
                 )
             )

@@ -63,6 +63,9 @@ class Node:
     #: Seeds the dropout mask (default: the id). A batch of models renumbers its nodes and
     #: keeps each model's own ids here, so every model draws the masks it draws alone.
     key: int | None = None
+    #: The run seed of its masks when it is not the run's: a ``fit_many`` model with a seed
+    #: of its own (:class:`lotan.nn_engine.dense.MaskSeed`).
+    seed: int | None = None
 
     @property
     def random(self) -> bool:
@@ -90,6 +93,7 @@ class Node:
             heads=self.heads,
             factor=self.factor,
             key=self.id if self.key is None else self.key,
+            seed=self.seed,
         )
 
     def describe(self) -> str:

@@ -43,7 +43,7 @@ from lotan.graph_engine.attention import (
 )
 from lotan.graph_engine.kernels import relu_sum, relu_sum_grad, row_blocks
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.nn_engine.dense import mix_seed
+from lotan.nn_engine.dense import MaskSeed
 from lotan.nn_engine.masks import dropout_scale
 
 __all__ = ["EDGE_REDUCES", "backward", "blocks_of", "edge_bytes", "edge_dropout", "forward"]
@@ -65,7 +65,7 @@ def edge_dropout(
     blocking drops the same coefficients, and backward draws them again identically."""
     if node.p <= 0 or node.reduce == "relu_sum":
         return None
-    key = mix_seed(mix_seed(seed, epoch), node.id if node.key is None else node.key)
+    key = MaskSeed(seed, epoch).key(node)
     keys = layout.edge_keys
     return lambda e0, e1: dropout_scale(keys[e0:e1], node.heads, node.p, key)
 

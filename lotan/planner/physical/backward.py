@@ -25,7 +25,7 @@ from lotan.graph_engine.runner import (
     by_source,
     phase,
 )
-from lotan.nn_engine.dense import mix_seed
+from lotan.nn_engine.dense import MaskSeed
 from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical.pieces import Piece, dense_device, layout_value, payloads
 from lotan.planner.physical.plan import PhysicalPlan, as_tensor
@@ -48,7 +48,7 @@ def backprop(
     part: int,
     layout: PartitionLayout,
     params: dict[str, torch.Tensor],
-    seed: int,
+    seed: MaskSeed,
     inputs: dict[int, torch.Tensor],
     grad_out: dict[int, torch.Tensor],
     device: torch.device,
@@ -152,7 +152,7 @@ class Backward(Piece):
         assert layout is not None
         plan, j = self.plan, self.j
         params = value.tensors()
-        seed = mix_seed(self.seed, value.epoch)
+        seed = MaskSeed(self.seed, value.epoch)
         saved: dict[str, np.ndarray] = {}
         for m in inbox:
             if m.tag == "saved":

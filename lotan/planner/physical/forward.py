@@ -25,7 +25,7 @@ from lotan.graph_engine.runner import (
     by_source,
     phase,
 )
-from lotan.nn_engine.dense import mix_seed
+from lotan.nn_engine.dense import MaskSeed
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical.backward import backprop, saved_inputs
@@ -66,7 +66,7 @@ class Forward(Piece):
         plan, j = self.plan, self.j
         logical = plan.logical
         params = value.tensors()
-        seed = mix_seed(self.seed, value.epoch)
+        seed = MaskSeed(self.seed, value.epoch)
         stoch = plan.stochastic if self.evals else frozenset()
         streams = ("", EVAL) if self.evals else ("",)
         vals: dict[str, dict[int, torch.Tensor]] = {s: {} for s in streams}
@@ -237,7 +237,7 @@ class Forward(Piece):
         part: int,
         layout: PartitionLayout,
         params: dict[str, torch.Tensor],
-        seed: int,
+        seed: MaskSeed,
         vals: dict[str, dict[int, torch.Tensor]],
         save: dict[str, np.ndarray],
         device: torch.device,
