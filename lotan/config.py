@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_LR",
     "ENGINES",
     "MONITORS",
+    "OPTIMIZER_KEYS",
     "FitConfig",
     "OptimizerConfig",
     "check_exchange_dtype",
@@ -32,6 +33,8 @@ DEFAULT_LR = 0.01
 #: Metrics early stopping and ``best`` can watch: accuracies (higher is better) and the
 #: training loss (lower is better).
 MONITORS = ("val_acc", "train_acc", "test_acc", "loss")
+#: ``lotan.grid`` keys that configure the optimizer rather than the model.
+OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
 
 #: ``auto`` picks one of the other two (:func:`lotan.engine_choice.choose_engine`).
 ENGINES = ("auto", "spark", "local")

@@ -237,10 +237,13 @@ class SparkEngine:
 
         key = ("spark", id(self.spark), num_partitions, norms, partitioner)
         if key not in graph._prepared:
+            # One pair of DataFrames for the partitioner and the layouts: a graph held on the
+            # driver becomes a local relation in the driver JVM's heap, and two of them (one
+            # per call) ran a 1M-vertex graph out of a 4 GiB heap under label propagation.
             vertices, edges = graph.dataframes(self.spark)
             owner = None
             if partitioner == "label_propagation" and num_partitions > 1:
-                owner = self._label_propagation(graph, num_partitions)
+                owner = self._label_propagation(vertices, edges, graph.num_vertices, num_partitions)
             directory = LayoutStore.new_dir(cache_root(self.spark))
             sizes = prepare_spark(
                 self.spark,
@@ -257,8 +260,11 @@ class SparkEngine:
             )
         return graph._prepared[key]
 
-    def _label_propagation(self, graph: Graph, num_partitions: int) -> DataFrame:
-        """``(id, part)`` of every vertex, computed in Spark and checkpointed."""
+    def _label_propagation(
+        self, vertices: DataFrame, edges: DataFrame, num_vertices: int, num_partitions: int
+    ) -> DataFrame:
+        """``(id, part)`` of every vertex of the graph ``(vertices, edges)``, computed in
+        Spark and checkpointed."""
         import pyarrow as pa
         from pyspark.sql import functions as F
 
@@ -274,12 +280,11 @@ class SparkEngine:
                 }
             )
 
-        vertices, edges = graph.dataframes(self.spark)
         vertices = vertices.withColumn("features", F.array().cast("array<float>"))
         directory = LayoutStore.new_dir(cache_root(self.spark))
         sizes = prepare_spark(self.spark, vertices, edges, num_partitions, (STRUCTURE,), directory)
         runner = SparkRunner(self.spark, num_partitions, LayoutStore(directory), sizes)
-        stages = LabelPropagation(num_partitions, graph.num_vertices).stages()
+        stages = LabelPropagation(num_partitions, num_vertices).stages()
         result = runner.run(stages, None, description="lotan partition (label propagation)")
         try:
             owner: DataFrame = result.execute(

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.config import MONITORS, FitConfig, OptimizerConfig, parse_bytes
+from lotan.config import OPTIMIZER_KEYS, FitConfig, OptimizerConfig, parse_bytes
 from lotan.engine_choice import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
 from lotan.planner.batching import (
-    MergedPlan,
+    BatchPlan,
     batches,
     describe_structure,
     merge,
@@ -35,11 +35,10 @@ from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.preparation import check_labels, check_monitor, engine_for, plan_for, prepare
 from lotan.training.loop import run_batch
 from lotan.training.progress import announce
-from lotan.training.records import FitResult, better
+from lotan.training.records import FitResult, GridResult
 from lotan.training.trainer import Trainer
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import SparkSession
 
     from lotan.engines import Engine
@@ -58,11 +57,13 @@ __all__ = [
 #: :func:`lotan.planner.batching.working_set_bytes`).
 DEFAULT_MEMORY_BUDGET = "4g"
 
-#: Grid keys that configure the optimizer rather than the model.
-OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
 
 #: The grid key of replicates: the seed of each model's weights and dropout masks.
 SEED_KEY = "seed"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -77,9 +78,7 @@ class Trial:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
+        if self.seed is not None and not _is_int(self.seed):
             raise LotanError(f"Trial seed must be an int or None, found {self.seed!r}")
 
 
@@ -113,7 +112,7 @@ def grid(
             )
     keys = list(space)
     for s in space.get(SEED_KEY, ()):
-        if isinstance(s, bool) or not isinstance(s, int):
+        if not _is_int(s):
             raise LotanError(f"grid value 'seed' must be a list of ints, found {s!r}")
     model_keys = [k for k in keys if k not in OPTIMIZER_KEYS and k != SEED_KEY]
     out = []
@@ -132,20 +131,6 @@ def grid(
             ) from e
         out.append(Trial(model, OptimizerConfig.of(opt), values, own))
     return out
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """How ``fit_many`` runs a list of models: batches of the same structure, each cut into
-    sub-batches that fit the memory budget."""
-
-    structure: str
-    merged: MergedPlan
-    sub_batches: tuple[tuple[tuple[int, ...], int], ...]  # (model indices, est. bytes)
-
-    @property
-    def members(self) -> tuple[int, ...]:
-        return self.merged.members
 
 
 def _trials(
@@ -194,83 +179,6 @@ def _trials(
             model = t.model if k == 0 else copy.deepcopy(t.model)
             out.append(Trial(model, o, dict(t.params), t.seed))
     return out
-
-
-class GridResult:
-    """What :func:`fit_many` returns: one :class:`~lotan.FitResult` per model, in the order
-    of the models (``results[i]``, iteration, ``len``), and how they were batched."""
-
-    def __init__(self, results: list[FitResult], plan: list[BatchPlan]) -> None:
-        self.results = results
-        self.batches = plan
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, i: int) -> FitResult:
-        return self.results[i]
-
-    def __iter__(self) -> Iterator[FitResult]:
-        return iter(self.results)
-
-    def best(self, metric: str = "val_acc") -> FitResult:
-        """The model whose best epoch is best on ``metric`` (``val_acc``, ``train_acc``,
-        ``test_acc``: highest; ``loss``: lowest); its ``.model`` is the trained module."""
-        if metric not in MONITORS:
-            raise LotanError(f"metric={metric!r} is not one of {list(MONITORS)}")
-        best = self.results[0]
-        for r in self.results[1:]:
-            if better(metric, getattr(r.best(metric), metric), getattr(best.best(metric), metric)):
-                best = r
-        return best
-
-    def table(self, metric: str = "val_acc") -> pd.DataFrame:
-        """One row per model: its grid values (or a description), optimizer settings, the
-        epoch with the best ``metric`` and its val/test accuracy, epochs run, whether it
-        stopped early, and its batch."""
-        import pandas as pd
-
-        where = {}
-        for b, bp in enumerate(self.batches):
-            for s, (members, _) in enumerate(bp.sub_batches):
-                for i in members:
-                    where[i] = f"{b}.{s}" if len(bp.sub_batches) > 1 else str(b)
-        rows = []
-        for i, r in enumerate(self.results):
-            best = r.best(metric)
-            row: dict[str, Any] = {"model": _describe(r.model)}
-            row.update({k: v for k, v in r.params.items() if k not in OPTIMIZER_KEYS})
-            if r.optimizer is not None:
-                row.update(
-                    optimizer=r.optimizer.name,
-                    lr=r.optimizer.lr,
-                    weight_decay=r.optimizer.weight_decay,
-                )
-                if r.optimizer.momentum:
-                    row["momentum"] = r.optimizer.momentum
-            row.update(
-                best_epoch=best.epoch,
-                val_acc=best.val_acc,
-                test_acc=best.test_acc,
-                epochs_run=r.epochs_run,
-                stopped_early=r.stopped_early,
-                diverged=r.diverged is not None,
-                batch=where.get(i, ""),
-            )
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def __repr__(self) -> str:
-        return f"GridResult({len(self.results)} models)\n{self.table().to_string()}"
-
-
-def _describe(model: torch.nn.Module) -> str:
-    name = type(model).__name__
-    hidden = getattr(model, "hidden_channels", None)
-    layers = getattr(model, "num_layers", None)
-    if hidden is not None and layers is not None:
-        return f"{name}(hidden={hidden}, layers={layers})"
-    return name
 
 
 def schedule(

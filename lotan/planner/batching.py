@@ -38,6 +38,7 @@ from lotan.planner.messages import FLOAT_BYTES
 from lotan.planner.physical import PhysicalPlan
 
 __all__ = [
+    "BatchPlan",
     "MergedPlan",
     "batches",
     "merge",
@@ -71,6 +72,20 @@ class MergedPlan:
         return MergedPlan(
             plan, tuple(self.members[i] for i in keep), tuple(self.names[i] for i in keep)
         )
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How ``fit_many`` runs a list of models: batches of the same structure, each cut into
+    sub-batches that fit the memory budget."""
+
+    structure: str
+    merged: MergedPlan
+    sub_batches: tuple[tuple[tuple[int, ...], int], ...]  # (model indices, est. bytes)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.merged.members
 
 
 def _signature(n: Node, inputs: tuple[int, ...]) -> tuple[Any, ...]:

@@ -1,5 +1,5 @@
-"""What training reports: one :class:`EpochRecord` per epoch, and the :class:`FitResult`
-of a model (its history, best epoch, plots)."""
+"""What training reports: one :class:`EpochRecord` per epoch, the :class:`FitResult` of a
+model (its history, best epoch, plots), and the :class:`GridResult` of ``fit_many``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.config import FitConfig, OptimizerConfig
+from lotan.config import MONITORS, OPTIMIZER_KEYS, FitConfig, OptimizerConfig
 from lotan.errors import LotanError
 from lotan.graph_engine.runner import DEVICE_COUNTS
 
 if TYPE_CHECKING:
-    from lotan.engine_choice import EngineChoice
+    from collections.abc import Iterator
 
-__all__ = ["EpochRecord", "FitResult", "better"]
+    import pandas as pd
+
+    from lotan.engine_choice import EngineChoice
+    from lotan.planner.batching import BatchPlan
+
+__all__ = ["EpochRecord", "FitResult", "GridResult", "better"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +134,80 @@ class FitResult:
         if path is not None:
             fig.savefig(os.fspath(path), dpi=100)
         return fig
+
+
+class GridResult:
+    """What :func:`fit_many` returns: one :class:`~lotan.FitResult` per model, in the order
+    of the models (``results[i]``, iteration, ``len``), and how they were batched."""
+
+    def __init__(self, results: list[FitResult], plan: list[BatchPlan]) -> None:
+        self.results = results
+        self.batches = plan
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> FitResult:
+        return self.results[i]
+
+    def __iter__(self) -> Iterator[FitResult]:
+        return iter(self.results)
+
+    def best(self, metric: str = "val_acc") -> FitResult:
+        """The model whose best epoch is best on ``metric`` (``val_acc``, ``train_acc``,
+        ``test_acc``: highest; ``loss``: lowest); its ``.model`` is the trained module."""
+        if metric not in MONITORS:
+            raise LotanError(f"metric={metric!r} is not one of {list(MONITORS)}")
+        best = self.results[0]
+        for r in self.results[1:]:
+            if better(metric, getattr(r.best(metric), metric), getattr(best.best(metric), metric)):
+                best = r
+        return best
+
+    def table(self, metric: str = "val_acc") -> pd.DataFrame:
+        """One row per model: its grid values (or a description), optimizer settings, the
+        epoch with the best ``metric`` and its val/test accuracy, epochs run, whether it
+        stopped early, and its batch."""
+        import pandas as pd
+
+        where = {}
+        for b, bp in enumerate(self.batches):
+            for s, (members, _) in enumerate(bp.sub_batches):
+                for i in members:
+                    where[i] = f"{b}.{s}" if len(bp.sub_batches) > 1 else str(b)
+        rows = []
+        for i, r in enumerate(self.results):
+            best = r.best(metric)
+            row: dict[str, Any] = {"model": _describe(r.model)}
+            row.update({k: v for k, v in r.params.items() if k not in OPTIMIZER_KEYS})
+            if r.optimizer is not None:
+                row.update(
+                    optimizer=r.optimizer.name,
+                    lr=r.optimizer.lr,
+                    weight_decay=r.optimizer.weight_decay,
+                )
+                if r.optimizer.momentum:
+                    row["momentum"] = r.optimizer.momentum
+            row.update(
+                best_epoch=best.epoch,
+                val_acc=best.val_acc,
+                test_acc=best.test_acc,
+                epochs_run=r.epochs_run,
+                stopped_early=r.stopped_early,
+                diverged=r.diverged is not None,
+                batch=where.get(i, ""),
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return f"GridResult({len(self.results)} models)\n{self.table().to_string()}"
+
+
+def _describe(model: torch.nn.Module) -> str:
+    name = type(model).__name__
+    hidden = getattr(model, "hidden_channels", None)
+    layers = getattr(model, "num_layers", None)
+    if hidden is not None and layers is not None:
+        return f"{name}(hidden={hidden}, layers={layers})"
+    return name

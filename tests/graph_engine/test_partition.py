@@ -36,11 +36,28 @@ def test_label_propagation_is_the_same_on_both_engines(spark) -> None:
     graph = _sbm(3000)
     a = graph.arrays()
     local = LocalEngine._label_propagation(graph, 3)
-    owner = SparkEngine(spark)._label_propagation(graph, 3).toPandas()
+    vertices, edges = graph.dataframes(spark)
+    owner = SparkEngine(spark)._label_propagation(vertices, edges, 3000, 3).toPandas()
     remote = owner.set_index("id").loc[a.ids, "part"].to_numpy()
     np.testing.assert_array_equal(local, remote)
     assert (local != owner_of(a.ids, 3)).mean() > 0.2  # it moved vertices
     assert sorted(np.unique(local)) == [0, 1, 2]
+
+
+def test_spark_label_propagation_brings_a_driver_graph_to_spark_once(spark, monkeypatch) -> None:
+    """A graph on the driver becomes local relations in the driver JVM's heap: preparing
+    it for label propagation makes them once, for the partitioner and the layouts both."""
+    graph = _sbm(500)
+    made = []
+    real = graph.dataframes
+
+    def counted(session):
+        made.append(session)
+        return real(session)
+
+    monkeypatch.setattr(graph, "dataframes", counted)
+    SparkEngine(spark).prepare(graph, 2, (NormSpec(),), "label_propagation")
+    assert made == [spark]
 
 
 def test_unknown_partitioner_is_a_clear_error() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lotan.nn_engine.dense import DenseGraph, DenseNode
+from lotan.nn_engine.dense import DenseGraph, DenseNode, MaskSeed
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.nn_engine.masks import dropout_scale
 
@@ -44,7 +44,7 @@ def test_backward_matches_autograd_with_the_forward_dropout_mask() -> None:
 
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     xs = {k: v.clone().requires_grad_(True) for k, v in x.items()}
-    ref = GRAPH._run(leaves, dict(xs), True, 11, None)
+    ref = GRAPH._run(leaves, dict(xs), True, MaskSeed(11), None)
     torch.testing.assert_close(ref[9], out[9])
     torch.autograd.backward([ref[9], ref[3]], [g9, g3])
     for k in (0, 1):
