@@ -58,7 +58,8 @@ def _accuracy(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str
         f"{KIPF['lr']}, weight decay {KIPF['weight_decay']} (on every parameter, for every "
         f"system), {cfg.get('epochs')} epochs, public Planetoid split; test accuracy at the "
         f"epoch with the best validation accuracy; mean ± std over {cfg.get('seeds')} seeds "
-        "(seed = weight initialization and dropout).",
+        "(seed = weight initialization and dropout; Lotan trains the seeds together as "
+        "`fit_many` replicates, each ending as its own `fit` with that seed, bit for bit).",
         "",
         "| dataset | system | test accuracy (%) | validation (%) | published (Kipf & Welling) |",
         "|---|---|---|---|---|",
@@ -120,7 +121,8 @@ def _batch_norm(records: list[dict[str, Any]], config: dict[str, Any]) -> list[s
         f"({KIPF['layers']} layers, hidden {KIPF['hidden']}, dropout {KIPF['dropout']}, Adam "
         f"lr {KIPF['lr']}, weight decay {KIPF['weight_decay']}); {cfg.get('accuracy_epochs')} "
         "epochs, test accuracy (evaluation mode: running statistics) at the best validation "
-        f"epoch, mean ± std over {cfg.get('seeds')} seeds. Lotan and PyG in the same run: the "
+        f"epoch, mean ± std over {cfg.get('seeds')} seeds (Lotan's as `fit_many` replicates). "
+        "Lotan and PyG in the same run: the "
         "point is the same distribution. Timing: OGB's `ogbn-arxiv` full-batch GCN "
         f"({a['layers']} × {a['hidden']}, BatchNorm, ReLU, dropout {a['dropout']}, Adam lr "
         f"{a['lr']}) on a synthetic arxiv-shaped graph ({ARXIV['vertices']:,} vertices, "
