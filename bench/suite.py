@@ -542,11 +542,25 @@ EXPERIMENTS: dict[str, Callable[..., list[dict]]] = {
 }
 
 
-def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = True) -> Path:
-    """Run suite ``name`` (experiments ``only``, default all); write ``results.json``."""
+def run_suite(
+    name: str,
+    only: list[str] | None,
+    out_dir: Path,
+    use_dgl: bool = True,
+    graphs: list[str] | None = None,
+) -> Path:
+    """Run suite ``name`` (experiments ``only``, default all); write ``results.json``.
+
+    With ``only``, the run merges into the suite's results: it replaces the records of the
+    experiments it ran. With ``graphs`` too, it runs those experiments on ``graphs`` alone
+    (each must be in the experiment's ``graphs``) and replaces only their records; its
+    seconds and machine are kept under ``experiment[graph,...]``, beside the experiment's
+    own, so the report says what was re-run where."""
     from bench.dgl_env import OLD_SETUPTOOLS, PINS, ensure
 
     suite = SUITES[name]
+    if graphs is not None:
+        suite = _narrowed(suite, only, graphs)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = out_dir / "scratch"
     dgl = ensure() if use_dgl else None
@@ -555,24 +569,36 @@ def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
+    def replaced(record: dict[str, Any]) -> bool:
+        return record["experiment"] in (only or []) and (
+            graphs is None or record.get("graph") in graphs
+        )
+
+    def key(exp: str) -> str:
+        return exp if graphs is None else f"{exp}[{','.join(graphs)}]"
+
+    def stale(k: str) -> bool:  # a whole-experiment run replaces its partial re-runs too
+        base = k.partition("[")[0]
+        return base in (only or []) and (graphs is None or k == key(base))
+
     path = out_dir / "results.json"
     empty: dict[str, Any] = {"records": [], "seconds": {}}
     previous = json.loads(path.read_text()) if path.exists() and only else empty
-    records = [r for r in previous["records"] if r["experiment"] not in (only or [])]
-    seconds = {k: v for k, v in previous["seconds"].items() if k not in (only or [])}
+    records = [r for r in previous["records"] if not replaced(r)]
+    seconds = {k: v for k, v in previous["seconds"].items() if not stale(k)}
     for exp, cfg in suite.items():
         if only and exp not in only:
             continue
         start = time.perf_counter()
         records += EXPERIMENTS[exp](cfg, data, dgl, log)
-        seconds[exp] = time.perf_counter() - start
+        seconds[key(exp)] = time.perf_counter() - start
     here = machine()
     before = previous.get("machines", {})
     machines = {k: before.get(k, previous.get("machine")) for k in seconds}
-    machines.update({exp: here for exp in suite if not only or exp in only})
+    machines.update({key(exp): here for exp in suite if not only or exp in only})
     result = {
         "suite": name,
-        "config": suite,
+        "config": SUITES[name],
         "machine": here,
         "machines": machines,  # what ran each experiment: --only runs merge
         # Without DGL this run measured no DGL row; the merged ones keep their pins.
@@ -585,3 +611,24 @@ def run_suite(name: str, only: list[str] | None, out_dir: Path, use_dgl: bool = 
     tmp.rename(path)
     log(f"wrote {path}")
     return path
+
+
+def _narrowed(
+    suite: dict[str, dict[str, Any]], only: list[str] | None, graphs: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``suite`` with the ``graphs`` of the experiments ``only`` narrowed to ``graphs``: a
+    clear error when an experiment has no graph list or lacks one of them."""
+    if not only:
+        raise SystemExit("--graphs re-runs part of an experiment: name it with --only")
+    out = dict(suite)
+    for exp in only:
+        have = suite.get(exp, {}).get("graphs")
+        if have is None:
+            raise SystemExit(f"--graphs: experiment {exp!r} has no graph list to narrow")
+        missing = [g for g in graphs if g not in have]
+        if missing:
+            raise SystemExit(
+                f"--graphs: {', '.join(missing)} not among {exp!r}'s graphs ({', '.join(have)})"
+            )
+        out[exp] = {**suite[exp], "graphs": list(graphs)}
+    return out

@@ -25,13 +25,11 @@ from lotan.graph.checks import (
     edge_features,
     features_matrix,
     is_real,
-    list_array,
     require_columns,
     split_codes,
 )
 from lotan.graph.schema import (
     EDGE_COLUMNS,
-    SPLIT_NAMES,
     VERTEX_COLUMNS,
     GraphArrays,
     GraphStats,
@@ -451,21 +449,9 @@ class Graph:
         """The graph as (vertices, edges) Spark DataFrames with ``weight`` always present."""
         if self._vertices is not None and self._edges is not None:
             return self._vertices, self._edges
-        import pyarrow as pa
+        from lotan.graph.upload import to_dataframes
 
-        a = self.arrays()
-        features = list_array(a.x)
-        labels = pa.array(np.where(a.y >= 0, a.y, 0), mask=a.y < 0)
-        split = pa.array([SPLIT_NAMES.get(int(c)) for c in a.split], pa.string())
-        vt = pa.table(
-            {"id": pa.array(a.ids), "features": features, "label": labels, "split": split}
-        )
-        weight = a.weight if a.weight is not None else np.ones(a.src.shape[0], np.float32)
-        columns = {"src": a.src, "dst": a.dst, "weight": weight.astype(np.float64)}
-        if a.edge_attr is not None:
-            columns["attr"] = list_array(a.edge_attr)
-        et = pa.table(columns)
-        return spark.createDataFrame(vt), spark.createDataFrame(et)
+        return to_dataframes(spark, self.arrays())
 
     @property
     def _attr_column(self) -> tuple[str, ...]:

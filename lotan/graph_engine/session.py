@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lotan.errors import EngineError
 
 if TYPE_CHECKING:
+    from pyspark import StorageLevel
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
@@ -278,19 +279,20 @@ def set_log_level(spark: SparkSession, level: str) -> None:
         spark.sparkContext.setLogLevel(level)
 
 
-def local_checkpoint(df: DataFrame) -> DataFrame:
+def local_checkpoint(df: DataFrame, storage_level: StorageLevel | None = None) -> DataFrame:
     """``df`` computed now and kept in the block managers with its lineage cut
-    (``localCheckpoint(eager=True)``). A Spark Connect client builds that command by copying
-    the whole plan into a protobuf message, which the client's protobuf refuses past ~100
-    levels (a run of ~30 stages); a temporary view holds the plan on the server instead, and
-    the checkpoint of the view is one level deep."""
+    (``localCheckpoint(eager=True)``, at ``storage_level``, else Spark's default). A Spark
+    Connect client builds that command by copying the whole plan into a protobuf message,
+    which the client's protobuf refuses past ~100 levels (a run of ~30 stages); a temporary
+    view holds the plan on the server instead, and the checkpoint of the view is one level
+    deep."""
     spark = df.sparkSession
     if not is_connect(spark):
-        return df.localCheckpoint(eager=True)
+        return df.localCheckpoint(eager=True, storageLevel=storage_level)
     name = f"lotan_checkpoint_{uuid.uuid4().hex}"
     df.createOrReplaceTempView(name)
     try:
-        return spark.table(name).localCheckpoint(eager=True)
+        return spark.table(name).localCheckpoint(eager=True, storageLevel=storage_level)
     finally:
         spark.catalog.dropTempView(name)
 

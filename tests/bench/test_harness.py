@@ -4,6 +4,7 @@ report computed from the results (numbers and ratios, not hard-coded)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,48 @@ def test_the_products_command_prints_its_section(tmp_path: Path) -> None:
     assert "products products_like@0.001 pyg-csr: completed" in proc.stdout
     assert "| pyg-csr | completed |" in proc.stdout
     assert "2 cores per task (`spark.task.cpus=2`" in proc.stdout
+
+
+def test_a_rerun_of_some_graphs_replaces_only_their_records(tmp_path: Path, monkeypatch) -> None:
+    """``--only scale --graphs g`` re-runs one graph of an experiment and merges: the other
+    graphs' records stay as they were, and the report keeps both runs' seconds and machine."""
+    from bench import suite
+
+    tiny = {
+        "scale": {
+            "graphs": ["sbm1k", "sbm2k"],
+            "models": ["gcn"],
+            "systems": ["pyg-csr"],
+            "spark_models": [],
+            "hidden": 8,
+            "layers": 2,
+            "epochs": 2,
+            "partitions": 2,
+        },
+        "depth_width": {"graph": "sbm1k"},
+    }
+    monkeypatch.setitem(suite.SUITES, "tiny", tiny)
+    path = suite.run_suite("tiny", ["scale"], tmp_path, use_dgl=False)
+    first = json.loads(path.read_text())
+    assert [r["graph"] for r in first["records"]] == ["sbm1k", "sbm2k"]
+    assert set(first["seconds"]) == set(first["machines"]) == {"scale"}
+
+    suite.run_suite("tiny", ["scale"], tmp_path, use_dgl=False, graphs=["sbm2k"])
+    again = json.loads(path.read_text())
+    assert again["records"][0] == first["records"][0]  # sbm1k: kept as it was
+    assert [r["graph"] for r in again["records"]] == ["sbm1k", "sbm2k"]
+    assert again["records"][1]["wall_s"] != first["records"][1]["wall_s"]  # measured anew
+    assert again["config"]["scale"]["graphs"] == ["sbm1k", "sbm2k"]  # the suite's, not narrowed
+    assert set(again["seconds"]) == set(again["machines"]) == {"scale", "scale[sbm2k]"}
+    assert again["seconds"]["scale"] == first["seconds"]["scale"]
+    assert re.search(r"minutes \(scale \d+\.\d, scale\[sbm2k\] \d+\.\d\)", render(path).read_text())
+
+    suite.run_suite("tiny", ["scale"], tmp_path, use_dgl=False)  # the whole experiment again
+    assert set(json.loads(path.read_text())["seconds"]) == {"scale"}
+
+    with pytest.raises(SystemExit, match="name it with --only"):
+        suite.run_suite("tiny", None, tmp_path, use_dgl=False, graphs=["sbm2k"])
+    with pytest.raises(SystemExit, match=r"sbm9k not among 'scale'\'s graphs \(sbm1k, sbm2k\)"):
+        suite.run_suite("tiny", ["scale"], tmp_path, use_dgl=False, graphs=["sbm9k"])
+    with pytest.raises(SystemExit, match="'depth_width' has no graph list"):
+        suite.run_suite("tiny", ["depth_width"], tmp_path, use_dgl=False, graphs=["sbm1k"])

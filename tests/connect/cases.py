@@ -14,6 +14,7 @@ import torch
 from torch_geometric.nn.models import GCN, GraphSAGE
 
 import lotan
+from lotan.graph import upload
 
 F_IN, CLASSES = 6, 3
 
@@ -46,8 +47,8 @@ def _predictions(frame: Any) -> dict[str, np.ndarray]:
 
 
 def run_all(spark: Any) -> dict[str, Any]:
-    """fit (hash and label propagation partitioning), fit_many, predict, explain and
-    GNNEstimator in a Pipeline, all on ``spark``."""
+    """fit (hash and label propagation partitioning; the graph sent whole and in chunks),
+    fit_many, predict, explain and GNNEstimator in a Pipeline, all on ``spark``."""
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import VectorAssembler
     from pyspark.sql import functions as F
@@ -57,6 +58,14 @@ def run_all(spark: Any) -> dict[str, Any]:
     common = {"engine": "spark", "spark": spark, "progress": False, "seed": 7}
     fit = lotan.fit(_gcn(), g, epochs=4, num_partitions=2, lr=0.05, **common)
     out["fit"] = (_history(fit), fit.model.state_dict())
+    # The same fit with the graph sent in chunks of 8 KB (tests/test_upload.py): on Connect
+    # each chunk is a local relation the client sends, checkpointed through a temporary view.
+    chunk_bytes, upload.CHUNK_BYTES = upload.CHUNK_BYTES, 8192
+    try:
+        chunked = lotan.fit(_gcn(), g, epochs=4, num_partitions=2, lr=0.05, **common)
+    finally:
+        upload.CHUNK_BYTES = chunk_bytes
+    out["fit_chunked"] = (_history(chunked), chunked.model.state_dict())
     lp = lotan.fit(
         _sage(), g, epochs=3, num_partitions=3, partitioner="label_propagation", lr=0.05, **common
     )

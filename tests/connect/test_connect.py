@@ -74,6 +74,7 @@ def test_fit_fit_many_predict_explain_and_estimator_equal_the_classic_session(
     assert got.keys() == want.keys()
     for key in want:  # bit for bit: the same tasks run on the same data in the same order
         _same(got[key], want[key], key)
+    _same(want["fit_chunked"], want["fit"], "chunked")  # the chunks are the same rows
 
 
 def test_the_lotan_command_with_remote(server: ConnectServer, spark: Any, tmp_path: Path) -> None:

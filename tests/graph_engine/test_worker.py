@@ -17,7 +17,9 @@ def test_task_setup_freezes_only_after_new_imports() -> None:
     assert frozen > before and worker._frozen_at == len(sys.modules)
     junk = [[i] for i in range(1000)]  # tracked objects created after the freeze
     worker.task_setup()  # no new module: nothing more frozen
-    assert gc.get_freeze_count() == frozen
+    # A second freeze would add the junk. The count may still fall below ``frozen``: a frozen
+    # object freed meanwhile (by another thread, under load) leaves the permanent generation.
+    assert gc.get_freeze_count() < frozen + len(junk)
     del junk
     gc.unfreeze()  # leave the test process as it was
 
