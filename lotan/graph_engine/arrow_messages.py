@@ -60,8 +60,12 @@ CHUNK_BYTES = 8 << 20
 _CHUNK_MAGIC = b"LTNC"
 #: magic, message id, chunk index, chunk count, offset of the chunk in its tile, tile size
 _CHUNK_HEADER = struct.Struct("<4sQIIQQ")
-#: Largest Arrow data buffer one encoded column holds (binary offsets are int32).
-_BATCH_BYTES = 1 << 30
+#: Largest Arrow data buffer one encoded column holds, hence the payload of one record batch
+#: a task yields. The JVM reads each batch whole into direct memory (``MaxDirectMemorySize``
+#: defaults to the heap's size), one per running task: two tasks' 1 GB batches ran a 4 GiB
+#: local-mode JVM out of it (GIN on the 2M-vertex benchmark graph, 8 partitions). Binary
+#: offsets are int32, so it must stay under 2 GiB anyway.
+_BATCH_BYTES = 64 << 20
 
 
 def binary_views(column: pa.ChunkedArray | pa.Array) -> list[memoryview]:
@@ -91,8 +95,8 @@ def _pieces(size: int, limit: int) -> list[int]:
 
 def _encode_rows(plans: list[TilePlan], limit: int) -> tuple[list[int], list[pa.Array]]:
     """Encode tiles straight into Arrow binary arrays (each array's bytes copied once):
-    the message index of every row, and the payload arrays (one per ~1 GB; a chunked
-    tile's chunks may fall in several)."""
+    the message index of every row, and the payload arrays (one per :data:`_BATCH_BYTES`;
+    a chunked tile's chunks may fall in several)."""
     owner: list[int] = []
     index: list[int] = []  # of the row among its tile's chunks
     sizes: list[int] = []

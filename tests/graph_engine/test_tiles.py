@@ -77,8 +77,24 @@ def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> 
                 np.testing.assert_array_equal(m.payload[key], orig.payload[key])
 
 
+def test_a_stage_yields_record_batches_of_bounded_size() -> None:
+    """What a task yields reaches the JVM one record batch at a time, each read whole into
+    its direct memory: ~100 MB of messages go as several batches, none over the limit."""
+    from lotan.graph_engine import arrow_messages
+    from lotan.graph_engine.runner import Message
+
+    tile = np.ones((2048, 128), np.float32)  # 1 MiB
+    msgs = [Message(3, d % 4, 0, "x", {"7": tile}) for d in range(100)]
+    batches = arrow_messages.messages_to_table(msgs).to_batches()
+    assert len(batches) > 1
+    assert all(
+        b.column("payload").buffers()[2].size <= arrow_messages._BATCH_BYTES for b in batches
+    )
+    assert sum(b.num_rows for b in batches) == 100
+
+
 def test_a_tile_over_one_arrow_array_travels_in_chunks_across_arrays(monkeypatch) -> None:
-    """A tile bigger than one encoded Arrow array (1 GB; here shrunk) is cut into chunks
+    """A tile bigger than one encoded Arrow array (64 MB; here shrunk) is cut into chunks
     that fall into several arrays, and comes back whole."""
     from lotan.graph_engine import arrow_messages
     from lotan.graph_engine.runner import Message
