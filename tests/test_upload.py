@@ -9,7 +9,7 @@ import torch
 from torch_geometric.nn.models import GAT
 
 from lotan.graph import upload
-from lotan.graph.upload import chunk_rows, to_dataframes
+from lotan.graph.upload import chunk_rows, row_bytes, to_dataframes
 from tests.graph_cases import CASES
 from tests.reference import assert_one_epoch_matches
 
@@ -60,7 +60,8 @@ def test_chunked_tables_hold_every_row(spark, chunk_bytes: int) -> None:
     assert all(r[2] == 1.0 for r in e)
     np.testing.assert_array_equal(np.array([r[3] for r in e], np.float32), a.edge_attr)
 
-    vertex_chunks = -(-a.ids.shape[0] // chunk_rows(a.ids.shape[0], 8 + 4 * 6 + 16, chunk_bytes))
+    n = a.ids.shape[0]
+    vertex_chunks = -(-n // chunk_rows(n, row_bytes(a)[0], chunk_bytes))
     plan = _explain(vertices)
     if vertex_chunks == 1:
         assert "Scan ExistingRDD" not in plan
@@ -70,7 +71,7 @@ def test_chunked_tables_hold_every_row(spark, chunk_bytes: int) -> None:
         assert "LocalTableScan" not in plan
 
 
-def test_labels_unknown_and_weights(spark) -> None:
+def test_edge_weights_survive_the_chunks(spark) -> None:
     graph = CASES["weighted"]()
     a = graph.arrays()
     _, edges = to_dataframes(spark, a, 64)

@@ -22,7 +22,7 @@ from lotan.graph.schema import SPLIT_NAMES, GraphArrays
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["CHUNK_BYTES", "chunk_rows", "to_dataframes"]
+__all__ = ["CHUNK_BYTES", "chunk_rows", "row_bytes", "to_dataframes"]
 
 #: The most Arrow bytes of one table the driver sends to Spark at a time.
 CHUNK_BYTES = 128 << 20
@@ -30,9 +30,14 @@ CHUNK_BYTES = 128 << 20
 
 def chunk_rows(num_rows: int, row_bytes: int, chunk_bytes: int) -> int:
     """Rows per chunk so that a chunk holds at most ``chunk_bytes`` (at least one row)."""
-    if num_rows <= 0:
-        return 1
     return max(1, min(num_rows, chunk_bytes // max(1, row_bytes)))
+
+
+def row_bytes(a: GraphArrays) -> tuple[int, int]:
+    """Roughly the Arrow bytes of one vertex row (id, features, label, split) and of one
+    edge row (src, dst, weight, edge features) of ``a``."""
+    d = 0 if a.edge_attr is None else a.edge_attr.shape[1]
+    return 8 + 4 * a.x.shape[1] + 8 + 8, 8 + 8 + 8 + 4 * d
 
 
 def to_dataframes(
@@ -41,11 +46,8 @@ def to_dataframes(
     """The arrays ``a`` as (vertices, edges) DataFrames with GraphFrames' columns and
     ``weight`` always present (1.0 where the graph has none)."""
     limit = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    n, f = a.x.shape
-    e = a.src.shape[0]
-    d = 0 if a.edge_attr is None else a.edge_attr.shape[1]
-    vertex_bytes = 8 + 4 * f + 8 + 8  # id, features, label, split (roughly)
-    edge_bytes = 8 + 8 + 8 + 4 * d
+    n, e = a.x.shape[0], a.src.shape[0]
+    vertex_bytes, edge_bytes = row_bytes(a)
     vertices = _send(
         spark, n, chunk_rows(n, vertex_bytes, limit), lambda lo, hi: _vertex_table(a, lo, hi)
     )

@@ -313,3 +313,18 @@ def test_a_rerun_of_some_graphs_replaces_only_their_records(tmp_path: Path, monk
         suite.run_suite("tiny", ["scale"], tmp_path, use_dgl=False, graphs=["sbm9k"])
     with pytest.raises(SystemExit, match="'depth_width' has no graph list"):
         suite.run_suite("tiny", ["depth_width"], tmp_path, use_dgl=False, graphs=["sbm1k"])
+
+
+def test_the_bench_command_takes_graphs_with_only() -> None:
+    """``python -m bench run --only scale --graphs ...`` reaches the narrowing (which checks
+    the graphs before anything runs or is written)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bench", "run", "--suite", "full", "--only", "scale"]
+    cmd += ["--graphs", "sbm2m,sbm9k", "--no-dgl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "--graphs: sbm9k not among 'scale''s graphs (sbm10k, sbm100k, sbm1m, sbm2m)" in (
+        proc.stderr
+    )
