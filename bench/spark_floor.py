@@ -23,9 +23,9 @@ import numpy as np
 
 import lotan
 from lotan.engines import SparkEngine
-from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.runner import DRIVER, Message, StageFn
 from lotan.graph_engine.session import get_spark
+from lotan.ir.norm import NormSpec
 
 
 def _noop(k: int, last: bool) -> StageFn:

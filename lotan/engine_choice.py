@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lotan.graph import Graph
-from lotan.planner.messages import EDGE_REDUCES
+from lotan.ir.ops import EDGE_REDUCES
 from lotan.planner.placement import Placement
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from lotan.planner.logical import LogicalPlan
+    from lotan.ir.plan import LogicalPlan
 
 __all__ = [
     "LOCAL_MEMORY_ENV",

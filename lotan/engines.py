@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from lotan.graph import Graph
-from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.partition import LabelPropagation
 from lotan.graph_engine.prepare import prepare_local, prepare_spark
 from lotan.graph_engine.runner import LocalRunner, Message, StageFn
+from lotan.ir.norm import NormSpec
 from lotan.planner.physical import EpochValue
 from lotan.planner.placement import DENSE, Placement
 

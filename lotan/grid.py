@@ -22,6 +22,7 @@ from lotan.config import OPTIMIZER_KEYS, FitConfig, OptimizerConfig, parse_bytes
 from lotan.engine_choice import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.batching import (
     BatchPlan,
     batches,
@@ -30,7 +31,6 @@ from lotan.planner.batching import (
     split_by_budget,
 )
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.logical import LogicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.preparation import check_labels, check_monitor, engine_for, plan_for, prepare
 from lotan.training.loop import run_batch

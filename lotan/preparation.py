@@ -13,8 +13,8 @@ from lotan.engine_choice import EngineChoice
 from lotan.engines import Engine, make_engine
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.flags import PlannerFlags
-from lotan.planner.logical import LogicalPlan
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
 from lotan.planner.physical import EpochValue, PhysicalPlan, inference_stages

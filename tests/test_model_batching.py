@@ -226,7 +226,7 @@ def test_models_of_different_structure_go_to_separate_batches(spark: object) -> 
         _assert_same(batched, single)
 
 
-def _plan(model: torch.nn.Module, features: int) -> lotan.planner.logical.LogicalPlan:  # type: ignore[name-defined]
+def _plan(model: torch.nn.Module, features: int) -> lotan.ir.plan.LogicalPlan:  # type: ignore[name-defined]
     return optimize(lower_model(model, features, False))[0]
 
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
-from lotan.graph_engine.layout import SPLIT_CODES
 from lotan.graph_engine.session import default_parallelism
+from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -10,7 +10,7 @@ import numpy as np
 
 from lotan.errors import GraphInputError
 from lotan.graph.schema import EDGE_COLUMNS, GraphStats
-from lotan.graph_engine.layout import SPLIT_CODES
+from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -34,7 +34,7 @@ from lotan.graph.schema import (
     GraphArrays,
     GraphStats,
 )
-from lotan.graph_engine.layout import SPLIT_CODES
+from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

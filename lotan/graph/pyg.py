@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lotan.errors import GraphInputError
-from lotan.graph_engine.layout import SPLIT_CODES
+from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:
     from lotan.graph.schema import GraphArrays

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lotan.graph_engine.layout import SPLIT_CODES
+from lotan.ir.splits import SPLIT_CODES
 
 __all__ = ["EDGE_COLUMNS", "SPLIT_NAMES", "VERTEX_COLUMNS", "GraphArrays", "GraphStats"]
 

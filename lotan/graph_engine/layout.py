@@ -25,16 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
-from typing import Literal
 
 import numpy as np
 
 from lotan.graph_engine.kernels import index_dtype, transpose_csr
 from lotan.graph_engine.tiles import decode_tile, encode_tile
+from lotan.ir.norm import NormSpec
 
 __all__ = [
-    "SPLIT_CODES",
-    "NormSpec",
     "PartitionLayout",
     "attach_send_lists",
     "build_in_structure",
@@ -43,41 +41,6 @@ __all__ = [
 ]
 
 _CONST = "const:"
-
-#: Integer codes of the ``split`` column inside a layout.
-SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
-
-
-@dataclass(frozen=True)
-class NormSpec:
-    """How the weights of one aggregation are derived, mirroring PyG's layers.
-
-    Attributes
-    ----------
-    kind : ``"gcn"`` — ``D^-1/2 (A + I) D^-1/2`` with edge weights (``GCNConv``, ``SGConv``);
-        ``"weighted_sum"`` — raw edge weights (``GCNConv(normalize=False)``);
-        ``"sum"`` — unweighted sum over in-edges (``GINConv``);
-        ``"mean"`` — unweighted mean over in-edges (``SAGEConv``);
-        ``"loops"`` — weight 1 on every in-edge but self loops, and on one added self loop
-        per vertex (PyG's ``remove_self_loops`` + ``add_self_loops``: ``GATConv``'s edges).
-    add_self_loops : for ``gcn``: one self loop per vertex, replacing existing ones (PyG's
-        ``add_remaining_self_loops``).
-    fill_value : for ``gcn``: weight of an added self loop.
-    weighted : for ``gcn`` / ``weighted_sum``: use the graph's edge weights (else 1).
-    """
-
-    kind: Literal["gcn", "weighted_sum", "sum", "mean", "loops"] = "gcn"
-    add_self_loops: bool = True
-    fill_value: float = 1.0
-    weighted: bool = True
-
-    def describe(self) -> str:
-        if self.kind == "loops":
-            return "A-loops+I"
-        if self.kind != "gcn":
-            return self.kind
-        loops = f"+{self.fill_value:g}I" if self.add_self_loops else ""
-        return f"gcn(A{loops})"
 
 
 @dataclass(frozen=True)
@@ -90,7 +53,7 @@ class PartitionLayout:
     ids : ``(n_own,)`` int64 original vertex ids, ascending; row ``i`` is vertex ``ids[i]``.
     x : ``(n_own, F)`` float32 features.
     y : ``(n_own,)`` int64 labels, ``-1`` where unknown.
-    split : ``(n_own,)`` int8, codes from :data:`SPLIT_CODES`, 0 for none.
+    split : ``(n_own,)`` int8, codes from :data:`lotan.ir.splits.SPLIT_CODES`, 0 for none.
     indptr, indices : CSR of in-edges (every input edge, self loops included, plus one
         candidate self loop per vertex); ``indices`` index ``[own | halo]`` rows.
     weights : ``(K, nnz)``, one row per :class:`NormSpec` the layout was prepared for (an

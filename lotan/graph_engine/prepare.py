@@ -17,8 +17,6 @@ import pyarrow as pa
 from lotan.graph_engine.exchange import assemble, forward_messages
 from lotan.graph_engine.hashing import owner_of
 from lotan.graph_engine.layout import (
-    SPLIT_CODES,
-    NormSpec,
     PartitionLayout,
     attach_send_lists,
     build_in_structure,
@@ -26,6 +24,8 @@ from lotan.graph_engine.layout import (
     normalize_weights,
 )
 from lotan.graph_engine.runner import OUTPUT, LocalRunner, Message, by_source
+from lotan.ir.norm import NormSpec
+from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -1,7 +1,9 @@
 """Dense graphs: the per-vertex work between two exchanges, run in PyTorch.
 
-A :class:`DenseGraph` is data — :class:`DenseNode` descriptors in topological order — so that
-the planner can build, fuse and ship it, and any task can run it. Forward runs without
+A :class:`DenseGraph` is data — the dense nodes of a logical plan
+(:class:`lotan.ir.nodes.Node`, descriptors of the ops :mod:`lotan.ir.ops` declares) in
+topological order — so that the planner can build, fuse and ship it, and any task can run
+it; :data:`EVALUATORS` says how each op is computed. Forward runs without
 autograd; backward *recomputes* the forward from the saved inputs with autograd on and
 back-propagates the incoming output gradients, returning the gradients of the inputs asked
 for and of every parameter used.
@@ -15,24 +17,22 @@ of partitions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lotan.ir.nodes import Node
 from lotan.nn_engine.device import to_device, to_host
 from lotan.nn_engine.masks import dropout_scale
 from lotan.nn_engine.norms import normalize
 
 __all__ = [
     "ACTIVATIONS",
-    "DENSE_OPS",
+    "EVALUATORS",
     "DenseGraph",
-    "DenseNode",
-    "DenseOp",
     "MaskSeed",
     "mix_seed",
 ]
@@ -70,140 +70,123 @@ class MaskSeed:
     def of(cls, seed: MaskSeed | int) -> MaskSeed:
         return seed if isinstance(seed, MaskSeed) else cls(seed)
 
-    def key(self, node: Any) -> int:
-        """The mask key of ``node`` (a :class:`DenseNode` or a logical plan node)."""
+    def key(self, node: Node) -> int:
+        """The mask key of plan node ``node``."""
         own = self.seed if node.seed is None else node.seed
-        return mix_seed(mix_seed(own, self.epoch), node.id if node.key is None else node.key)
-
-
-DenseOp = Literal[
-    "linear",
-    "matmul",
-    "bias",
-    "act",
-    "dropout",
-    "add",
-    "concat",
-    "scale_eps",
-    "head_dot",
-    "head_mean",
-    "scale",
-    "layer_norm",
-    "maximum",
-    "batch_norm",
-    "graph_norm",
-    "pair_norm",
-    "pair_norm_rows",
-]
-#: Every dense op (:class:`DenseNode` ``op``), as a set.
-DENSE_OPS: frozenset[str] = frozenset(get_args(DenseOp))
+        return mix_seed(mix_seed(own, self.epoch), node.mask_key)
 
 
 @dataclass(frozen=True)
-class DenseNode:
-    """One dense operation on the values of earlier nodes.
+class _Context:
+    """What a dense op may read besides its node, inputs and parameters."""
 
-    Attributes
-    ----------
-    id : node id (unique within a plan).
-    op : ``linear`` (``x @ Wᵀ``), ``matmul`` (``x @ W``, a square weight used untransposed,
-        as ``GCN2Conv``'s), ``bias`` (``x + b``), ``act``, ``dropout``, ``add``,
-        ``concat`` (along features), ``scale_eps`` (``(1 + eps) · x``), ``head_dot`` (per
-        head, the dot product of ``x`` with the parameter: ``(x.view(N, H, C) * a).sum(-1)``,
-        GAT's attention scores), ``head_mean`` (``x.view(N, H, C).mean(1)``), ``scale``
-        (``x * factor``), ``layer_norm`` (each vertex's row normalized over its features,
-        ``F.layer_norm`` with ``eps`` and the parameter as weight, or none) and ``maximum``
-        (the elementwise maximum of the inputs: jumping knowledge's ``"max"``). Four ops
-        normalize ``x`` by statistics over the whole graph, their second input ``m`` (a
-        ``(2, C)`` value: the column means and biased variances, or running statistics):
-        ``batch_norm`` (``(x - mean) / sqrt(var + eps)``, times the parameter if any),
-        ``graph_norm`` (PyG's ``LayerNorm(mode="graph")``: by the mean and standard
-        deviation of all entries, ``(x - μ) / (σ + eps)``, times the parameter if any),
-        ``pair_norm`` (PairNorm: centred, then divided by ``sqrt(eps + Σ var)``, times
-        ``factor``) and ``pair_norm_rows`` (PairNorm's ``scale_individually``: each centred
-        row divided by ``eps`` plus its norm).
-    inputs : ids of the input values.
-    param : parameter name for ``linear`` / ``matmul`` / ``bias`` / ``scale_eps`` / ``head_dot``
-        (``None`` for ``scale_eps``: ``eps`` fixed).
-    act, negative_slope : for ``act``.
-    p : dropout probability.
-    eps : fixed ``eps`` of ``scale_eps`` when it is not a parameter.
-    heads : ``H`` of ``head_dot`` / ``head_mean``.
-    factor : the constant of ``scale``.
-    key : seeds this node's dropout mask with the stage seed (default: ``id``).
-    seed : the run seed of this node's masks (default: the run's; :class:`MaskSeed`).
-    """
-
-    id: int
-    op: DenseOp
-    inputs: tuple[int, ...]
-    param: str | None = None
-    act: str | None = None
-    negative_slope: float = 0.01
-    p: float = 0.0
-    eps: float = 0.0
-    heads: int = 1
-    factor: float = 1.0
-    key: int | None = None
-    seed: int | None = None
+    train: bool
+    seed: MaskSeed
+    rows: np.ndarray | None  # the rows' vertex ids (dropout masks are keyed by them)
 
 
-def _eval(
-    node: DenseNode,
-    args: list[torch.Tensor],
-    params: Mapping[str, torch.Tensor],
-    train: bool,
-    seed: MaskSeed,
-    rows: np.ndarray | None,
-) -> torch.Tensor:
-    op = node.op
-    if op == "linear":
-        return args[0] @ params[str(node.param)].t()
-    if op == "matmul":
-        return args[0] @ params[str(node.param)]
-    if op == "bias":
-        return args[0] + params[str(node.param)]
-    if op == "act":
-        return ACTIVATIONS[str(node.act)](args[0], node.negative_slope)
-    if op == "dropout":
-        x = args[0]
-        if not train or node.p <= 0:
-            return x
-        key = seed.key(node)
-        if rows is None:  # rows without vertex ids: row positions
-            rows = np.arange(x.shape[0], dtype=np.int64)
-        if len(rows) != x.shape[0]:
-            raise ValueError(f"dropout over {x.shape[0]} rows given {len(rows)} vertex ids")
-        scale = dropout_scale(rows, x.shape[1], node.p, key)
-        return x * scale.to(device=x.device, dtype=x.dtype)
-    if op == "add":
-        out = args[0]
-        for a in args[1:]:
-            out = out + a
-        return out
-    if op == "concat":
-        return torch.cat(args, dim=1)
-    if op == "scale_eps":
-        eps = params[str(node.param)] if node.param is not None else node.eps
-        return (1 + eps) * args[0]
-    if op == "head_dot":
-        x = args[0]
-        return (x.view(x.shape[0], node.heads, -1) * params[str(node.param)]).sum(dim=-1)
-    if op == "scale":
-        return args[0] * node.factor
-    if op == "head_mean":
-        x = args[0]
-        return x.view(x.shape[0], node.heads, -1).mean(dim=1)
-    if op == "layer_norm":
-        x = args[0]
-        weight = params[str(node.param)] if node.param is not None else None
-        return F.layer_norm(x, (x.shape[1],), weight, None, node.eps)
-    if op == "maximum":  # as PyG's JumpingKnowledge("max"): stack, then max over the stack
-        return torch.stack(args, dim=-1).max(dim=-1)[0]
-    if op in ("batch_norm", "graph_norm", "pair_norm", "pair_norm_rows"):
-        weight = params[str(node.param)] if node.param is not None else None
-        return normalize(node.op, args[0], args[1], weight, node.eps, node.factor)
-    raise ValueError(f"unknown dense op {op!r}")  # pragma: no cover - closed set
+Args = list[torch.Tensor]
+Params = Mapping[str, torch.Tensor]
+Evaluator = Callable[[Node, Args, Params, _Context], torch.Tensor]
+
+
+def _linear(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return args[0] @ params[str(node.param)].t()
+
+
+def _matmul(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return args[0] @ params[str(node.param)]
+
+
+def _bias(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return args[0] + params[str(node.param)]
+
+
+def _act(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return ACTIVATIONS[str(node.act)](args[0], node.negative_slope)
+
+
+def _dropout(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    x = args[0]
+    if not ctx.train or node.p <= 0:
+        return x
+    key = ctx.seed.key(node)
+    rows = ctx.rows
+    if rows is None:  # rows without vertex ids: row positions
+        rows = np.arange(x.shape[0], dtype=np.int64)
+    if len(rows) != x.shape[0]:
+        raise ValueError(f"dropout over {x.shape[0]} rows given {len(rows)} vertex ids")
+    scale = dropout_scale(rows, x.shape[1], node.p, key)
+    return x * scale.to(device=x.device, dtype=x.dtype)
+
+
+def _add(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    out = args[0]
+    for a in args[1:]:
+        out = out + a
+    return out
+
+
+def _concat(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return torch.cat(args, dim=1)
+
+
+def _scale_eps(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    eps = params[str(node.param)] if node.param is not None else node.eps
+    return (1 + eps) * args[0]
+
+
+def _head_dot(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    x = args[0]
+    return (x.view(x.shape[0], node.heads, -1) * params[str(node.param)]).sum(dim=-1)
+
+
+def _head_mean(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    x = args[0]
+    return x.view(x.shape[0], node.heads, -1).mean(dim=1)
+
+
+def _scale(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    return args[0] * node.factor
+
+
+def _layer_norm(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    x = args[0]
+    weight = params[str(node.param)] if node.param is not None else None
+    return F.layer_norm(x, (x.shape[1],), weight, None, node.eps)
+
+
+def _maximum(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    # as PyG's JumpingKnowledge("max"): stack, then max over the stack
+    return torch.stack(args, dim=-1).max(dim=-1)[0]
+
+
+def _by_statistics(node: Node, args: Args, params: Params, ctx: _Context) -> torch.Tensor:
+    weight = params[str(node.param)] if node.param is not None else None
+    return normalize(node.op, args[0], args[1], weight, node.eps, node.factor)
+
+
+#: How the neural engine computes each dense op of :data:`lotan.ir.ops.DENSE_OPS` (what
+#: each one means is declared there; a test checks that every one has its evaluator).
+EVALUATORS: dict[str, Evaluator] = {
+    "linear": _linear,
+    "matmul": _matmul,
+    "bias": _bias,
+    "act": _act,
+    "dropout": _dropout,
+    "add": _add,
+    "concat": _concat,
+    "scale_eps": _scale_eps,
+    "head_dot": _head_dot,
+    "head_mean": _head_mean,
+    "scale": _scale,
+    "layer_norm": _layer_norm,
+    "maximum": _maximum,
+    "batch_norm": _by_statistics,
+    "graph_norm": _by_statistics,
+    "pair_norm": _by_statistics,
+    "pair_norm_rows": _by_statistics,
+}
 
 
 def _on_cpu(device: torch.device | None) -> bool:
@@ -212,9 +195,15 @@ def _on_cpu(device: torch.device | None) -> bool:
 
 @dataclass(frozen=True)
 class DenseGraph:
-    """Dense nodes in topological order; values not produced here are inputs."""
+    """Dense nodes (plan nodes of dense ops) in topological order; values not produced here
+    are inputs."""
 
-    nodes: tuple[DenseNode, ...] = ()
+    nodes: tuple[Node, ...] = ()
+
+    def __post_init__(self) -> None:
+        for node in self.nodes:
+            if node.op not in EVALUATORS:
+                raise ValueError(f"node {node.id} ({node.op}) is not a dense op")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -229,10 +218,11 @@ class DenseGraph:
         rows: np.ndarray | None,
         only: Collection[int] | None = None,
     ) -> dict[int, torch.Tensor]:
+        ctx = _Context(train, seed, rows)
         for node in self.nodes:
             if only is None or node.id in only:
                 args = [values[i] for i in node.inputs]
-                values[node.id] = _eval(node, args, params, train, seed, rows)
+                values[node.id] = EVALUATORS[node.op](node, args, params, ctx)
         return values
 
     def forward(

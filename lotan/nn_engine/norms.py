@@ -94,7 +94,7 @@ def normalize(
     factor: float = 1.0,
 ) -> torch.Tensor:
     """``batch_norm``, ``graph_norm``, ``pair_norm`` or ``pair_norm_rows`` of ``x`` given the
-    statistics ``m`` (see :class:`~lotan.nn_engine.dense.DenseNode`), times ``weight`` when
+    statistics ``m`` (see :mod:`lotan.ir.ops`), times ``weight`` when
     given."""
     mean, var = m[0], m[1]
     if op == "batch_norm":

@@ -1,7 +1,7 @@
 """Model batching: K models that read the graph the same way train as one plan.
 
 Each model is lowered and optimized on its own (so it keeps the plan it has when trained
-alone); then the plans are **merged** into one :class:`~lotan.planner.logical.LogicalPlan`
+alone); then the plans are **merged** into one :class:`~lotan.ir.plan.LogicalPlan`
 with one output per model:
 
 - one input ``X``; constants are shared — the layer-0 aggregation ``ÂX`` of every GCN/SGC
@@ -33,7 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lotan.planner.logical import LogicalPlan, Node
+from lotan.ir.nodes import Node
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.messages import FLOAT_BYTES
 from lotan.planner.physical import PhysicalPlan
 

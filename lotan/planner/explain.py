@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lotan.planner.logical import LogicalPlan
-from lotan.planner.messages import EDGE_REDUCES, FLOAT_BYTES, edge_bytes
+from lotan.ir.ops import EDGE_REDUCES
+from lotan.ir.plan import LogicalPlan
+from lotan.planner.messages import FLOAT_BYTES, edge_bytes
 from lotan.planner.physical import PhysicalPlan, training_stages
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.logical import LogicalPlan
 from lotan.planner.rules import (
     CacheConstantAggregates,
     FuseLocalOps,

@@ -32,7 +32,7 @@ from lotan.training.trainer import (
 
 if TYPE_CHECKING:
     from lotan.engines import Engine
-    from lotan.graph_engine.layout import NormSpec
+    from lotan.ir.norm import NormSpec
     from lotan.training.checkpoint import Checkpointer
 
 __all__ = ["run_batch"]

@@ -18,7 +18,7 @@ from lotan.nn_engine.optim import build_optimizer
 from lotan.planner.physical import METRIC_FIELDS
 
 if TYPE_CHECKING:
-    from lotan.planner.logical import LogicalPlan
+    from lotan.ir.plan import LogicalPlan
 
 from lotan.training.records import EpochRecord, FitResult, better
 

@@ -14,8 +14,8 @@ from lotan.graph_engine.exchange import (
     to_bfloat16,
     widen,
 )
-from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.prepare import prepare_local
+from lotan.ir.norm import NormSpec
 from tests.graph_cases import CASES
 
 

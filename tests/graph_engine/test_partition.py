@@ -11,7 +11,7 @@ import lotan
 from lotan.engines import LocalEngine, SparkEngine
 from lotan.errors import LotanError
 from lotan.graph_engine.hashing import owner_of
-from lotan.graph_engine.layout import NormSpec
+from lotan.ir.norm import NormSpec
 
 
 def _sbm(n: int) -> lotan.Graph:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lotan.errors import EngineError
-from lotan.graph_engine.layout import NormSpec
 from lotan.graph_engine.prepare import prepare_local
 from lotan.graph_engine.store import LayoutStore, write_constants, write_layout
+from lotan.ir.norm import NormSpec
 from tests.graph_cases import CASES
 
 

@@ -5,21 +5,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lotan.nn_engine.dense import DenseGraph, DenseNode, MaskSeed
+from lotan.ir.nodes import Node
+from lotan.nn_engine.dense import DenseGraph, MaskSeed
 from lotan.nn_engine.loss import masked_cross_entropy
 from lotan.nn_engine.masks import dropout_scale
 
 # Inputs: value 0 (5 wide) and value 1 (5 wide).
 GRAPH = DenseGraph(
     (
-        DenseNode(2, "bias", (0,), param="b0"),
-        DenseNode(3, "act", (2,), act="leaky_relu", negative_slope=0.2),
-        DenseNode(4, "dropout", (3,), p=0.3),
-        DenseNode(5, "scale_eps", (1,), param="eps"),
-        DenseNode(6, "add", (4, 5)),
-        DenseNode(7, "linear", (6,), param="w1"),
-        DenseNode(8, "act", (7,), act="elu"),
-        DenseNode(9, "concat", (8, 3)),
+        Node(2, "bias", (0,), 5, param="b0"),
+        Node(3, "act", (2,), 5, act="leaky_relu", negative_slope=0.2),
+        Node(4, "dropout", (3,), 5, p=0.3),
+        Node(5, "scale_eps", (1,), 5, param="eps"),
+        Node(6, "add", (4, 5), 5),
+        Node(7, "linear", (6,), 3, param="w1"),
+        Node(8, "act", (7,), 3, act="elu"),
+        Node(9, "concat", (8, 3), 8),
     )
 )
 
@@ -91,3 +92,12 @@ def test_masked_cross_entropy_partials_sum_to_pyg_loss() -> None:
     l2, g2 = masked_cross_entropy(logits[6:], y[6:], mask[6:], total)
     assert l1 + l2 == pytest.approx(float(ref), rel=1e-6)
     torch.testing.assert_close(torch.cat([g1, g2]), ref_leaf.grad)
+
+
+def test_every_dense_op_of_the_vocabulary_has_an_evaluator() -> None:
+    from lotan.ir.ops import DENSE_OPS
+    from lotan.nn_engine.dense import EVALUATORS
+
+    assert set(EVALUATORS) == set(DENSE_OPS)
+    with pytest.raises(ValueError, match=r"node 3 \(aggregate\) is not a dense op"):
+        DenseGraph((Node(3, "aggregate", (0,), 5),))

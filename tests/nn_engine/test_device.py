@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lotan.errors import EngineError
-from lotan.nn_engine.dense import DenseGraph, DenseNode
+from lotan.ir.nodes import Node
+from lotan.nn_engine.dense import DenseGraph
 from lotan.nn_engine.device import select_device, task_device
 
 
@@ -35,9 +36,9 @@ def test_outside_a_spark_task_dense_work_runs_on_the_cpu(monkeypatch: pytest.Mon
 def test_an_explicit_cpu_device_changes_nothing() -> None:
     graph = DenseGraph(
         (
-            DenseNode(2, "linear", (0,), param="w"),
-            DenseNode(3, "act", (2,), act="relu"),
-            DenseNode(4, "dropout", (3,), p=0.5),
+            Node(2, "linear", (0,), 4, param="w"),
+            Node(3, "act", (2,), 4, act="relu"),
+            Node(4, "dropout", (3,), 4, p=0.5),
         )
     )
     params = {"w": torch.randn(4, 3)}

@@ -10,8 +10,9 @@ import torch
 from torch_geometric.nn.models import GCN, GraphSAGE
 
 import lotan
-from lotan.graph_engine.layout import NormSpec
-from lotan.planner.logical import LogicalPlan, Node
+from lotan.ir.nodes import Node
+from lotan.ir.norm import NormSpec
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.physical import PhysicalPlan
 from lotan.planner.rules import (
     CacheConstantAggregates,

@@ -1,4 +1,4 @@
-"""Lowering PyTorch Geometric models to a :class:`~lotan.planner.logical.LogicalPlan`.
+"""Lowering PyTorch Geometric models to a :class:`~lotan.ir.plan.LogicalPlan`.
 
 Supported:
 

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from lotan.errors import UnsupportedModelError
-from lotan.graph_engine.layout import NormSpec
-from lotan.planner.logical import LogicalPlan, Node
+from lotan.ir.nodes import Node
+from lotan.ir.norm import NormSpec
+from lotan.ir.ops import OpName
+from lotan.ir.plan import LogicalPlan
 
 SUPPORTED = (
     "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (jk None/'last'/'cat'/'max', "
@@ -56,7 +58,7 @@ class Builder:
         self.has_edge_weight = has_edge_weight
         self.edge_width = edge_width
 
-    def add(self, op: str, inputs: tuple[int, ...], width: int, **attrs: Any) -> int:
+    def add(self, op: OpName, inputs: tuple[int, ...], width: int, **attrs: Any) -> int:
         i = len(self.nodes)
         self.nodes.append(Node(i, op, inputs, width, **attrs))
         return i
@@ -132,7 +134,7 @@ class Builder:
             return self.add("bias", (h,), w, param=f"{prefix}bias", origin=where) if affine else h
         if isinstance(mod, PairNorm):
             m = self.add("moments", (x,), w, origin=where)
-            op = "pair_norm_rows" if mod.scale_individually else "pair_norm"
+            op: OpName = "pair_norm_rows" if mod.scale_individually else "pair_norm"
             return self.add(
                 op, (x, m), w, factor=float(mod.scale), eps=float(mod.eps), origin=where
             )

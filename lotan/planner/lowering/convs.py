@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lotan.errors import UnsupportedModelError
-from lotan.graph_engine.layout import NormSpec
+from lotan.ir.norm import NormSpec
 from lotan.planner.lowering.builder import SUPPORTED, Builder, need_aggr
 from lotan.planner.lowering.edge_convs import gat, gatv2, gine
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lotan.errors import UnsupportedModelError
-from lotan.graph_engine.layout import NormSpec
+from lotan.ir.norm import NormSpec
 from lotan.planner.lowering.builder import Builder, need_aggr
 
 

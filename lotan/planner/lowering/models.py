@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lotan.errors import UnsupportedModelError
-from lotan.planner.logical import LogicalPlan
+from lotan.ir.plan import LogicalPlan
 from lotan.planner.lowering.builder import ACT_FUNCTIONS, ACT_MODULES, SUPPORTED, Builder, is_norm
 from lotan.planner.lowering.convs import lower_conv
 

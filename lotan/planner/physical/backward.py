@@ -25,8 +25,8 @@ from lotan.graph_engine.runner import (
     by_source,
     phase,
 )
+from lotan.ir.ops import EDGE_REDUCES
 from lotan.nn_engine.dense import MaskSeed
-from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical.pieces import Piece, dense_device, layout_value, payloads
 from lotan.planner.physical.plan import PhysicalPlan, as_tensor
 

@@ -13,7 +13,7 @@ import torch
 from lotan.graph_engine.exchange import (
     forward_messages,
 )
-from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
+from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.reductions import (
     combine_moments,
     partial_moments,
@@ -25,9 +25,10 @@ from lotan.graph_engine.runner import (
     by_source,
     phase,
 )
+from lotan.ir.ops import EDGE_REDUCES
+from lotan.ir.splits import SPLIT_CODES
 from lotan.nn_engine.dense import MaskSeed
 from lotan.nn_engine.loss import masked_cross_entropy
-from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical.backward import backprop, saved_inputs
 from lotan.planner.physical.pieces import (
     EVAL,

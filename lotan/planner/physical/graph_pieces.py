@@ -26,8 +26,8 @@ from lotan.graph_engine.runner import (
     by_source,
     phase,
 )
+from lotan.ir.ops import EDGE_REDUCES
 from lotan.planner import messages
-from lotan.planner.messages import EDGE_REDUCES
 from lotan.planner.physical.pieces import EVAL, Piece
 from lotan.planner.physical.plan import Exchange, as_tensor
 from lotan.planner.placement import GRAPH

@@ -12,12 +12,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lotan.graph_engine.layout import SPLIT_CODES, PartitionLayout
+from lotan.graph_engine.layout import PartitionLayout
 from lotan.graph_engine.runner import (
     DRIVER,
     Message,
     record_device,
 )
+from lotan.ir.splits import SPLIT_CODES
 from lotan.nn_engine.device import task_resources
 from lotan.planner.physical.plan import PhysicalPlan, Schedule
 from lotan.planner.placement import DENSE

@@ -11,14 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lotan.graph_engine.layout import NormSpec
+from lotan.ir.norm import NormSpec
+from lotan.ir.ops import STAGE_STARTS
+from lotan.ir.plan import LogicalPlan
 from lotan.nn_engine.dense import DenseGraph
-from lotan.planner.logical import LogicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
-
-#: Ops that start a stage: their value needs rows (an aggregation) or partials (statistics
-#: across partitions) from every other partition.
-STAGE_STARTS = frozenset({"aggregate", "moments"})
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ class Exchange:
         different stages, as under ``PlannerFlags(fuse=False)``). Backward, each input's
         gradient goes back to the stage that sent it.
     reduce : ``"sum"`` (weighted by ``norm``), ``"max"``, ``"min"`` or one of
-        :data:`~lotan.planner.messages.EDGE_REDUCES`.
+        :data:`~lotan.ir.ops.EDGE_REDUCES`.
     inputs : the distinct values aggregated, in column order, with their ``widths``.
     aggs : the aggregation nodes; ``agg_inputs[a]`` are the values ``a`` aggregates (one;
         several for some edge functions, e.g. ``(h, a_src, a_dst)`` for ``attention``).
@@ -233,7 +230,7 @@ class PhysicalPlan:
     def dense_graph(self, j: int) -> DenseGraph:
         return DenseGraph(
             tuple(
-                self.logical.node(i).dense()
+                self.logical.node(i)
                 for i in self.nodes_at(j)
                 if self.logical.node(i).op not in STAGE_STARTS
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lotan.planner.logical import LogicalPlan
+from lotan.ir.plan import LogicalPlan
 
 __all__ = ["CacheConstantAggregates"]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lotan.planner.logical import LogicalPlan, Node
+from lotan.ir.nodes import Node
+from lotan.ir.plan import LogicalPlan
 
 __all__ = ["ReorderLinearAggregate"]
 
