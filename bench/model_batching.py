@@ -59,7 +59,7 @@ def _worker(args: argparse.Namespace) -> None:
 
     spark = None
     if args.worker == "spark":
-        from lotan.graph_engine.session import get_spark
+        from lotan.engines.spark.session import get_spark
 
         spark = get_spark()
     ks = [int(k) for k in args.ks.split(",")]

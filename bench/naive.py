@@ -180,7 +180,7 @@ def run(spec: dict[str, Any], g: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch.nn.functional as F
     from torch_geometric.nn.models import GCN
 
-    from lotan.graph_engine.session import get_spark
+    from lotan.engines.spark.session import get_spark
 
     if spec["model"] != "gcn":
         raise SystemExit("the naive baseline is a GCN")

@@ -36,7 +36,7 @@ def main() -> None:
     from torch_geometric.nn.models import GCN
 
     import lotan
-    from lotan.graph_engine.session import get_spark
+    from lotan.engines.spark.session import get_spark
 
     spark = get_spark()
     graph = _graph(args.graph)

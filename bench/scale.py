@@ -131,7 +131,7 @@ def _lotan(graph_name: str, epochs: int, engine: str, parts: int, partitioner: s
 
     spark = None
     if engine == "spark":
-        from lotan.graph_engine.session import get_spark
+        from lotan.engines.spark.session import get_spark
 
         spark = get_spark()
     graph = _graph(graph_name, spark)

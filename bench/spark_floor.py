@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 import lotan
-from lotan.engines import SparkEngine
-from lotan.graph_engine.runner import DRIVER, Message, StageFn
-from lotan.graph_engine.session import get_spark
+from lotan.engines.spark.engine import SparkEngine
+from lotan.engines.spark.session import get_spark
 from lotan.ir.norm import NormSpec
+from lotan.runtime.message import DRIVER, Message, StageFn
 
 
 def _noop(k: int, last: bool) -> StageFn:

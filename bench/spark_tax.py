@@ -42,7 +42,7 @@ import torch
 from torch_geometric.nn.models import GCN
 
 import lotan
-from lotan.graph_engine import spark_runner
+from lotan.engines.spark import runner as spark_runner
 
 _SIZES = {"sbm10k": 10_000, "sbm100k": 100_000, "sbm1m": 1_000_000}
 
@@ -112,7 +112,7 @@ def _fit(graph: lotan.Graph, engine: str, parts: int, epochs: int) -> lotan.FitR
 
 
 def measure(name: str, parts: int, epochs: int) -> dict[str, Any]:
-    from lotan.graph_engine.session import get_spark
+    from lotan.engines.spark.session import get_spark
 
     graph = lotan.datasets.sbm(
         _SIZES[name], num_classes=16, num_features=128, avg_degree=20, seed=0

@@ -119,7 +119,7 @@ def _setup(spec: dict[str, Any], g: dict[str, Any], engine: str) -> tuple[Any, d
 
     spark = None
     if engine == "spark":
-        from lotan.graph_engine.session import get_spark
+        from lotan.engines.spark.session import get_spark
 
         spark = get_spark(conf=spec.get("spark_conf"))
     if spark is not None and spec.get("generate"):

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lotan.config import FitConfig, check_exchange_dtype
-from lotan.engine_choice import choose_engine
+from lotan.engines.choice import choose_engine
 from lotan.graph import Graph
-from lotan.graph_engine.partition import check_partitioner
 from lotan.grid import DEFAULT_MEMORY_BUDGET, explain_many
 from lotan.planner.batching import merge
 from lotan.planner.explain import render
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.physical import PhysicalPlan, inference_stages
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import Placement
 from lotan.preparation import (
     check_labels,
@@ -26,6 +25,8 @@ from lotan.preparation import (
     plan_for,
     prepare,
 )
+from lotan.runtime.label_propagation import check_partitioner
+from lotan.runtime.stages import inference_stages
 from lotan.training.checkpoint import Checkpointer, fingerprint
 from lotan.training.loop import run_batch
 from lotan.training.progress import announce
@@ -80,11 +81,11 @@ def fit(
         ``"auto"`` takes Spark when the graph is in Spark DataFrames, ``placement="split"``,
         or the session (``spark=`` or the active one) runs on a cluster, and otherwise the
         local engine if the estimated working set fits ``LOTAN_LOCAL_MEMORY`` (default: half
-        the machine's memory), else Spark (see :func:`lotan.engine_choice.choose_engine`); the
+        the machine's memory), else Spark (see :func:`lotan.engines.choice.choose_engine`); the
         choice and why are in :attr:`FitResult.engine` and the progress display.
     num_partitions : graph partitions (default: the engine's).
     partitioner : ``"hash"`` (default) or ``"label_propagation"`` (see
-        :mod:`lotan.graph_engine.partition`); the result does not depend on it.
+        :mod:`lotan.runtime.label_propagation`); the result does not depend on it.
     spark : the SparkSession the Spark engine uses.
     planner : which rewrite rules run (all by default); the result does not depend on it.
     patience : stop when ``monitor`` (``"val_acc"`` by default, see
@@ -279,7 +280,7 @@ def explain(
         choice = choose_engine(engine, graph, [plan], spark, where)
         eng, parts = engine_for(choice, spark, num_partitions, graph)
         prepared = eng.prepare(graph, parts, plan.norms, partitioner)
-        stats = eng.stats(prepared)
+        stats = prepared.stats()
         physical = PhysicalPlan.build(plan)
         text = "\n".join(
             [

@@ -87,8 +87,8 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
     """The Spark session the job needs (its engine or Parquet input), else None. Under
     ``engine: auto`` a session is started only under ``spark-submit`` or when the job sets
     ``spark`` options, and its master then decides the engine
-    (:func:`lotan.engine_choice.choose_engine`)."""
-    from lotan.graph_engine.session import REMOTE_ENV, get_spark, set_log_level
+    (:func:`lotan.engines.choice.choose_engine`)."""
+    from lotan.engines.spark.session import REMOTE_ENV, get_spark, set_log_level
 
     wanted = {
         "spark": True,

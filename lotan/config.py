@@ -10,9 +10,9 @@ from typing import Any
 
 from lotan.errors import LotanError
 from lotan.graph_engine.exchange import EXCHANGE_DTYPES
-from lotan.graph_engine.partition import check_partitioner
 from lotan.nn_engine.optim import OPTIMIZERS
 from lotan.planner.placement import Placement
+from lotan.runtime.label_propagation import check_partitioner
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -36,7 +36,7 @@ MONITORS = ("val_acc", "train_acc", "test_acc", "loss")
 #: ``lotan.grid`` keys that configure the optimizer rather than the model.
 OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")
 
-#: ``auto`` picks one of the other two (:func:`lotan.engine_choice.choose_engine`).
+#: ``auto`` picks one of the other two (:func:`lotan.engines.choice.choose_engine`).
 ENGINES = ("auto", "spark", "local")
 
 
@@ -127,7 +127,7 @@ class FitConfig:
     optimizer : ``adam``, ``adamw`` or ``sgd``.
     lr, weight_decay, momentum : optimizer settings (``momentum`` for SGD).
     engine : ``auto`` (default: the local engine when no cluster session is active and the
-        graph fits the local memory budget, else Spark; :func:`lotan.engine_choice.choose_engine`),
+        graph fits the local memory budget, else Spark; :func:`lotan.engines.choice.choose_engine`),
         ``spark`` or ``local``.
     num_partitions : graph partitions; ``None`` means the engine's default (Spark: the
         session's default parallelism; local: 1).

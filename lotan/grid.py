@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lotan.config import OPTIMIZER_KEYS, FitConfig, OptimizerConfig, parse_bytes
-from lotan.engine_choice import choose_engine
+from lotan.engines.choice import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
 from lotan.ir.plan import LogicalPlan
@@ -198,7 +198,7 @@ def schedule(
     for key, members in batches(plans):
         merged = merge([plans[i] for i in members], members, [own[i] for i in members])
         prepared, _ = prepare(eng, graph, parts, merged.plan, partitioner)
-        stats = eng.stats(prepared)
+        stats = prepared.stats()
         subs = split_by_budget(merged, stats["max_own"], stats["max_rows"], budget)
         bp = BatchPlan(
             describe_structure(key),

@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lotan.config import FitConfig
-from lotan.engine_choice import EngineChoice
 from lotan.engines import Engine, make_engine
+from lotan.engines.choice import EngineChoice
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
 from lotan.ir.plan import LogicalPlan
 from lotan.planner.flags import PlannerFlags
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
-from lotan.planner.physical import EpochValue, PhysicalPlan, inference_stages
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import Placement
+from lotan.runtime.stages import inference_stages
+from lotan.runtime.value import EpochValue
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -120,12 +122,7 @@ def prepare(
         const_plan = PhysicalPlan.build(plan, outputs=cached, use_cache=False)
         key = tuple(plan.node(i).describe() for i in sorted(const_plan.stage_of))
         prepared = eng.with_constants(
-            graph,
-            prepared,
-            (norms, key),
-            inference_stages(const_plan, emit_outputs=True),
-            # Constants depend on no parameter.
-            EpochValue(params={}, epoch=0),
+            graph, prepared, (norms, key), inference_stages(const_plan, emit_outputs=True)
         )
     return prepared, physical
 

@@ -18,7 +18,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def spark() -> Iterator[object]:
     from pyspark.sql import SparkSession
 
-    from lotan.graph_engine.session import FAST_PYTHON
+    from lotan.engines.spark.session import FAST_PYTHON
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

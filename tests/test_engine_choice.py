@@ -12,7 +12,8 @@ import torch
 from torch_geometric.nn.models import GCN
 
 import lotan
-from lotan.engine_choice import choose_engine, local_working_set
+from lotan.engines.choice import choose_engine
+from lotan.planner.estimates import local_working_set
 from lotan.planner.lowering import lower_model
 from lotan.planner.placement import Placement
 

@@ -267,14 +267,14 @@ def test_preparation_is_cached_and_released(spark) -> None:
     model = GCN(graph.num_features, 4, 2, 3)
     lotan.fit(model, graph, epochs=1, engine="spark", num_partitions=2, spark=spark, progress=False)
     # The layouts, and the layouts with the cached aggregation ÂX of this plan.
-    runners = list(graph._prepared.values())
+    runners = list(graph.preparations.values())
     assert len(runners) == 2
     lotan.fit(model, graph, epochs=1, engine="spark", num_partitions=2, spark=spark, progress=False)
-    assert list(graph._prepared.values()) == runners  # reused, not re-prepared
+    assert list(graph.preparations.values()) == runners  # reused, not re-prepared
     dirs = [d for r in runners for d in (r.store.base, *r.store.extra)]
     assert all(os.path.isdir(d) for d in dirs)  # the layout files of each
     graph.unpersist()
-    assert not graph._prepared and all(r.store is None for r in runners)
+    assert not graph.preparations and all(r.store is None for r in runners)
     assert not any(os.path.exists(d) for d in dirs)
 
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lotan.engines.spark.session import default_parallelism
 from lotan.errors import GraphInputError
 from lotan.graph import Graph
-from lotan.graph_engine.session import default_parallelism
 from lotan.ir.splits import SPLIT_CODES
 
 if TYPE_CHECKING:

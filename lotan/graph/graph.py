@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lotan.engines.base import Preparations
 from lotan.errors import GraphInputError
 from lotan.graph.checks import (
     check_edge_attr_row,
@@ -65,7 +66,9 @@ class Graph:
         self._edges = edges
         self._stats = stats
         self.name = name
-        self._prepared: dict[Any, Any] = {}
+        #: This graph prepared for runs, by engine, partitions and weightings: made once,
+        #: reused by every later run, released by :meth:`unpersist`.
+        self.preparations = Preparations()
         self._fingerprint: str | None = None
 
     # ---------------------------------------------------------------- constructors
@@ -304,7 +307,7 @@ class Graph:
         name: str = "graph",
     ) -> Graph:
         """From Parquet folders with the schema of :meth:`from_dataframes`."""
-        from lotan.graph_engine.session import get_spark
+        from lotan.engines.spark.session import get_spark
 
         session = get_spark(spark)
         try:
@@ -370,11 +373,7 @@ class Graph:
 
     def unpersist(self) -> None:
         """Release every cached preparation of this graph (Spark layouts included)."""
-        for prepared in self._prepared.values():
-            release = getattr(prepared, "unpersist", None)
-            if release is not None:
-                release()
-        self._prepared.clear()
+        self.preparations.release()
 
     def fingerprint(self) -> str:
         """A hash of the graph's content (ids, features, labels, splits, edges, weights), the

@@ -62,7 +62,7 @@ def _send(spark: SparkSession, rows: int, step: int, table: Any) -> DataFrame:
         return spark.createDataFrame(table(0, rows))
     from pyspark import StorageLevel
 
-    from lotan.graph_engine.session import local_checkpoint
+    from lotan.engines.spark.session import local_checkpoint
 
     parts = []
     for lo in range(0, rows, step):

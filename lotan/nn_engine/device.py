@@ -1,7 +1,8 @@
 """Where dense work runs: the GPU Spark assigned to the task, else the CPU.
 
 Spark's stage-level scheduling gives a task the addresses of the resources it asked for
-(``TaskContext.resources()["gpu"].addresses``); a dense stage moves its inputs and the
+(``TaskContext.resources()["gpu"].addresses``, which the Spark engine hands to the runtime:
+:func:`lotan.runtime.task.assign_gpus`); a dense stage moves its inputs and the
 weights to that GPU, runs there, and brings the results back. Without an assigned GPU — a
 CPU-only executor, the local engine, or a GPU that this process cannot use — it runs on the
 CPU. ``LOTAN_DENSE_DEVICE`` overrides the choice: ``auto`` (default, as above), ``cpu``, or
@@ -18,7 +19,7 @@ import torch
 
 from lotan.errors import EngineError
 
-__all__ = ["DEVICE_ENV", "select_device", "task_device", "task_resources", "to_device", "to_host"]
+__all__ = ["DEVICE_ENV", "select_device", "task_device", "to_device", "to_host"]
 
 DEVICE_ENV = "LOTAN_DENSE_DEVICE"
 
@@ -43,29 +44,10 @@ def select_device(setting: str, gpu_addresses: Sequence[str], cuda_available: bo
     return torch.device("cpu")
 
 
-def _task_gpus() -> list[str]:
-    try:
-        from pyspark import TaskContext
-    except ImportError:  # pragma: no cover - pyspark is a dependency
-        return []
-    ctx = TaskContext.get()
-    if ctx is None:
-        return []
-    resources: Mapping[str, Any] = ctx.resources()
-    gpu = resources.get("gpu")
-    return list(gpu.addresses) if gpu is not None else []
-
-
-def task_resources() -> tuple[list[str], torch.device]:
-    """The GPU addresses Spark assigned to this task, and the device its dense work runs on
-    (see the module docstring)."""
-    gpus = _task_gpus()
-    return gpus, select_device(os.environ.get(DEVICE_ENV, "auto"), gpus, torch.cuda.is_available())
-
-
-def task_device() -> torch.device:
-    """The device this task's dense work runs on."""
-    return task_resources()[1]
+def task_device(gpus: Sequence[str] = ()) -> torch.device:
+    """The device the dense work of a task given the GPUs ``gpus`` runs on (see the module
+    docstring)."""
+    return select_device(os.environ.get(DEVICE_ENV, "auto"), gpus, torch.cuda.is_available())
 
 
 #: Tensors at least this large go to the GPU through pinned (page-locked) memory: the copy

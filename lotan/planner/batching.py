@@ -35,7 +35,7 @@ from typing import Any
 
 from lotan.ir.nodes import Node
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.messages import FLOAT_BYTES
+from lotan.planner.estimates import FLOAT_BYTES
 from lotan.planner.physical import PhysicalPlan
 
 __all__ = [

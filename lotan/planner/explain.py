@@ -7,9 +7,10 @@ from collections.abc import Mapping
 
 from lotan.ir.ops import EDGE_REDUCES
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.messages import FLOAT_BYTES, edge_bytes
-from lotan.planner.physical import PhysicalPlan, training_stages
+from lotan.planner.estimates import FLOAT_BYTES, edge_bytes
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
+from lotan.runtime.stages import training_stages
 
 __all__ = ["render", "render_physical", "render_placement"]
 

@@ -23,7 +23,7 @@ class PlannerFlags:
     fuse : :class:`~lotan.planner.rules.fuse_local_ops.FuseLocalOps`.
     edge_block_mb : not a rule: the most memory (MiB) one layer's per-edge tensors may take
         on one partition (attention coefficients and their gradients, edge feature
-        projections, dropout multipliers; :func:`lotan.planner.messages.edge_bytes`). Past
+        projections, dropout multipliers; :func:`lotan.planner.estimates.edge_bytes`). Past
         it, the layer processes its destination rows in blocks whose edges fit; the result
         is the same bit for bit.
     """

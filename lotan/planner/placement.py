@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lotan.engines.spark.scheduling import describe_request
 from lotan.errors import LotanError
-from lotan.graph_engine.scheduling import describe_request
 
 __all__ = ["DEFAULT_PLACEMENT", "DENSE", "FUSED", "GRAPH", "MODES", "Placement"]
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lotan.errors import TrainingDivergedError
-from lotan.graph_engine.runner import Message
 from lotan.planner.batching import MergedPlan
-from lotan.planner.physical import EpochValue, PhysicalPlan, inference_stages, training_stages
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
+from lotan.runtime.message import Message
+from lotan.runtime.stages import inference_stages, training_stages
+from lotan.runtime.value import EpochValue
 from lotan.training.progress import Progress
 from lotan.training.records import EpochRecord
 from lotan.training.trainer import (

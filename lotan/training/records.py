@@ -12,14 +12,14 @@ import torch
 
 from lotan.config import MONITORS, OPTIMIZER_KEYS, FitConfig, OptimizerConfig
 from lotan.errors import LotanError
-from lotan.graph_engine.runner import DEVICE_COUNTS
+from lotan.runtime.task import DEVICE_COUNTS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import pandas as pd
 
-    from lotan.engine_choice import EngineChoice
+    from lotan.engines.choice import EngineChoice
     from lotan.planner.batching import BatchPlan
 
 __all__ = ["EpochRecord", "FitResult", "GridResult", "better"]
@@ -37,7 +37,7 @@ class EpochRecord:
     test_acc: float
     seconds: float
     #: Task seconds of the epoch's training run by phase (see
-    #: :data:`lotan.graph_engine.runner.PHASES`), summed over partitions and stages. In a
+    #: :data:`lotan.runtime.task.PHASES`), summed over partitions and stages. In a
     #: batch of models, the whole batch's run.
     phases: dict[str, float] = field(default_factory=dict, compare=False)
 

@@ -13,9 +13,11 @@ import torch
 from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError
 from lotan.graph_engine.reductions import combine_moments
-from lotan.graph_engine.runner import DEVICE_COUNTS, PHASES, Message
 from lotan.nn_engine.optim import build_optimizer
-from lotan.planner.physical import METRIC_FIELDS
+from lotan.runtime.message import Message
+from lotan.runtime.pieces import METRIC_FIELDS
+from lotan.runtime.tags import METRICS, PARAM_GRADS, STATISTICS, TIMING
+from lotan.runtime.task import DEVICE_COUNTS, PHASES
 
 if TYPE_CHECKING:
     from lotan.ir.plan import LogicalPlan
@@ -31,10 +33,10 @@ def reduce_messages(msgs: list[Message]) -> tuple[dict[str, np.ndarray], np.ndar
     grads: dict[str, np.ndarray] = {}
     metrics: np.ndarray | None = None
     for m in sorted(msgs, key=lambda m: (m.tag, m.src)):
-        if m.tag == "grad":
+        if m.tag == PARAM_GRADS.of():
             for k, v in m.payload.items():
                 grads[k] = grads[k] + v if k in grads else np.array(v, copy=True)
-        elif m.tag == "metrics":
+        elif m.tag == METRICS.of():
             rows = np.asarray(m.payload["metrics"])
             metrics = np.array(rows, copy=True) if metrics is None else metrics + rows
     return grads, metrics if metrics is not None else np.zeros((0, len(METRIC_FIELDS)))
@@ -44,7 +46,7 @@ def _timing_sums(msgs: list[Message], names: tuple[str, ...]) -> dict[str, float
     """The fields ``names`` of the run's ``timing`` messages, summed over its tasks."""
     out = dict.fromkeys(names, 0.0)
     for m in msgs:
-        if m.tag == "timing":
+        if m.tag == TIMING.of():
             for name in names:
                 out[name] += float(m.payload[name][0])
     return out
@@ -56,7 +58,7 @@ def phase_seconds(msgs: list[Message]) -> dict[str, float]:
 
 
 def device_counts(msgs: list[Message]) -> dict[str, int]:
-    """:data:`~lotan.graph_engine.runner.DEVICE_COUNTS`, summed over the run's tasks."""
+    """:data:`~lotan.runtime.task.DEVICE_COUNTS`, summed over the run's tasks."""
     return {k: int(v) for k, v in _timing_sums(msgs, DEVICE_COUNTS).items()}
 
 
@@ -232,6 +234,7 @@ def reduce_statistics(msgs: list[Message]) -> dict[int, tuple[int, np.ndarray, n
     the partials the partitions sent, combined in partition order as every task does."""
     partials: dict[int, dict[int, Any]] = {}
     for m in msgs:
-        if m.tag[0] == "m" and m.tag[1:].isdigit():
-            partials.setdefault(int(m.tag[1:]), {})[m.src] = m.payload
+        node = STATISTICS.index_of(m.tag)
+        if node is not None:
+            partials.setdefault(node, {})[m.src] = m.payload
     return {node: combine_moments(p) for node, p in partials.items()}

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from lotan.cli import main
+from lotan.engines.spark.session import get_spark
 from lotan.errors import EngineError
-from lotan.graph_engine.session import get_spark
 from tests.connect.cases import run_all
 from tests.connect.server import ConnectServer
 

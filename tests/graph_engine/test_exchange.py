@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lotan.engines.local import prepare_local
 from lotan.graph_engine.exchange import (
     assemble,
     backward_messages,
@@ -14,7 +15,6 @@ from lotan.graph_engine.exchange import (
     to_bfloat16,
     widen,
 )
-from lotan.graph_engine.prepare import prepare_local
 from lotan.ir.norm import NormSpec
 from tests.graph_cases import CASES
 

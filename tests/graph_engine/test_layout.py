@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
+from lotan.engines.local import prepare_local
+from lotan.engines.spark.prepare import prepare_spark
+from lotan.engines.spark.store import LayoutStore
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.prepare import prepare_local, prepare_spark
-from lotan.graph_engine.store import LayoutStore
 from lotan.ir.norm import NormSpec
 from tests.graph_cases import CASES
 
@@ -113,7 +114,7 @@ def test_spark_preparation_equals_local(spark, tmp_path, parts: int) -> None:
 
 def test_edge_keys_do_not_depend_on_the_partitioning() -> None:
     """Every edge (duplicates apart) keeps its key whatever partition prepares it."""
-    from lotan.graph_engine.prepare import prepare_local
+    from lotan.engines.local import prepare_local
     from lotan.ir.norm import NormSpec
     from tests.graph_cases import CASES
 

@@ -8,7 +8,8 @@ import pytest
 from torch_geometric.nn.models import GCN
 
 import lotan
-from lotan.engines import LocalEngine, SparkEngine
+from lotan.engines.local import LocalEngine
+from lotan.engines.spark.engine import SparkEngine
 from lotan.errors import LotanError
 from lotan.graph_engine.hashing import owner_of
 from lotan.ir.norm import NormSpec
@@ -25,8 +26,8 @@ def _replication(stats: dict[str, int]) -> float:
 def test_label_propagation_lowers_the_halo_and_stays_balanced() -> None:
     graph = _sbm(6000)
     eng = LocalEngine()
-    hashed = eng.stats(eng.prepare(graph, 4, (NormSpec(),), "hash"))
-    lp = eng.stats(eng.prepare(graph, 4, (NormSpec(),), "label_propagation"))
+    hashed = eng.prepare(graph, 4, (NormSpec(),), "hash").stats()
+    lp = eng.prepare(graph, 4, (NormSpec(),), "label_propagation").stats()
     assert lp["own"] == hashed["own"] == 6000 and lp["edges"] == hashed["edges"]
     assert _replication(lp) < 0.8 * _replication(hashed)
     assert lp["max_own"] <= np.ceil(1.05 * 6000 / 4)  # the capacity (1 + epsilon) N / P

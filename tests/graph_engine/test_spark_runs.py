@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from lotan.graph_engine.arrow_messages import messages_to_table
+from lotan.engines.spark.messages import messages_to_table
+from lotan.engines.spark.runner import SparkRunner
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import DRIVER, Message
-from lotan.graph_engine.spark_runner import SparkRunner
+from lotan.runtime.message import DRIVER, Message
 
 
 def _shuffle_files(spark: Any) -> set[str]:

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from lotan.engines.local import prepare_local
+from lotan.engines.spark.store import LayoutStore, write_constants, write_layout
 from lotan.errors import EngineError
-from lotan.graph_engine.prepare import prepare_local
-from lotan.graph_engine.store import LayoutStore, write_constants, write_layout
 from lotan.ir.norm import NormSpec
 from tests.graph_cases import CASES
 
@@ -55,7 +55,7 @@ def test_spark_preparation_with_layouts_over_the_chunk_size(spark) -> None:
     from torch_geometric.nn.models import GCN
 
     import lotan
-    from lotan.graph_engine.arrow_messages import CHUNK_BYTES
+    from lotan.engines.spark.messages import CHUNK_BYTES
 
     graph = lotan.datasets.sbm(30_000, num_classes=4, num_features=256, avg_degree=3, seed=1)
     assert graph.num_vertices // 2 * 256 * 4 > CHUNK_BYTES  # each layout is chunked

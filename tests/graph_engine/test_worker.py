@@ -1,11 +1,11 @@
-"""The per-task set-up of a Spark Python worker (:mod:`lotan.graph_engine.worker`)."""
+"""The per-task set-up of a Spark Python worker (:mod:`lotan.engines.spark.worker`)."""
 
 from __future__ import annotations
 
 import gc
 import sys
 
-from lotan.graph_engine import worker
+from lotan.engines.spark import worker
 
 
 def test_task_setup_freezes_only_after_new_imports() -> None:
@@ -31,7 +31,7 @@ def test_spark_tasks_run_with_imports_frozen(spark) -> None:
     def probe(_batches):  # type: ignore[no-untyped-def]
         import pyarrow as pa
 
-        from lotan.graph_engine.worker import task_setup
+        from lotan.engines.spark.worker import task_setup
 
         task_setup()
         yield pa.RecordBatch.from_pydict({"frozen": [gc.get_freeze_count()]})

@@ -17,8 +17,9 @@ from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 import lotan
 from lotan.errors import LotanError
 from lotan.planner.flags import PlannerFlags
-from lotan.planner.physical import PhysicalPlan, inference_stages, training_stages
+from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DENSE, FUSED, GRAPH, Placement
+from lotan.runtime.stages import inference_stages, training_stages
 from tests.graph_cases import CASES
 from tests.planner.test_models import MODELS
 from tests.reference import assert_one_epoch_matches

@@ -29,7 +29,7 @@ heads unless ``concat``, the residual ``x W_res`` and the bias; ``GATv2Conv`` th
 ``GINEConv`` is ``nn((1 + eps) x + Σ relu(x_j + e_ji))``. Aggregations are sums
 (``aggr="add"``, ``"sum"``, ``"mean"``), column-wise extremes (``"max"``, ``"min"``, for
 ``SAGEConv`` and ``GraphConv``) or the per-edge reductions of
-:mod:`lotan.planner.messages`.
+:mod:`lotan.runtime.edge_functions`.
 
 The package, by concern: :mod:`~lotan.planner.lowering.builder` (the plan's nodes and the
 dense pieces every layer is made of: linear, activation, normalization, dropout, MLP, plain

@@ -1,6 +1,6 @@
 """Lowering of the convolutions with a value per edge: ``GATConv`` and ``GATv2Conv``
 (attention) and ``GINEConv`` (messages from edge features); the reductions they lower to
-are in :mod:`lotan.planner.messages`."""
+are in :mod:`lotan.runtime.edge_functions`."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lotan.errors import EngineError
-from lotan.graph_engine.runner import Message
 from lotan.graph_engine.tiles import TilePlan, decode_tile, plan_tile, write_tile
+from lotan.runtime.message import Message
 
 __all__ = [
     "ARROW_ROUTED_SCHEMA",

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import (
-    Message,
-)
-from lotan.planner.physical.backward import Backward
-from lotan.planner.physical.forward import Forward
-from lotan.planner.physical.graph_pieces import Aggregate, Transpose
-from lotan.planner.physical.pieces import Piece
-from lotan.planner.physical.plan import PhysicalPlan, Schedule
+from lotan.planner.physical import PhysicalPlan, Schedule
 from lotan.planner.placement import DEFAULT_PLACEMENT, FUSED, GRAPH, Placement
+from lotan.runtime.backward import Backward
+from lotan.runtime.forward import Forward
+from lotan.runtime.graph_pieces import Aggregate, Transpose
+from lotan.runtime.message import Message
+from lotan.runtime.pieces import Piece
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,25 @@ from lotan.graph_engine.kernels import (
     spmm,
 )
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import (
-    DRIVER,
-    Message,
-    by_source,
-    phase,
-)
 from lotan.ir.ops import EDGE_REDUCES
-from lotan.planner import messages
-from lotan.planner.physical.pieces import EVAL, Piece
-from lotan.planner.physical.plan import Exchange, as_tensor
+from lotan.planner.physical import Exchange
 from lotan.planner.placement import GRAPH
+from lotan.runtime import edge_functions
+from lotan.runtime.message import DRIVER, Message, by_source
+from lotan.runtime.pieces import Piece
+from lotan.runtime.tags import (
+    AGGREGATED,
+    AGGREGATION_GRADS,
+    EVAL,
+    EXCHANGED,
+    KEPT,
+    PARAM_GRADS,
+    PARTIAL_GRADS,
+    input_key,
+    node_key,
+)
+from lotan.runtime.task import phase
+from lotan.runtime.value import as_tensor
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class Aggregate(Piece):
                 out += self._single_input(part, layout, inbox, x, w, keep)
             if keep:
                 back = self.sched.of("transpose", self.j)
-                out.append(Message(back, part, part, f"h{x.index}", keep))
+                out.append(Message(back, part, part, KEPT.of(x.index), keep))
         return out
 
     def _single_input(
@@ -79,16 +87,18 @@ class Aggregate(Piece):
             rows = {}
             for u in of:
                 with phase("exchange"):
-                    full = assemble(layout, by_source(inbox, f"x{x.index}{s}", key=str(u)))
+                    full = assemble(
+                        layout, by_source(inbox, EXCHANGED.of(x.index, s), key=input_key(u))
+                    )
                 with phase("spmm"):
                     if x.reduce == "sum":
                         z = spmm(layout.indptr, layout.indices, w, as_tensor(full))
                     else:
                         z = segment_extreme(x.reduce, layout.indptr, layout.indices, w, full)
                         if self.train and not s and u in x.grad_inputs:
-                            keep[str(u)] = full  # for the transpose piece
-                rows[str(u)] = z.numpy()
-            out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+                            keep[input_key(u)] = full  # for the transpose piece
+                rows[input_key(u)] = z.numpy()
+            out.append(Message(to, part, part, AGGREGATED.of(x.index, s), rows))
         return out
 
     def _edge_values(
@@ -110,10 +120,12 @@ class Aggregate(Piece):
         full: dict[str, dict[int, np.ndarray]] = {"": {}, EVAL: {}}
         with phase("exchange"):
             for u in x.inputs:
-                full[""][u] = assemble(layout, by_source(inbox, f"x{x.index}", key=str(u)))
+                full[""][u] = assemble(
+                    layout, by_source(inbox, EXCHANGED.of(x.index), key=input_key(u))
+                )
             if self.evals:
                 for u in x.stochastic:
-                    got = by_source(inbox, f"x{x.index}{EVAL}", key=str(u))
+                    got = by_source(inbox, EXCHANGED.of(x.index, EVAL), key=input_key(u))
                     full[EVAL][u] = assemble(layout, got)
         out = []
         for s in ("", EVAL) if self.evals else ("",):
@@ -125,18 +137,18 @@ class Aggregate(Piece):
                 inputs = [full[s].get(u, full[""][u]) for u in node.inputs]
                 train_stream = self.train and not s  # evaluation runs without dropout
                 drop = (
-                    messages.edge_dropout(node, layout, self.seed, value.epoch)
+                    edge_functions.edge_dropout(node, layout, self.seed, value.epoch)
                     if train_stream
                     else None
                 )
                 with phase("spmm"):
                     budget = self.plan.logical.edge_block_bytes
-                    z = messages.forward(node, layout, mask, inputs, params, drop, budget)
-                rows[f"n{a}"] = z.numpy()
+                    z = edge_functions.forward(node, layout, mask, inputs, params, drop, budget)
+                rows[node_key(a)] = z.numpy()
             if rows:
-                out.append(Message(to, part, part, f"z{x.index}{s}", rows))
+                out.append(Message(to, part, part, AGGREGATED.of(x.index, s), rows))
         if self.train:
-            keep.update({str(u): full[""][u] for u in x.inputs})
+            keep.update({input_key(u): full[""][u] for u in x.inputs})
         return out
 
 
@@ -155,19 +167,19 @@ class Transpose(Piece):
         plan = self.plan
         out: list[Message] = []
         for x in plan.exchanges_into(self.j):
-            grads = [m.payload for m in inbox if m.tag == f"a{x.index}"]
+            grads = [m.payload for m in inbox if m.tag == AGGREGATION_GRADS.of(x.index)]
             if not grads:
                 continue  # nothing flowed back into this stage on this partition
             (g,) = grads
             k = plan.norm_index[x.norm]
             kept: Mapping[str, np.ndarray] = {}  # a max/min or edge function's inputs
             if x.reduce != "sum":
-                (kept,) = [m.payload for m in inbox if m.tag == f"h{x.index}"]
+                (kept,) = [m.payload for m in inbox if m.tag == KEPT.of(x.index)]
             with phase("spmm"):
                 if x.reduce in EDGE_REDUCES:
                     partials, pgrads = self._edge_grads(layout, x, kept, g, value)
                     if pgrads:
-                        out.append(Message(DRIVER, -1, part, "grad", pgrads))
+                        out.append(Message(DRIVER, -1, part, PARAM_GRADS.of(), pgrads))
                 else:
                     partials = {
                         u: self._single_grad(layout, x, k, kept, g, u) for u in x.grad_inputs
@@ -177,8 +189,10 @@ class Transpose(Piece):
                 for u in x.grad_inputs:
                     target = self.sched.of("backward", x.sources[u])
                     for q, r in backward_messages(layout, partials[u]):
-                        sends.setdefault((target, q), {})[str(u)] = r
-            out += [Message(t, q, part, f"g{x.index}", p) for (t, q), p in sends.items()]
+                        sends.setdefault((target, q), {})[input_key(u)] = r
+            out += [
+                Message(t, q, part, PARTIAL_GRADS.of(x.index), p) for (t, q), p in sends.items()
+            ]
         return out
 
     def _single_grad(
@@ -193,7 +207,7 @@ class Transpose(Piece):
         """``[own | halo]`` partial gradient of input ``u`` of a sum or max/min exchange."""
         if x.reduce == "sum":
             return spmm(
-                layout.t_indptr, layout.t_indices, layout.t_weights[k], as_tensor(g[str(u)])
+                layout.t_indptr, layout.t_indices, layout.t_weights[k], as_tensor(g[input_key(u)])
             ).numpy()
         return segment_extreme_grad(
             x.reduce,
@@ -203,8 +217,8 @@ class Transpose(Piece):
             layout.t_indptr,
             layout.t_indices,
             layout.t_weights[k],
-            kept[str(u)],
-            g[str(u)],
+            kept[input_key(u)],
+            g[input_key(u)],
         ).numpy()
 
     def _edge_grads(
@@ -223,18 +237,18 @@ class Transpose(Piece):
         totals: dict[int, np.ndarray] = {}
         pgrads: dict[str, np.ndarray] = {}
         for a in x.aggs:
-            if f"n{a}" not in g:
+            if node_key(a) not in g:
                 continue
             node = self.plan.logical.node(a)
-            grads, own = messages.backward(
+            grads, own = edge_functions.backward(
                 node,
                 layout,
                 layout.weights[k],
                 layout.t_weights[k],
-                [kept[str(u)] for u in node.inputs],
+                [kept[input_key(u)] for u in node.inputs],
                 params,
-                g[f"n{a}"],
-                messages.edge_dropout(node, layout, self.seed, value.epoch),
+                g[node_key(a)],
+                edge_functions.edge_dropout(node, layout, self.seed, value.epoch),
                 self.plan.logical.edge_block_bytes,
             )
             pgrads.update(own)

@@ -30,25 +30,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lotan.errors import EngineError
-from lotan.graph_engine.arrow_messages import (
+from lotan.engines.base import partition_stats
+from lotan.engines.spark.messages import (
     ARROW_ROUTED_SCHEMA,
     ROUTED_SCHEMA,
     Inbox,
     messages_to_table,
     table_to_messages,
 )
-from lotan.graph_engine.hashing import route_keys
-from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import DRIVER, OUTPUT, Message, StageFn, phase, timed_stage
-from lotan.graph_engine.scheduling import dense_profile
-from lotan.graph_engine.session import set_job_description, ship
-from lotan.graph_engine.store import (
+from lotan.engines.spark.scheduling import dense_profile
+from lotan.engines.spark.session import set_job_description, ship
+from lotan.engines.spark.store import (
     LayoutStore,
     write_constants,
     write_layout,
 )
-from lotan.graph_engine.worker import set_torch_threads, task_setup
+from lotan.engines.spark.worker import set_torch_threads, task_setup
+from lotan.errors import EngineError
+from lotan.graph_engine.hashing import route_keys
+from lotan.graph_engine.layout import PartitionLayout
+from lotan.runtime.message import DRIVER, OUTPUT, Message, StageFn
+from lotan.runtime.tags import OUTPUT_ROWS
+from lotan.runtime.task import assign_gpus, phase, timed_stage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -125,6 +128,8 @@ def _task(
         ctx = TaskContext.get()
         assert ctx is not None
         part = ctx.partitionId()
+        gpu = ctx.resources().get("gpu")
+        assign_gpus(gpu.addresses if gpu is not None else [])
         inbox = Inbox(k)
         forward: list[pa.RecordBatch | pa.Table] = []
         expected = [int(router.keys[part])]
@@ -205,7 +210,10 @@ class SparkRunner:
         self.sizes = list(sizes)
         self.router = Router(num_partitions)
 
-    def unpersist(self) -> None:
+    def stats(self) -> dict[str, int]:
+        return partition_stats(tuple(s[1:]) for s in self.sizes)  # type: ignore[misc]
+
+    def release(self) -> None:
         """Delete the layout files."""
         if self.store is not None:
             self.store.remove()
@@ -301,7 +309,7 @@ class RunResult:
         description, with adaptive execution off (unless the run wants it) and the shuffle
         files deleted at its end (of a DataFrame ``action`` makes: a query takes the
         setting when it is made); the session's own settings come back after."""
-        from lotan.graph_engine.session import is_connect
+        from lotan.engines.spark.session import is_connect
 
         settings = {} if is_connect(self._spark) else {_CLEANUP: "true"}
         if not self._adaptive:
@@ -385,7 +393,8 @@ def write_constants_of(output: DataFrame, directory: str, router: Router) -> Non
     under ``payload["rows"]``) to ``directory``, one tile per partition."""
 
     def write(part: int, msgs: list[Message]) -> pa.Table:
-        write_constants(directory, part, {m.tag[1:]: np.asarray(m.payload["rows"]) for m in msgs})
+        rows = {str(OUTPUT_ROWS.index_of(m.tag)): np.asarray(m.payload["rows"]) for m in msgs}
+        write_constants(directory, part, rows)
         return pa.table({"part": pa.array([part], pa.int32())})
 
     map_messages(output, router, write, "part int").collect()

@@ -62,7 +62,7 @@ atexit.register(_remove_temp_roots)
 
 def cache_root(spark: SparkSession) -> str:
     """The directory layout files go under, for this session (see the module docstring)."""
-    from lotan.graph_engine.session import conf_get, is_connect, master_of
+    from lotan.engines.spark.session import conf_get, is_connect, master_of
 
     root = conf_get(spark, CACHE_DIR_CONF) or os.environ.get(CACHE_DIR_ENV)
     if root:

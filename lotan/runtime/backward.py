@@ -19,16 +19,25 @@ from lotan.graph_engine.reductions import (
     affine_partial,
     sum_partials,
 )
-from lotan.graph_engine.runner import (
-    DRIVER,
-    Message,
-    by_source,
-    phase,
-)
 from lotan.ir.ops import EDGE_REDUCES
-from lotan.nn_engine.dense import MaskSeed
-from lotan.planner.physical.pieces import Piece, dense_device, layout_value, payloads
-from lotan.planner.physical.plan import PhysicalPlan, as_tensor
+from lotan.nn_engine.dense import DenseGraph, MaskSeed
+from lotan.planner.physical import PhysicalPlan
+from lotan.runtime.message import DRIVER, Message, by_source, payloads
+from lotan.runtime.pieces import Piece, dense_device, layout_value
+from lotan.runtime.tags import (
+    AGGREGATION_GRADS,
+    CARRIED_GRADS,
+    PARAM_GRADS,
+    PARTIAL_GRADS,
+    SAVED,
+    STATISTICS_GRADS,
+    count_key,
+    input_key,
+    node_key,
+    saved_key,
+)
+from lotan.runtime.task import phase
+from lotan.runtime.value import as_tensor
 
 
 def saved_inputs(
@@ -36,10 +45,10 @@ def saved_inputs(
 ) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     for k in plan.stage_inputs(j):
-        out[k] = layout_value(layout, k) if k in plan.layout_values else saved[f"s{k}"]
+        out[k] = layout_value(layout, k) if k in plan.layout_values else saved[saved_key(k)]
     for x in plan.exchanges_into(j):
         for a in x.aggs:
-            out[a] = saved[f"s{a}"]
+            out[a] = saved[saved_key(a)]
     return out
 
 
@@ -75,7 +84,7 @@ def backprop(
             )
         )
     ]
-    dense = plan.dense_graph(j)
+    dense = DenseGraph(plan.dense_nodes(j))
     with phase("dense"):
         grads, pgrads = dense.backward(
             params,
@@ -90,13 +99,14 @@ def backprop(
         )
     out: list[Message] = []
     if pgrads:
-        out.append(Message(DRIVER, -1, part, "grad", {k: v.numpy() for k, v in pgrads.items()}))
+        grads_out = {k: v.numpy() for k, v in pgrads.items()}
+        out.append(Message(DRIVER, -1, part, PARAM_GRADS.of(), grads_out))
     for x in plan.exchanges_into(j):
         if not x.backward:
             continue
         sums: dict[str, np.ndarray] = {}
         if x.reduce in EDGE_REDUCES:  # one gradient per node: it may have several inputs
-            sums = {f"n{a}": grads[a].contiguous().numpy() for a in x.aggs if a in grads}
+            sums = {node_key(a): grads[a].contiguous().numpy() for a in x.aggs if a in grads}
         else:  # one per input: the nodes that aggregate it add up
             for u in x.grad_inputs:
                 g: torch.Tensor | None = None
@@ -104,8 +114,10 @@ def backprop(
                     if x.agg_inputs[a] == (u,):
                         g = grads[a] if g is None else g + grads[a]
                 assert g is not None
-                sums[str(u)] = g.contiguous().numpy()
-        out.append(Message(sched.of("transpose", j), part, part, f"a{x.index}", sums))
+                sums[input_key(u)] = g.contiguous().numpy()
+        out.append(
+            Message(sched.of("transpose", j), part, part, AGGREGATION_GRADS.of(x.index), sums)
+        )
     # Values carried from earlier stages: their gradients go straight to their producer.
     for k, g in grads.items():
         if k in here or k not in plan.requires_grad or k not in plan.stage_of:
@@ -114,7 +126,7 @@ def backprop(
             out += statistics_grads(piece, part, k, g, saved, parts)
             continue
         target = sched.of("backward", plan.stage_of[k])
-        out.append(Message(target, part, part, f"d{k}", {"rows": g.numpy()}))
+        out.append(Message(target, part, part, CARRIED_GRADS.of(k), {"rows": g.numpy()}))
     return out
 
 
@@ -130,11 +142,11 @@ def statistics_grads(
     ``∂var``), as the affine term it gives its input, to that input's producer on every
     partition (which sums the shares in partition order)."""
     plan = piece.plan
-    mean, n = saved[f"s{m}"][0], int(saved[f"N{m}"][0])
+    mean, n = saved[saved_key(m)][0], int(saved[count_key(m)][0])
     d = g.numpy()
     partial = affine_partial(d[0], d[1], mean, n)
     to = piece.sched.of("backward", plan.moments_source(m))
-    return [Message(to, q, part, f"r{m}", partial) for q in parts]
+    return [Message(to, q, part, STATISTICS_GRADS.of(m), partial) for q in parts]
 
 
 @dataclass(frozen=True)
@@ -155,20 +167,20 @@ class Backward(Piece):
         seed = MaskSeed(self.seed, value.epoch)
         saved: dict[str, np.ndarray] = {}
         for m in inbox:
-            if m.tag == "saved":
+            if m.tag == SAVED.of():
                 saved.update(m.payload)
         totals: dict[int, np.ndarray] = {}
         for x in plan.exchanges_from(j):
             for u in x.sent_by(j, x.grad_inputs):
-                partials = by_source(inbox, f"g{x.index}", key=str(u))
+                partials = by_source(inbox, PARTIAL_GRADS.of(x.index), key=input_key(u))
                 if not partials:
                     continue
                 with phase("exchange"):
                     total = reduce_partials(layout, partials)
                 totals[u] = total if u not in totals else totals[u] + total
         for m in inbox:
-            if m.tag[0] == "d" and m.tag[1:].isdigit():
-                i = int(m.tag[1:])
+            i = CARRIED_GRADS.index_of(m.tag)
+            if i is not None:
                 totals[i] = (
                     np.array(m.payload["rows"], copy=True)
                     if i not in totals
@@ -186,7 +198,7 @@ class Backward(Piece):
         # Statistics of values this stage computed: their gradients' affine terms, summed.
         affine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for k in plan.moments_sent_by(j):
-            got = payloads(inbox, f"r{k}")
+            got = payloads(inbox, STATISTICS_GRADS.of(k))
             if not got:
                 continue
             a, b = (torch.from_numpy(v) for v in sum_partials(got))

@@ -1,6 +1,25 @@
-"""The structure of a physical plan: which stage computes each node, the exchanges
-between stages (aggregations that share a tile), and the order of a run's pieces with the
-Spark stage each runs in. Data only; :mod:`lotan.planner.physical.stages` makes it run."""
+"""The physical plan: per-partition stages between exchanges (data only; the runtime,
+:mod:`lotan.runtime`, makes it run on either engine).
+
+Every node of the (optimized) logical plan gets a forward stage. Fused (the default), an
+aggregation starts a new stage and dense ops join the stage of their latest input, so all
+local work between two exchanges runs in one stage; unfused, every op is a stage. A value
+used in a later stage travels as a message: the rows other partitions need (exchange) when
+an aggregation consumes it, its own rows (to itself) when dense work does. ``X`` and cached
+aggregations are read from the partition layout wherever they are needed.
+
+Aggregations of one stage with the same weighting whose inputs come from the same stage form
+one :class:`Exchange`: their inputs travel side by side, as the arrays of one tile per pair
+of partitions (forward, and their gradients backward). This is how a batch of models
+(:mod:`lotan.planner.batching`) shares one exchange per layer.
+
+Backward, stage ``j`` of ``S`` runs at index ``2S - j`` (the last forward stage also runs its
+own backward). A ``moments`` node (column statistics over every vertex, for BatchNorm, graph
+LayerNorm and PairNorm) starts a stage like an aggregation. Each stage's work is written as
+*pieces* (:mod:`lotan.planner.placement`): ``aggregate``, ``forward``, ``backward`` and
+``transpose``; a :class:`Schedule` gives every piece the index of the Spark stage it runs in —
+fused, the pieces between two exchanges share one; split, each has its own.
+"""
 
 from __future__ import annotations
 
@@ -8,48 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
+from lotan.ir.nodes import Node
 from lotan.ir.norm import NormSpec
 from lotan.ir.ops import STAGE_STARTS
 from lotan.ir.plan import LogicalPlan
-from lotan.nn_engine.dense import DenseGraph
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
-
-
-@dataclass(frozen=True)
-class EpochValue:
-    """What the driver broadcasts to every task of one run: the parameters, the buffers
-    (BatchNorm's running statistics), the epoch, and the partitions that own vertices (the
-    engine fills them in: a reduction across partitions sends its partial to each)."""
-
-    params: dict[str, np.ndarray]
-    epoch: int
-    buffers: dict[str, np.ndarray] = field(default_factory=dict)
-    parts: tuple[int, ...] = ()
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: as_tensor(v) for k, v in self.params.items()}
-
-
-#: Byte alignment of every array that enters dense work (torch's own allocations have it).
-TENSOR_ALIGN = 64
-
-
-def as_tensor(a: np.ndarray) -> torch.Tensor:
-    """``a`` as a tensor, without a copy when it starts on a :data:`TENSOR_ALIGN` boundary.
-
-    A tile decoded from Spark is a view at whatever address its Arrow buffer has, while the
-    same value handed over in memory (fused placement, the local engine) is a fresh
-    allocation. MKL documents that its results may depend on the alignment of the inputs,
-    so every input is given the same alignment: then split and fused placement, and two
-    runs of one seed, compute the same sums on every CPU, not only where MKL happens to
-    ignore alignment. The copy costs one pass over a misaligned input."""
-    t = torch.from_numpy(np.asarray(a))
-    if t.data_ptr() % TENSOR_ALIGN:
-        t = t.clone(memory_format=torch.contiguous_format)
-    return t
 
 
 @dataclass(frozen=True)
@@ -61,7 +43,7 @@ class Exchange:
     its own sparse product (:func:`lotan.graph_engine.kernels.spmm`).
 
     A ``max`` / ``min`` exchange (``reduce``) takes the extreme over the edges ``norm``
-    weighs non-zero; the reductions of :mod:`lotan.planner.messages` (attention, GINE's
+    weighs non-zero; the reductions of :mod:`lotan.runtime.edge_functions` (attention, GINE's
     messages) compute a value per edge first (their inputs travel side by side, and so do
     destination-side inputs such as GAT's ``a_dst``, of which only the own rows are read).
     Their backward needs the aggregated rows, so when training the ``aggregate`` piece keeps
@@ -227,14 +209,10 @@ class PhysicalPlan:
     def consumers(self, i: int) -> list[int]:
         return [c for c in self.logical.consumers[i] if c in self.stage_of]
 
-    def dense_graph(self, j: int) -> DenseGraph:
-        return DenseGraph(
-            tuple(
-                self.logical.node(i)
-                for i in self.nodes_at(j)
-                if self.logical.node(i).op not in STAGE_STARTS
-            )
-        )
+    def dense_nodes(self, j: int) -> tuple[Node, ...]:
+        """Stage ``j``'s dense ops in order: its dense graph."""
+        nodes = (self.logical.node(i) for i in self.nodes_at(j))
+        return tuple(n for n in nodes if n.op not in STAGE_STARTS)
 
     def stage_inputs(self, j: int) -> list[int]:
         """Values a stage's dense graph reads that it does not compute."""

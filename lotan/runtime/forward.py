@@ -18,27 +18,28 @@ from lotan.graph_engine.reductions import (
     combine_moments,
     partial_moments,
 )
-from lotan.graph_engine.runner import (
-    DRIVER,
-    OUTPUT,
-    Message,
-    by_source,
-    phase,
-)
 from lotan.ir.ops import EDGE_REDUCES
 from lotan.ir.splits import SPLIT_CODES
-from lotan.nn_engine.dense import MaskSeed
+from lotan.nn_engine.dense import DenseGraph, MaskSeed
 from lotan.nn_engine.loss import masked_cross_entropy
-from lotan.planner.physical.backward import backprop, saved_inputs
-from lotan.planner.physical.pieces import (
+from lotan.runtime.backward import backprop, saved_inputs
+from lotan.runtime.message import DRIVER, OUTPUT, Message, by_source, payloads
+from lotan.runtime.pieces import Piece, dense_device, layout_value, metrics_message
+from lotan.runtime.tags import (
+    AGGREGATED,
+    CARRIED,
     EVAL,
-    Piece,
-    dense_device,
-    layout_value,
-    metrics_message,
-    payloads,
+    EXCHANGED,
+    OUTPUT_ROWS,
+    SAVED,
+    STATISTICS,
+    count_key,
+    input_key,
+    node_key,
+    saved_key,
 )
-from lotan.planner.physical.plan import as_tensor
+from lotan.runtime.task import phase
+from lotan.runtime.value import as_tensor
 
 
 @dataclass(frozen=True)
@@ -86,24 +87,24 @@ class Forward(Piece):
                 for a in x.aggs:
                     if s and a not in stoch:
                         continue
-                    key = f"n{a}" if x.reduce in EDGE_REDUCES else str(x.agg_inputs[a][0])
-                    z = as_tensor(by_source(inbox, f"z{x.index}{s}", key=key)[part])
+                    key = node_key(a) if x.reduce in EDGE_REDUCES else input_key(x.agg_inputs[a][0])
+                    z = as_tensor(by_source(inbox, AGGREGATED.of(x.index, s), key=key)[part])
                     vals[s][a] = z
                     if self.train and not s:
-                        save[f"s{a}"] = z.numpy()
+                        save[saved_key(a)] = z.numpy()
         for k in plan.stage_inputs(j):
             if k in vals[""]:
                 continue
             if k in plan.layout_values:
                 vals[""][k] = as_tensor(layout_value(layout, k))
                 continue
-            vals[""][k] = as_tensor(by_source(inbox, f"v{k}")[part])
+            vals[""][k] = as_tensor(by_source(inbox, CARRIED.of(k))[part])
             if self.train:
-                save[f"s{k}"] = vals[""][k].numpy()
+                save[saved_key(k)] = vals[""][k].numpy()
             if self.evals and k in stoch:
-                vals[EVAL][k] = as_tensor(by_source(inbox, f"v{k}{EVAL}")[part])
+                vals[EVAL][k] = as_tensor(by_source(inbox, CARRIED.of(k, EVAL))[part])
 
-        dense = plan.dense_graph(j)
+        dense = DenseGraph(plan.dense_nodes(j))
         device = dense_device()
         with phase("dense"):
             vals[""] = dense.forward(
@@ -129,7 +130,8 @@ class Forward(Piece):
                 }
                 for cj in sorted(later):
                     to = self.sched.of("forward", cj)
-                    out.append(Message(to, part, part, f"v{i}{s}", {"rows": vals[s][i].numpy()}))
+                    carried = {"rows": vals[s][i].numpy()}
+                    out.append(Message(to, part, part, CARRIED.of(i, s), carried))
         # Values that aggregations of later stages read: side by side, to who needs them.
         for x in plan.exchanges_from(j):
             for s, of in (("", x.sent_by(j)), (EVAL, x.sent_by(j, x.stochastic))):
@@ -144,9 +146,9 @@ class Forward(Piece):
                             else vals[s][u].numpy()
                         )
                         for q, r in forward_messages(layout, rows, self.exchange_dtype):
-                            sends.setdefault(q, {})[str(u)] = r
+                            sends.setdefault(q, {})[input_key(u)] = r
                 to = self.sched.of("aggregate", x.stage)
-                out += [Message(to, q, part, f"x{x.index}{s}", p) for q, p in sends.items()]
+                out += [Message(to, q, part, EXCHANGED.of(x.index, s), p) for q, p in sends.items()]
         # Partials of the statistics that later stages combine: to every partition.
         for m in plan.moments_sent_by(j):
             out += self._partials(m, part, layout, vals, value, stoch)
@@ -162,7 +164,7 @@ class Forward(Piece):
             logits = [final.get(h, vals[""][h]) for h in plan.heads]
             out.append(metrics_message(layout, logits, losses, self.measure))
         elif self.train and save:
-            out.append(Message(self.sched.of("backward", j), part, part, "saved", save))
+            out.append(Message(self.sched.of("backward", j), part, part, SAVED.of(), save))
         if self.emit_outputs:
             for o in plan.outputs:
                 if plan.stage_of.get(o) == j:
@@ -171,7 +173,7 @@ class Forward(Piece):
                             OUTPUT,
                             part,
                             part,
-                            f"o{o}",
+                            OUTPUT_ROWS.of(o),
                             {"ids": layout.ids, "rows": vals[""][o].numpy()},
                         )
                     )
@@ -192,11 +194,11 @@ class Forward(Piece):
         if node.buffers and (s or not self.train):
             mean, var = value.buffers[node.buffers[0]], value.buffers[node.buffers[1]]
             return torch.from_numpy(np.stack([mean, var]).astype(np.float32))
-        n, mean, m2 = combine_moments(payloads(inbox, f"m{m}{s}"))
+        n, mean, m2 = combine_moments(payloads(inbox, STATISTICS.of(m, s)))
         stats = torch.from_numpy(np.stack([mean, m2 / n]).astype(np.float32))
         if self.train and not s:
-            save[f"s{m}"] = stats.numpy()
-            save[f"N{m}"] = np.array([n], dtype=np.float64)
+            save[saved_key(m)] = stats.numpy()
+            save[count_key(m)] = np.array([n], dtype=np.float64)
         return stats
 
     def _partials(
@@ -228,9 +230,9 @@ class Forward(Piece):
                 partial = partial_moments(rows)
             if not value.parts:
                 raise ValueError("statistics across partitions need EpochValue.parts")
-            out += [Message(to, q, part, f"m{m}{s}", partial) for q in value.parts]
+            out += [Message(to, q, part, STATISTICS.of(m, s), partial) for q in value.parts]
             if not s and self.train and node.buffers:
-                out.append(Message(DRIVER, -1, part, f"m{m}", partial))
+                out.append(Message(DRIVER, -1, part, STATISTICS.of(m), partial))
         return out
 
     def _head_backward(

@@ -29,10 +29,21 @@ import numpy as np
 from lotan.errors import LotanError
 from lotan.graph_engine.exchange import assemble
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import OUTPUT, Message, StageFn, by_source
+from lotan.ir.norm import NormSpec
+from lotan.runtime.message import OUTPUT, Message, StageFn, by_source
+from lotan.runtime.tags import (
+    CANDIDATES,
+    DEMAND,
+    LABEL_COUNTS,
+    LABELS,
+    NEIGHBOUR_LABELS,
+    OWNER,
+)
 
-__all__ = ["PARTITIONERS", "LabelPropagation", "check_partitioner"]
+__all__ = ["PARTITIONERS", "STRUCTURE", "LabelPropagation", "check_partitioner"]
 
+#: The weighting of the structural layout label propagation runs on (edge counts).
+STRUCTURE = NormSpec(kind="sum")
 #: Partitioner names accepted by ``fit``/``predict``/``explain``.
 PARTITIONERS = ("hash", "label_propagation")
 
@@ -84,7 +95,7 @@ class LabelPropagation:
 
 
 def _own_labels(part: int, layout: PartitionLayout, inbox: Sequence[Message]) -> np.ndarray:
-    carried = by_source(inbox, "labels")
+    carried = by_source(inbox, LABELS.of())
     if part in carried:
         return np.asarray(carried[part], dtype=np.int64)
     return np.full(layout.num_own, part, dtype=np.int64)  # start: the hash assignment
@@ -103,16 +114,20 @@ class _Send:
     ) -> list[Message]:
         assert layout is not None
         labels = _own_labels(part, layout, inbox)
-        cands = [m.payload for m in inbox if m.tag == "candidates"]
+        cands = [m.payload for m in inbox if m.tag == CANDIDATES.of()]
         if cands:
             labels = _apply_moves(self.lp, labels, cands[0], inbox)
         if self.last:
-            return [Message(OUTPUT, part, part, "owner", {"ids": layout.ids, "rows": labels})]
-        out = [Message(self.k + 1, part, part, "labels", {"rows": labels})]
+            return [Message(OUTPUT, part, part, OWNER.of(), {"ids": layout.ids, "rows": labels})]
+        out = [Message(self.k + 1, part, part, LABELS.of(), {"rows": labels})]
         rows = labels[:, None]
-        out.append(Message(self.k + 1, part, part, "lf", {"rows": rows}))
+        out.append(Message(self.k + 1, part, part, NEIGHBOUR_LABELS.of(), {"rows": rows}))
         for j, q in enumerate(layout.send_parts.tolist()):
-            out.append(Message(self.k + 1, q, part, "lf", {"rows": rows[layout.send_list(j)]}))
+            out.append(
+                Message(
+                    self.k + 1, q, part, NEIGHBOUR_LABELS.of(), {"rows": rows[layout.send_list(j)]}
+                )
+            )
         return out
 
 
@@ -129,21 +144,21 @@ class _Count:
     ) -> list[Message]:
         assert layout is not None
         labels = _own_labels(part, layout, inbox)
-        full = assemble(layout, by_source(inbox, "lf"))[:, 0].astype(np.int64)
+        full = assemble(layout, by_source(inbox, NEIGHBOUR_LABELS.of()))[:, 0].astype(np.int64)
         w = np.asarray(layout.weights[0], dtype=np.float64)
         rows = np.repeat(np.arange(layout.num_own), np.diff(layout.indptr))
         cols = np.asarray(layout.indices, dtype=np.int64)
         real = w > 0  # candidate self loops carry weight 0
         rows, cols, w = rows[real], cols[real], w[real]
         n = self.lp.num_partitions
-        out = [Message(self.k + 1, part, part, "labels", {"rows": labels})]
+        out = [Message(self.k + 1, part, part, LABELS.of(), {"rows": labels})]
         # in-neighbours of own rows, and out-neighbours of own sources
         own_src = cols < layout.num_own
         local_rows = np.concatenate([rows, cols[own_src]])
         local_labels = np.concatenate([full[cols], labels[rows[own_src]]])
         local_w = np.concatenate([w, w[own_src]])
         r, lab, c = _pair_counts(local_rows, local_labels, local_w, n)
-        out.append(Message(self.k + 1, part, part, "pairs", {"r": r, "l": lab, "c": c}))
+        out.append(Message(self.k + 1, part, part, LABEL_COUNTS.of(), {"r": r, "l": lab, "c": c}))
         # out-neighbours of halo sources: partial counts for their owners
         halo = ~own_src
         if halo.any():
@@ -153,7 +168,7 @@ class _Count:
                 sel = (hr >= bounds[j]) & (hr < bounds[j + 1])
                 owner_rows = layout.halo_locals[hr[sel]]
                 payload = {"r": owner_rows, "l": hl[sel], "c": hc[sel]}
-                out.append(Message(self.k + 1, q, part, "pairs", payload))
+                out.append(Message(self.k + 1, q, part, LABEL_COUNTS.of(), payload))
         return out
 
 
@@ -170,7 +185,7 @@ class _Demand:
         assert layout is not None
         n = self.lp.num_partitions
         labels = _own_labels(part, layout, inbox)
-        pairs = [m.payload for m in inbox if m.tag == "pairs"]
+        pairs = [m.payload for m in inbox if m.tag == LABEL_COUNTS.of()]
         rows = np.concatenate([np.asarray(p["r"], dtype=np.int64) for p in pairs])
         labs = np.concatenate([np.asarray(p["l"], dtype=np.int64) for p in pairs])
         cnts = np.concatenate([np.asarray(p["c"], dtype=np.float64) for p in pairs])
@@ -193,10 +208,12 @@ class _Demand:
         np.add.at(demand, (labels[cand["row"]], cand["to"]), 1.0)
         sizes = np.bincount(labels, minlength=n).astype(np.float64)
         out = [
-            Message(self.k + 1, part, part, "labels", {"rows": labels}),
-            Message(self.k + 1, part, part, "candidates", cand),
+            Message(self.k + 1, part, part, LABELS.of(), {"rows": labels}),
+            Message(self.k + 1, part, part, CANDIDATES.of(), cand),
         ]
-        out += [Message(self.k + 1, q, part, "demand", {"d": demand, "s": sizes}) for q in range(n)]
+        out += [
+            Message(self.k + 1, q, part, DEMAND.of(), {"d": demand, "s": sizes}) for q in range(n)
+        ]
         return out
 
 
@@ -207,7 +224,7 @@ def _apply_moves(
     inbox: Sequence[Message],
 ) -> np.ndarray:
     """Move this partition's share of the balanced moves, largest gains first."""
-    demands = sorted((m.src, m.payload) for m in inbox if m.tag == "demand")
+    demands = sorted((m.src, m.payload) for m in inbox if m.tag == DEMAND.of())
     n = lp.num_partitions
     total = np.zeros((n, n))
     sizes = np.zeros(n)

@@ -45,15 +45,9 @@ from lotan.graph_engine.kernels import relu_sum, relu_sum_grad, row_blocks
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.nn_engine.dense import MaskSeed
 from lotan.nn_engine.masks import dropout_scale
+from lotan.planner.estimates import edge_bytes
 
-__all__ = ["EDGE_REDUCES", "backward", "blocks_of", "edge_bytes", "edge_dropout", "forward"]
-
-#: Reductions that compute a value per edge (this module); their nodes' outputs and
-#: gradients travel under the node's id, as they may have several inputs.
-EDGE_REDUCES = ("attention", "attention_v2", "relu_sum")
-
-#: Bytes of one float32 value (edge tensors here, exchanged columns in ``explain``).
-FLOAT_BYTES = 4
+__all__ = ["backward", "blocks_of", "edge_dropout", "forward"]
 
 
 def edge_dropout(
@@ -183,16 +177,3 @@ def backward(
     if term is not None:
         pgrads.update({n: g.numpy() for n, g in term.grads.items()})
     return d_inputs, pgrads
-
-
-def edge_bytes(node: Any, num_edges: int, train: bool = True) -> int:
-    """Bytes of the per-edge tensors ``node`` holds at once for ``num_edges`` in-edges
-    (forward and, with ``train``, backward): coefficients, score gradients and dropout
-    multipliers ``(E, heads)`` for attention; the edge projection ``(E, width)`` and its
-    gradient when the node has edge features. The edge features themselves are part of the
-    layout."""
-    heads = node.heads if node.reduce != "relu_sum" else 0
-    per_edge = heads * (3 if train else 2)
-    if node.edge_features:
-        per_edge += node.width * (2 if train and node.params else 1)
-    return int(num_edges * per_edge * FLOAT_BYTES)

@@ -5,7 +5,6 @@ the per-partition metrics row sent to the driver."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,15 +12,13 @@ import numpy as np
 import torch
 
 from lotan.graph_engine.layout import PartitionLayout
-from lotan.graph_engine.runner import (
-    DRIVER,
-    Message,
-    record_device,
-)
 from lotan.ir.splits import SPLIT_CODES
-from lotan.nn_engine.device import task_resources
-from lotan.planner.physical.plan import PhysicalPlan, Schedule
+from lotan.nn_engine.device import task_device
+from lotan.planner.physical import PhysicalPlan, Schedule
 from lotan.planner.placement import DENSE
+from lotan.runtime.message import DRIVER, Message
+from lotan.runtime.tags import METRICS
+from lotan.runtime.task import assigned_gpus, record_device
 
 # Tiles decode to read-only views of Arrow buffers; the stages never write into them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -36,7 +33,6 @@ METRIC_FIELDS = (
     "test_correct",
     "test_count",
 )
-EVAL = ":e"
 
 
 def layout_value(layout: PartitionLayout, node: int) -> np.ndarray:
@@ -58,12 +54,13 @@ def metrics_message(
             vec += [float(correct[mask].sum()), float(mask.sum())] if measure else [0.0, 0.0]
         rows.append(vec)
     metrics = np.array(rows, dtype=np.float64).reshape(len(rows), len(METRIC_FIELDS))
-    return Message(DRIVER, -1, layout.part, "metrics", {"metrics": metrics})
+    return Message(DRIVER, -1, layout.part, METRICS.of(), {"metrics": metrics})
 
 
 def dense_device() -> torch.device:
     """The device of this task's dense work (recorded for the driver's device report)."""
-    gpus, device = task_resources()
+    gpus = assigned_gpus()
+    device = task_device(gpus)
     record_device(len(gpus), device.type == "cuda")
     return device
 
@@ -83,8 +80,3 @@ class Piece:
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
     ) -> list[Message]:
         raise NotImplementedError
-
-
-def payloads(inbox: list[Message], tag: str) -> dict[int, Mapping[str, np.ndarray]]:
-    """``{source partition: payload}`` of the messages with ``tag``."""
-    return {m.src: m.payload for m in inbox if m.tag == tag}

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lotan.graph import Graph
-from lotan.ir.ops import EDGE_REDUCES
+from lotan.engines.base import GraphSource
+from lotan.planner.estimates import local_working_set
 from lotan.planner.placement import Placement
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ __all__ = [
 #: Sets the local engine's memory budget for ``engine="auto"`` (``"8g"``, ``"512m"``, bytes);
 #: default: half of this machine's physical memory.
 LOCAL_MEMORY_ENV = "LOTAN_LOCAL_MEMORY"
-
-#: The normalization of the structural layout label propagation runs on (edge counts).
 
 
 @dataclass(frozen=True)
@@ -69,29 +67,6 @@ def local_budget() -> int:
     return int(total) // 2
 
 
-def local_working_set(graph: Graph, plans: Sequence[LogicalPlan]) -> int:
-    """Estimated peak bytes of the local engine training ``plans`` on ``graph`` in this
-    process: the graph's arrays, their partition layouts (features again, edges in both
-    directions per normalization), and for every vertex and plan node its value, its
-    gradient and its recomputation in the backward pass (two streams for stochastic nodes
-    when accuracies are measured with dropout off); attention adds per-edge values."""
-    n, e = graph.num_vertices, graph.num_edges
-    f, ef = graph.num_features, graph.num_edge_features
-    arrays = n * (8 + 8 + 1 + 4 * f) + e * (8 + 8 + 4 + 4 * ef)
-    norms = {norm for p in plans for norm in p.norms}
-    layout = n * (8 + 4 * f) + e * (4 * ef + 16 * max(1, len(norms)))
-    values = 0
-    for p in plans:
-        stochastic = p.stochastic if p.has_eval_stream else frozenset()
-        for node in p.nodes:
-            streams = 2 if node.id in stochastic else 1
-            per_vertex = node.width * streams
-            values += 3 * 4 * n * per_vertex
-            if node.op == "aggregate" and node.reduce in EDGE_REDUCES:  # per-edge values
-                values += 3 * 4 * e * max(node.heads, node.width) * streams
-    return arrays + layout + values
-
-
 def _session_master(spark: SparkSession | None) -> str | None:
     """The master of ``spark``, or of the active session, without starting one (``None``:
     no session; ``"connect"``: a Spark Connect session, which has no master here)."""
@@ -103,14 +78,14 @@ def _session_master(spark: SparkSession | None) -> str | None:
         spark = SparkSession.getActiveSession()
         if spark is None:
             return None
-    from lotan.graph_engine.session import is_connect
+    from lotan.engines.spark.session import is_connect
 
     return "connect" if is_connect(spark) else str(spark.sparkContext.master)
 
 
 def choose_engine(
     engine: str,
-    graph: Graph,
+    graph: GraphSource,
     plans: Sequence[LogicalPlan],
     spark: SparkSession | None = None,
     placement: Placement | None = None,

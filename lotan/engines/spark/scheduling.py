@@ -153,7 +153,7 @@ def _assigned_gpus(_: Any) -> list[str]:
 def dense_profile(spark: SparkSession, request: Mapping[str, float]) -> ResourceProfile | None:
     """The resource profile of dense stages asking for ``request`` (registered and probed
     once per application); None in local mode, where Spark has no stage-level scheduling."""
-    from lotan.graph_engine.session import is_connect, master_of
+    from lotan.engines.spark.session import is_connect, master_of
 
     if master_of(spark).startswith("local"):
         return None
