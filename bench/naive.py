@@ -18,6 +18,7 @@ it lacks.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
+    "GRAPHFRAMES_JAR_ENV",
     "GRAPHFRAMES_MISSING",
     "GraphFramesAggregator",
     "SqlAggregator",
@@ -95,6 +97,9 @@ class GraphFramesAggregator(SqlAggregator):
             out.unpersist()  # aggregateMessages returns a persisted DataFrame
 
 
+#: The GraphFrames jar the naive GraphFrames baseline's session loads (``spark.jars``), as the
+#: tests find it: a path (users get the jar from Maven, ``--packages``).
+GRAPHFRAMES_JAR_ENV = "LOTAN_GRAPHFRAMES_JAR"
 #: How a ``naive-graphframes`` worker starts its exit message when GraphFrames is missing.
 GRAPHFRAMES_MISSING = "cannot run GraphFrames:"
 
@@ -184,7 +189,8 @@ def run(spec: dict[str, Any], g: dict[str, Any], seed: int) -> dict[str, Any]:
 
     if spec["model"] != "gcn":
         raise SystemExit("the naive baseline is a GCN")
-    spark = get_spark()
+    jar = os.environ.get(GRAPHFRAMES_JAR_ENV)
+    spark = get_spark(conf={"spark.jars": jar} if jar else None)
     spark.conf.set("spark.sql.shuffle.partitions", str(spec.get("partitions", 2)))
     n = g["x"].shape[0]
     cls = SqlAggregator

@@ -3,7 +3,6 @@ neural engine."""
 
 from lotan import datasets
 from lotan.api import EpochRecord, FitResult, explain, fit, predict
-from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import (
     DatasetNotFoundError,
     EngineError,
@@ -13,14 +12,25 @@ from lotan.errors import (
     UnsupportedModelError,
 )
 from lotan.graph import Graph
-from lotan.grid import GridResult, Trial, fit_many, grid
+from lotan.options import (
+    Checkpoints,
+    EngineOptions,
+    FitConfig,
+    Local,
+    OptimizerConfig,
+    Spark,
+    Training,
+)
 from lotan.planner.flags import PlannerFlags
+from lotan.selection import GridResult, Trial, fit_many, grid
 from lotan.training.checkpoint import CheckpointError
 
 __all__ = [
     "CheckpointError",
+    "Checkpoints",
     "DatasetNotFoundError",
     "EngineError",
+    "EngineOptions",
     "EpochRecord",
     "FitConfig",
     "FitResult",
@@ -29,9 +39,12 @@ __all__ = [
     "Graph",
     "GraphInputError",
     "GridResult",
+    "Local",
     "LotanError",
     "OptimizerConfig",
     "PlannerFlags",
+    "Spark",
+    "Training",
     "TrainingDivergedError",
     "Trial",
     "UnsupportedModelError",

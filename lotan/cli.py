@@ -1,13 +1,15 @@
 """The ``lotan`` command (also ``python -m lotan``, and the ``spark-submit`` entry file).
 
-    lotan fit      --config job.yaml [--set key=value ...] [--resume] [--plot curves.png] [-v]
+    lotan fit      --config job.yaml [--set key=value ...] [--epochs N ...] [--plot curves.png] [-v]
     lotan explain  --config job.yaml [--set key=value ...]
     lotan predict  --config job.yaml --checkpoint DIR --output PATH [--embedding]
     lotan entry    # the file to give spark-submit
 
-A job file's keys are described in :mod:`lotan.job`. Errors in the job or the data print one
-line that says what to fix, and exit with status 2; ``-v`` shows Spark's own log and
-tracebacks.
+A job file's keys are described in :mod:`lotan.job`. Every setting of ``lotan.fit`` a job
+takes is also a flag of its own (``--epochs 50``, ``--num-partitions 4``, ``--resume``,
+``--planner '{reorder: false}'``), derived from :mod:`lotan.options`: the same as
+``--set key=value``. Errors in the job or the data print one line that says what to fix, and
+exit with status 2; ``-v`` shows Spark's own log and tracebacks.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ __all__ = ["main"]
 #: The file ``spark-submit`` runs: it only calls :func:`main` (a file of its own, so that
 #: the package's folder is not put first on ``sys.path``).
 ENTRY = Path(__file__).resolve().parent / "entry" / "submit.py"
-#: Spark's log configuration without ``-v``: errors only.
-QUIET_LOG = (Path(__file__).resolve().parent / "conf" / "log4j2-quiet.properties").as_uri()
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lotan.job import FIT_KEYS
+    from lotan.options import BOOLEAN_KEYWORDS, keyword_doc
+
     p = argparse.ArgumentParser(
         prog="lotan",
         description="Full-batch GNN training: Spark for the graph, PyTorch for the layers.",
@@ -63,10 +66,19 @@ def _parser() -> argparse.ArgumentParser:
             "PySpark's SPARK_REMOTE works too)",
         )
         q.add_argument("-v", "--verbose", action="store_true", help="Spark's log, tracebacks")
+        settings = q.add_argument_group("settings (each the same as --set KEY=VALUE)")
+        for key in FIT_KEYS:
+            flag = "--" + key.replace("_", "-")
+            doc = keyword_doc(key)
+            if key in BOOLEAN_KEYWORDS:
+                settings.add_argument(
+                    flag, dest=f"set_{key}", action=argparse.BooleanOptionalAction, help=doc
+                )
+            else:
+                settings.add_argument(flag, dest=f"set_{key}", metavar="VALUE", help=doc)
 
     fit = sub.add_parser("fit", help="train the job's model (or grid)")
     job_args(fit)
-    fit.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     fit.add_argument("--plot", metavar="PNG", help="write the training curves to this file")
     explain = sub.add_parser("explain", help="print the plans and bytes moved per epoch")
     job_args(explain)
@@ -94,70 +106,61 @@ def _session(job: JobConfig, verbose: bool) -> SparkSession | None:
         "spark": True,
         "local": False,
         "auto": "PYSPARK_GATEWAY_PORT" in os.environ or REMOTE_ENV in os.environ or bool(job.spark),
-    }[job.fit.engine]
+    }[job.fit.engine.kind]
     if not wanted and "vertices" not in job.graph:
         return None
-    conf = dict(job.spark)
-    remote = "spark.remote" in conf or REMOTE_ENV in os.environ
-    if not verbose and not remote:  # a JVM this process starts logs errors only
-        conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={QUIET_LOG}")
-    spark = get_spark(conf=conf)
+    # A JVM this process starts logs errors only, unless -v.
+    spark = get_spark(conf=dict(job.spark), quiet=not verbose)
     set_log_level(spark, "INFO" if verbose else "ERROR")
     return spark
 
 
 def _fit(job: JobConfig, args: argparse.Namespace) -> None:
     import lotan
+    from lotan.options import keywords_for
 
     spark = _session(job, args.verbose)
     graph = job.load_graph(spark)
     print(graph, flush=True)
     fit = job.fit
+    monitor = fit.training.monitor
     start = time.perf_counter()
     if job.grid is not None:
-        if args.resume:
-            raise LotanError("--resume needs checkpoint_dir, which a grid job does not support yet")
-        shared = (
-            *("epochs", "engine", "num_partitions", "partitioner", "seed", "patience"),
-            *("monitor", "progress", "placement", "dense_gpus", "dense_cpus", "exchange_dtype"),
-            "eval_every",
-        )
-        common = {k: v for k, v in fit.as_kwargs().items() if k in shared}
-        grid = lotan.fit_many(
-            job.trials(graph), graph, memory_budget=job.memory_budget, spark=spark, **common
-        )
+        common = keywords_for(lotan.fit_many, fit, spark=spark)
+        grid = lotan.fit_many(job.trials(graph), graph, memory_budget=job.memory_budget, **common)
         print(grid.table().to_string(), flush=True)
-        result = grid.best(fit.monitor)
-        print(f"best: {result.params} ({fit.monitor})", flush=True)
+        result = grid.best(monitor)
+        print(f"best: {result.params} ({monitor})", flush=True)
     else:
-        settings = {**fit.as_kwargs(), "resume": fit.resume or args.resume}
-        result = lotan.fit(job.build_model(graph), graph, spark=spark, **settings)
+        settings = keywords_for(lotan.fit, fit, spark=spark)
+        result = lotan.fit(job.build_model(graph), graph, **settings)
     seconds = time.perf_counter() - start
-    best_rec = result.best(fit.monitor)
+    best_rec = result.best(monitor)
     final = result.final
     if result.resumed_from:
         print(f"resumed after epoch {result.resumed_from}", flush=True)
     print(
         f"trained {result.epochs_run} epochs in {seconds:.1f}s"
         + (" (stopped early)" if result.stopped_early else "")
-        + f"; best {fit.monitor} {getattr(best_rec, fit.monitor):.4f} at epoch {best_rec.epoch}"
+        + f"; best {monitor} {getattr(best_rec, monitor):.4f} at epoch {best_rec.epoch}"
         f"; final test accuracy {final.test_acc:.4f}",
         flush=True,
     )
     devices = result.devices
-    if fit.placement == "split" or devices["gpu_assigned"]:
+    placement = fit.engine.placement
+    if placement == "split" or devices["gpu_assigned"]:
         note = ""
         if devices["gpu_assigned"] > devices["on_cuda"]:
             off = devices["gpu_assigned"] - devices["on_cuda"]
             note = f" ({off} of those ran on the CPU: torch in the executors cannot use CUDA)"
         print(
-            f"dense work ({fit.placement}): {devices['dense_pieces']} task pieces, "
+            f"dense work ({placement}): {devices['dense_pieces']} task pieces, "
             f"{devices['gpu_assigned']} in tasks Spark gave a GPU, "
             f"{devices['on_cuda']} on CUDA{note}",
             flush=True,
         )
-    if fit.checkpoint_dir:
-        print(f"checkpoints: {fit.checkpoint_dir}", flush=True)
+    if fit.checkpoints.directory:
+        print(f"checkpoints: {fit.checkpoints.directory}", flush=True)
     if args.plot:
         result.plot(args.plot)
         print(f"training curves: {args.plot}", flush=True)
@@ -165,26 +168,18 @@ def _fit(job: JobConfig, args: argparse.Namespace) -> None:
 
 def _explain(job: JobConfig, args: argparse.Namespace) -> None:
     import lotan
+    from lotan.options import keywords_for
 
     spark = _session(job, args.verbose)
     graph = job.load_graph(spark)
     models: Any = job.trials(graph) if job.grid is not None else job.build_model(graph)
-    lotan.explain(
-        models,
-        graph,
-        engine=job.fit.engine,
-        num_partitions=job.fit.num_partitions,
-        partitioner=job.fit.partitioner,
-        spark=spark,
-        memory_budget=job.memory_budget,
-        placement=job.fit.placement,
-        dense_gpus=job.fit.dense_gpus,
-        dense_cpus=job.fit.dense_cpus,
-    )
+    settings = keywords_for(lotan.explain, job.fit, spark=spark)
+    lotan.explain(models, graph, memory_budget=job.memory_budget, **settings)
 
 
 def _predict(job: JobConfig, args: argparse.Namespace) -> None:
     import lotan
+    from lotan.options import keywords_for
     from lotan.training.checkpoint import CheckpointError, load_latest
 
     out = Path(args.output)
@@ -209,18 +204,7 @@ def _predict(job: JobConfig, args: argparse.Namespace) -> None:
             f"{state['path']} holds another model than the job's ({first[0]} ...); use the "
             "config the checkpoint was trained with"
         ) from exc
-    preds = lotan.predict(
-        model,
-        graph,
-        engine=job.fit.engine,
-        num_partitions=job.fit.num_partitions,
-        partitioner=job.fit.partitioner,
-        placement=job.fit.placement,
-        dense_gpus=job.fit.dense_gpus,
-        dense_cpus=job.fit.dense_cpus,
-        exchange_dtype=job.fit.exchange_dtype,
-        spark=spark,
-    )
+    preds = lotan.predict(model, graph, **keywords_for(lotan.predict, job.fit, spark=spark))
     _write_predictions(preds, out, embedding=args.embedding)
     print(
         f"wrote predictions of {graph.num_vertices} vertices to {out} "
@@ -254,6 +238,19 @@ def _write_predictions(preds: Any, out: Path, *, embedding: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _setting_flags(args: argparse.Namespace) -> list[str]:
+    """The settings given as flags (``--epochs 50``), as ``--set`` overrides."""
+    from lotan.job import FIT_KEYS
+    from lotan.options import BOOLEAN_KEYWORDS
+
+    out = []
+    for key in FIT_KEYS:
+        value = getattr(args, f"set_{key}", None)
+        if value is not None:
+            out.append(f"{key}={str(value).lower() if key in BOOLEAN_KEYWORDS else value}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lotan`` command; returns the exit status (2 for a job or input error)."""
     args = _parser().parse_args(argv)
@@ -264,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         overrides = list(args.overrides)
+        overrides += _setting_flags(args)
         if getattr(args, "remote", None):
             overrides.append(f"spark.remote={args.remote}")
         job = load_job(args.config, overrides)

@@ -14,7 +14,12 @@ The keys are those of the Python API: ``lotan.fit``'s keyword arguments at the t
   the model, ``optimizer``/``lr``/``weight_decay``/``momentum`` to the optimizer, ``seed``
   makes replicates (each model built and its dropout seeded with its own) — trained
   together by ``lotan.fit_many`` (with ``memory_budget``);
-- ``spark``: Spark settings passed to the session as they are (``spark.executor.memory: 4g``).
+- ``spark``: Spark settings passed to the session as they are (``spark.executor.memory: 4g``);
+- ``planner`` (optional): planner flags, ``{reorder: false, edge_block_mb: 256}``
+  (:class:`lotan.PlannerFlags`).
+
+Which keys are ``lotan.fit``'s is declared once, in :mod:`lotan.options` (:data:`FIT_KEYS`):
+the job accepts every setting ``fit`` takes but a live SparkSession.
 
 Unknown keys and bad values are errors that name the key. ``--set key=value`` overrides a key
 (dotted for nested ones: ``model.hidden_channels=32``; ``spark.*`` keys go to ``spark``);
@@ -26,13 +31,13 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError
-from lotan.grid import OPTIMIZER_KEYS, SEED_KEY
+from lotan.options import FIT_KEYWORDS, OPTIMIZER_KEYS, FitConfig, OptimizerConfig
+from lotan.selection import SEED_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
 
     from lotan.graph import Graph
 
-__all__ = ["JobConfig", "JobError", "load_job", "parse_overrides"]
+__all__ = ["FIT_KEYS", "JobConfig", "JobError", "load_job", "parse_overrides"]
 
 #: ``torch_geometric.nn.models`` classes a config may name.
 PYG_MODELS = ("GCN", "GraphSAGE", "GIN")
@@ -51,7 +56,9 @@ GRAPH_SOURCES = {
     "sbm": ("sbm",),
     "parquet": ("vertices", "edges"),
 }
-_FIT_KEYS = tuple(f.name for f in fields(FitConfig))
+#: The job keys of ``lotan.fit``'s settings: all but those only Python can pass (a live
+#: SparkSession: a job configures its session with the ``spark`` section).
+FIT_KEYS = tuple(kw for kw, _, _, decl in FIT_KEYWORDS if decl.python_only is None)
 _SECTIONS = ("graph", "model", "grid", "spark", "memory_budget")
 
 
@@ -76,18 +83,18 @@ class JobConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> JobConfig:
         if not isinstance(data, Mapping):
             raise JobError(f"{source}: a job config is a mapping of keys to values")
-        unknown = sorted(set(data) - set(_FIT_KEYS) - set(_SECTIONS))
+        unknown = sorted(set(data) - set(FIT_KEYS) - set(_SECTIONS))
         if unknown:
             raise JobError(
                 f"{source}: unknown key(s) {unknown}; a job has {list(_SECTIONS)} and "
-                f"lotan.fit's settings {list(_FIT_KEYS)}"
+                f"lotan.fit's settings {list(FIT_KEYS)}"
             )
         for key in ("graph", "model"):
             if key not in data:
                 raise JobError(f"{source}: the job needs a {key!r} section")
-        fit_args = {k: data[k] for k in _FIT_KEYS if k in data}
+        fit_args = {k: data[k] for k in FIT_KEYS if k in data}
         try:
-            fit = FitConfig(**fit_args)
+            fit = FitConfig.from_keywords(**fit_args)
         except LotanError as exc:
             raise JobError(f"{source}: {exc}") from exc
         grid = data.get("grid")
@@ -97,13 +104,13 @@ class JobConfig:
             for k, v in grid.items():
                 if not isinstance(v, list) or not v:
                     raise JobError(f"{source}: grid.{k} must be a non-empty list, found {v!r}")
-                if k in _FIT_KEYS and k not in (*OPTIMIZER_KEYS, SEED_KEY):
+                if k in FIT_KEYS and k not in (*OPTIMIZER_KEYS, SEED_KEY):
                     raise JobError(
                         f"{source}: grid.{k}: a grid varies model and optimizer keys "
                         f"({list(OPTIMIZER_KEYS)}) and {SEED_KEY!r} (replicates); {k!r} is "
                         "one setting for every model"
                     )
-            if fit.checkpoint_dir is not None:
+            if fit.checkpoints.directory is not None:
                 raise JobError(
                     f"{source}: checkpoint_dir is not supported with a grid yet; remove one"
                 )
@@ -157,7 +164,7 @@ class JobConfig:
         name = self.model["name"]
         factory = _factory(name, self.source)
         if reseed:
-            torch.manual_seed(self.fit.seed)
+            torch.manual_seed(self.fit.training.seed)
         try:
             model = factory(
                 in_channels=graph.num_features, out_channels=graph.num_classes, **kwargs
@@ -174,11 +181,13 @@ class JobConfig:
         import lotan
 
         assert self.grid is not None
-        base = self.fit.optimizer_config().as_dict()
+        base = self.fit.optimizer.as_dict()
         space = dict(self.grid)
         try:
             trials = lotan.grid(
-                lambda **kw: self.build_model(graph, reseed=False, **kw), space, seed=self.fit.seed
+                lambda **kw: self.build_model(graph, reseed=False, **kw),
+                space,
+                seed=self.fit.training.seed,
             )
         except LotanError as exc:
             raise JobError(f"{self.source}: grid: {exc}") from exc

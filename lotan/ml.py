@@ -17,6 +17,7 @@ by id. ``output="embedding"`` adds the model's output vector instead (``embeddin
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,10 +25,11 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from lotan.config import FitConfig
 from lotan.errors import GraphInputError, LotanError
 from lotan.graph import Graph
-from lotan.planner.placement import DEFAULT_PLACEMENT
+from lotan.options import FIT_KEYWORDS, FitConfig, keyword_doc, keyword_type, keywords_for
+from lotan.planner.flags import PlannerFlags
+from lotan.planner.placement import Placement
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -108,35 +110,44 @@ class _GNNParams(Params):
             raise LotanError(f"output={self.getOrDefault('output')!r} is not one of {OUTPUTS}")
 
 
+def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else convert(v)
+
+
+def _planner_flags(v: Any) -> PlannerFlags:
+    return FitConfig.from_keywords(planner=v).planner
+
+
+#: Spark ML type converters by the declared type of a setting.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "int": TypeConverters.toInt,
+    "float": TypeConverters.toFloat,
+    "bool": TypeConverters.toBoolean,
+    "str": TypeConverters.toString,
+    "int | None": _or_none(TypeConverters.toInt),
+    "str | None": _or_none(TypeConverters.toString),
+    "str | EngineOptions": TypeConverters.toString,
+    "PlannerFlags": _planner_flags,
+}
+#: The estimator's settings: every setting of ``lotan.fit`` a face other than Python can
+#: take (:data:`lotan.options.FIT_KEYWORDS`), each a Spark ML ``Param`` of the same name.
+SETTINGS = tuple(kw for kw, _, _, decl in FIT_KEYWORDS if decl.python_only is None)
+#: Where the estimator's defaults differ from ``fit``'s: it trains on Spark, quietly.
+_DEFAULTS = {**FitConfig().keywords(), "engine": "spark", "progress": False}
+
+
 class GNNEstimator(Estimator["GNNModel"], _GNNParams):
-    """Trains ``model`` (a PyG model, as for :func:`lotan.fit`) full-batch on the Spark engine.
+    """Trains ``model`` (a PyG model, as for :func:`lotan.fit`) full-batch, on the Spark
+    engine by default.
 
-    Parameters are those of :func:`lotan.fit` (``epochs``, ``optimizer``, ``lr``,
-    ``weight_decay``, ``momentum``, ``num_partitions``, ``partitioner``, ``seed``,
-    ``patience``, ``monitor``, ``progress``, ``placement``, ``dense_gpus``, ``dense_cpus``),
-    plus ``edges`` (the graph's ``src``/``dst``
-    DataFrame, needed unless ``fit`` is given a :class:`lotan.Graph`), the column names and
-    ``output``. ``model`` is not changed: each ``fit`` trains a copy.
+    Its settings are those of :func:`lotan.fit` — every one, as a Spark ML ``Param`` of the
+    same name (``epochs``, ``lr``, ``num_partitions``, ``placement``, ``eval_every``,
+    ``exchange_dtype``, ``checkpoint_dir``, ``planner``, ...; :mod:`lotan.options` declares
+    them), with ``engine="spark"`` and ``progress=False`` by default — plus ``edges`` (the
+    graph's ``src``/``dst`` DataFrame, needed unless ``fit`` is given a :class:`lotan.Graph`),
+    the column names and ``output``. The session is the one of the DataFrame ``fit`` is
+    given. ``model`` is not changed: each ``fit`` trains a copy.
     """
-
-    epochs = _param("epochs", "full-batch epochs", TypeConverters.toInt)
-    optimizer = _param("optimizer", "adam, adamw or sgd", TypeConverters.toString)
-    lr = _param("lr", "learning rate", TypeConverters.toFloat)
-    weight_decay = _param("weight_decay", "weight decay", TypeConverters.toFloat)
-    momentum = _param("momentum", "SGD momentum", TypeConverters.toFloat)
-    num_partitions = _param(
-        "num_partitions", "graph partitions (0: Spark's default)", TypeConverters.toInt
-    )
-    partitioner = _param("partitioner", "hash or label_propagation", TypeConverters.toString)
-    seed = _param("seed", "dropout seed", TypeConverters.toInt)
-    patience = _param("patience", "early stopping patience (0: off)", TypeConverters.toInt)
-    monitor = _param("monitor", "early stopping metric", TypeConverters.toString)
-    progress = _param("progress", "print one line per epoch", TypeConverters.toBoolean)
-    placement = _param(
-        "placement", "fused or split (dense stages of their own)", TypeConverters.toString
-    )
-    dense_gpus = _param("dense_gpus", "GPUs per dense task under split", TypeConverters.toFloat)
-    dense_cpus = _param("dense_cpus", "CPUs per dense task under split", TypeConverters.toInt)
 
     @keyword_only
     def __init__(
@@ -144,20 +155,6 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         *,
         model: torch.nn.Module | None = None,
         edges: DataFrame | None = None,
-        epochs: int = FitConfig.epochs,
-        optimizer: str = FitConfig.optimizer,
-        lr: float = FitConfig.lr,
-        weight_decay: float = FitConfig.weight_decay,
-        momentum: float = FitConfig.momentum,
-        num_partitions: int = 0,
-        partitioner: str = FitConfig.partitioner,
-        seed: int = FitConfig.seed,
-        patience: int = 0,
-        monitor: str = FitConfig.monitor,
-        progress: bool = False,
-        placement: str = FitConfig.placement,
-        dense_gpus: float = FitConfig.dense_gpus,
-        dense_cpus: int = FitConfig.dense_cpus,
         output: str = "probability",
         idCol: str = "id",
         featuresCol: str = "features",
@@ -166,54 +163,28 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         predictionCol: str = "prediction",
         probabilityCol: str = "probability",
         embeddingCol: str = "embedding",
+        **settings: Any,
     ) -> None:
         super().__init__()
         if not isinstance(model, torch.nn.Module):
             raise LotanError(f"GNNEstimator needs model=a torch.nn.Module, found {model!r}")
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise LotanError(
+                f"GNNEstimator got unknown setting(s) {unknown}; it takes lotan.fit's "
+                f"{list(SETTINGS)}, the column names and output"
+            )
         self.model = model
         self.edges = edges
-        self._setDefault(
-            epochs=FitConfig.epochs,
-            optimizer=FitConfig.optimizer,
-            lr=FitConfig.lr,
-            weight_decay=FitConfig.weight_decay,
-            momentum=FitConfig.momentum,
-            num_partitions=0,
-            partitioner=FitConfig.partitioner,
-            seed=FitConfig.seed,
-            patience=0,
-            monitor=FitConfig.monitor,
-            progress=False,
-            placement=FitConfig.placement,
-            dense_gpus=FitConfig.dense_gpus,
-            dense_cpus=FitConfig.dense_cpus,
-        )
+        self._setDefault(**{k: _DEFAULTS[k] for k in SETTINGS})
         given: dict[str, Any] = self._input_kwargs  # type: ignore[attr-defined]
-        kwargs = {k: v for k, v in given.items() if k not in ("model", "edges")}
-        self._set(**kwargs)
+        self._set(**{k: v for k, v in given.items() if k not in ("model", "edges")})
         self.fit_config()  # validates now, not at fit time
         self._check_output()
 
     def fit_config(self) -> FitConfig:
         """The :class:`lotan.FitConfig` these parameters make (validated)."""
-        get = self.getOrDefault
-        return FitConfig(
-            epochs=get("epochs"),
-            optimizer=get("optimizer"),
-            lr=get("lr"),
-            weight_decay=get("weight_decay"),
-            momentum=get("momentum"),
-            engine="spark",
-            num_partitions=get("num_partitions") or None,
-            partitioner=get("partitioner"),
-            seed=get("seed"),
-            progress=get("progress"),
-            patience=get("patience") or None,
-            monitor=get("monitor"),
-            placement=get("placement"),
-            dense_gpus=get("dense_gpus"),
-            dense_cpus=get("dense_cpus"),
-        )
+        return FitConfig.from_keywords(**{k: self.getOrDefault(k) for k in SETTINGS})
 
     def _graph(self, dataset: DataFrame | Graph) -> Graph:
         if isinstance(dataset, Graph):
@@ -232,11 +203,23 @@ class GNNEstimator(Estimator["GNNModel"], _GNNParams):
         graph = self._graph(dataset)
         model = copy.deepcopy(self.model)
         spark = None if isinstance(dataset, Graph) else dataset.sparkSession
-        result = api.fit(model, graph, spark=spark, **cfg.as_kwargs())
-        fitted = GNNModel(model, self.edges, result, num_partitions=cfg.num_partitions)
-        fitted.placement = cfg.placement_config()
+        result = api.fit(model, graph, **keywords_for(api.fit, cfg, spark=spark))
+        fitted = GNNModel(model, self.edges, result, config=cfg)
         fitted.graph = graph
         return self._copyValues(fitted)
+
+
+for _key in SETTINGS:
+    setattr(
+        GNNEstimator,
+        _key,
+        Param(
+            Params._dummy(),
+            _key,
+            keyword_doc(_key),
+            typeConverter=_CONVERTERS[keyword_type(_key)],
+        ),
+    )
 
 
 class GNNModel(Model, _GNNParams):
@@ -249,15 +232,20 @@ class GNNModel(Model, _GNNParams):
         edges: DataFrame | None,
         result: FitResult,
         *,
-        num_partitions: int | None = None,
+        config: FitConfig | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.edges = edges
         self.result = result
-        self.num_partitions = num_partitions
+        #: The settings it was trained with (its predictions use their engine settings).
+        self.config = config or FitConfig()
         self.graph: Graph | None = None
-        self.placement = DEFAULT_PLACEMENT
+
+    @property
+    def placement(self) -> Placement:
+        """Where its dense work runs."""
+        return self.config.engine.placement_config()
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
@@ -273,17 +261,10 @@ class GNNModel(Model, _GNNParams):
             graph = self.graph  # trained on a lotan.Graph: predict on that graph
         else:
             raise GraphInputError("this GNNModel has no edges to build a graph with")
-        where = self.placement
-        preds = api.predict(
-            self.model,
-            graph,
-            engine="spark",
-            num_partitions=self.num_partitions,
-            placement=where.mode,
-            dense_gpus=where.gpus,
-            dense_cpus=where.cpus,
-            spark=dataset.sparkSession,  # classic or Spark Connect, as the data is
-        )
+        # On Spark whatever the engine it trained on (the predictions are joined back to
+        # the DataFrame), in the session of the data (classic or Spark Connect).
+        settings = keywords_for(api.predict, self.config, spark=dataset.sparkSession)
+        preds = api.predict(self.model, graph, **{**settings, "engine": "spark"})
         if self.getOrDefault("output") == "embedding":
             added = preds.select(
                 F.col("id").alias(id_col), F.col("logits").alias(self.getOrDefault("embeddingCol"))

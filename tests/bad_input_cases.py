@@ -1,6 +1,6 @@
-"""The bad-input table of the README, as code: each case builds one wrong input and names the
-error it must give. ``tests/test_bad_input.py`` runs every case and checks that the README's
-table lists it with the same message."""
+"""The bad-input table of the docs, as code: each case builds one wrong input and names the
+error it must give. ``tests/test_bad_input.py`` runs every case; the docs' table is
+:func:`table` (generated when the site is built, ``docs/hooks.py``)."""
 
 from __future__ import annotations
 
@@ -701,4 +701,14 @@ def _gpus(spark: Any, tmp: Path) -> Any:
     return _fit(GCN(3, 4, 2, 2), _graph(), placement="split", dense_gpus=1.5)
 
 
-__all__ = ["CASES", "Case", "CliFailed", "EngineError"]
+def table() -> str:
+    """Every case as a row of the docs' bad-input table."""
+    lines = ["| case | input | error | message (excerpt) |", "|---|---|---|---|"]
+    for c in CASES:
+        error = "`lotan` exits 2" if c.error.__name__ == "CliFailed" else f"`{c.error.__name__}`"
+        message = c.message.replace("|", "\\|")
+        lines.append(f"| `{c.name}` | {c.what} | {error} | {message} |")
+    return "\n".join(lines)
+
+
+__all__ = ["CASES", "Case", "CliFailed", "EngineError", "table"]

@@ -10,6 +10,7 @@ import sys
 
 import torch
 from graphframes import GraphFrame
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from torch_geometric.nn.models import GCN
@@ -19,6 +20,7 @@ from lotan.graphframes import to_graphframe
 
 
 def main(jar: str, checkpoints: str) -> None:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers' Python is this one
     spark = (
         SparkSession.builder.master("local[2]")
         .config("spark.jars", jar)
@@ -59,7 +61,7 @@ def main(jar: str, checkpoints: str) -> None:
     assert out.vertices.count() == g.num_vertices
     # a GraphFrames algorithm on the result: triangles among vertices predicted alike
     same = out.filterEdges("src < dst")
-    assert same.triangleCount().count() == g.num_vertices
+    assert same.triangleCount(StorageLevel.MEMORY_AND_DISK).count() == g.num_vertices
     print("graphframes example ok:", result.history[-1].val_acc)
     spark.stop()
 

@@ -1,5 +1,7 @@
-"""Every row of the README's bad-input table: the input gives exactly the documented error,
-a ``LotanError`` subclass, never a crash deep in Spark, a hang or a silent wrong answer."""
+"""Every row of the docs' bad-input table: the input gives exactly the documented error, a
+``LotanError`` subclass, never a crash deep in Spark, a hang or a silent wrong answer. The
+table is generated from the same cases (``tests/bad_input_cases.table``, tests/test_docs.py
+checks the built page)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,6 @@ import pytest
 
 from tests.bad_input_cases import CASES, Case
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def readme_table() -> str:
-    """The table as the README shows it (regenerate with ``python -m tests.test_bad_input``)."""
-    lines = ["| case | input | error | message (excerpt) |", "|---|---|---|---|"]
-    for c in CASES:
-        error = "`lotan` exits 2" if c.error.__name__ == "CliFailed" else f"`{c.error.__name__}`"
-        message = c.message.replace("|", "\\|")
-        lines.append(f"| `{c.name}` | {c.what} | {error} | {message} |")
-    return "\n".join(lines)
-
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gives_the_documented_error(case: Case, request: Any, tmp_path: Path) -> None:
@@ -31,10 +21,10 @@ def test_bad_input_gives_the_documented_error(case: Case, request: Any, tmp_path
     assert case.message in str(info.value), str(info.value)
 
 
-def test_the_readme_lists_every_case() -> None:
+def test_the_docs_page_is_generated_from_the_cases() -> None:
+    from tests.bad_input_cases import table
+
     assert len(CASES) >= 20
-    assert readme_table() in README.read_text(), "README's bad-input table is out of date"
-
-
-if __name__ == "__main__":
-    print(readme_table())
+    page = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    assert "<!-- lotan:errors -->" in page
+    assert all(f"| `{c.name}` |" in table() for c in CASES)

@@ -3,6 +3,7 @@ checkpoints and ``--resume``, predictions to Parquet, plots, and errors that nam
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,18 @@ def test_python_m_lotan_and_the_entry_file() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_the_command_keeps_sparks_log_off_the_terminal(data_dir: Path) -> None:
+    """``lotan explain`` on Spark in a fresh process (its own JVM): Lotan's output only, no
+    Spark banner or WARN lines."""
+    from tests.test_docs import SPARK_NOISE
+
+    args = [sys.executable, "-m", "lotan", "explain", "--config", str(EXAMPLE)]
+    args += ["--set", "engine=spark", "--set", "spark.ui.enabled=false"]
+    env = {**os.environ, "LOTAN_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "== Physical plan ==" in proc.stdout
+    noise = [w for w in SPARK_NOISE if w in proc.stdout + proc.stderr]
+    assert not noise, (noise, proc.stderr[-2000:])

@@ -13,7 +13,8 @@ from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 
 import lotan
 from lotan.errors import GraphInputError, LotanError
-from lotan.planner.batching import merge, working_set_bytes
+from lotan.planner.batching import merge
+from lotan.planner.estimates import working_set_bytes
 from lotan.planner.lowering import lower_model
 from lotan.planner.optimize import optimize
 from lotan.planner.physical import PhysicalPlan
@@ -415,7 +416,7 @@ def test_seed_replicates_equal_fits_with_their_own_seeds(
     assert len(results.batches) == 1 and results.batches[0].sub_batches[0][0] == (0, 1, 2)
     for batched, single, s in zip(results, alone, seeds, strict=True):
         _assert_same(batched, single)
-        assert batched.config.seed == s
+        assert batched.config.training.seed == s
     assert list(results.table()["seed"]) == seeds
     # Same weights, other masks: fit_many's own seed for a trial without one.
     torch.manual_seed(4)
@@ -454,7 +455,7 @@ def test_a_trial_seed_survives_optimizer_pairing_and_sub_batches() -> None:
         progress=False,
         **kw,  # type: ignore[arg-type]
     )
-    assert [r.config.seed for r in paired] == [9, 9]
+    assert [r.config.training.seed for r in paired] == [9, 9]
     _assert_same(paired[0], alone(9))
     _assert_same(paired[1], alone(9, lr=0.05))
 

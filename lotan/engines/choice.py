@@ -5,12 +5,12 @@ working set fits the local budget — else Spark; :class:`EngineChoice` says why
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lotan.engines.base import GraphSource
+from lotan.engines.spark.session import session_master
 from lotan.planner.estimates import local_working_set
 from lotan.planner.placement import Placement
 
@@ -53,7 +53,7 @@ def _size(b: int) -> str:
 def local_budget() -> int:
     """Bytes the local engine may use under ``engine="auto"``: ``LOTAN_LOCAL_MEMORY``, else
     half of the machine's physical memory."""
-    from lotan.config import parse_bytes
+    from lotan.options import parse_bytes
 
     env = os.environ.get(LOCAL_MEMORY_ENV)
     if env:
@@ -67,22 +67,6 @@ def local_budget() -> int:
     return int(total) // 2
 
 
-def _session_master(spark: SparkSession | None) -> str | None:
-    """The master of ``spark``, or of the active session, without starting one (``None``:
-    no session; ``"connect"``: a Spark Connect session, which has no master here)."""
-    if spark is None:
-        if "pyspark" not in sys.modules:  # no session can exist yet
-            return None
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            return None
-    from lotan.engines.spark.session import is_connect
-
-    return "connect" if is_connect(spark) else str(spark.sparkContext.master)
-
-
 def choose_engine(
     engine: str,
     graph: GraphSource,
@@ -94,8 +78,8 @@ def choose_engine(
     ``"auto"``, Spark when the graph is held in Spark DataFrames, placement is ``split``
     (dense stages scheduled by Spark), or a session on a cluster is active (or passed); else
     the local engine when :func:`local_working_set` fits :func:`local_budget`, else Spark."""
-    from lotan.config import ENGINES
     from lotan.errors import LotanError
+    from lotan.options import ENGINES
 
     if engine not in ENGINES:
         raise LotanError(f"engine={engine!r} is not one of {list(ENGINES)}")
@@ -105,7 +89,7 @@ def choose_engine(
         return EngineChoice("spark", "the graph is held in Spark DataFrames")
     if placement is not None and placement.split:
         return EngineChoice("spark", "placement='split' schedules dense stages in Spark")
-    master = _session_master(spark)
+    master = session_master(spark)
     if master is not None and not master.startswith("local"):
         where = "Spark Connect" if master == "connect" else f"master {master}"
         return EngineChoice("spark", f"the Spark session runs on a cluster ({where})")

@@ -208,8 +208,8 @@ class Graph:
     def from_graphframe(cls, g: Any, *, name: str = "graph", **columns: Any) -> Graph:
         """From a ``GraphFrame`` (or anything with ``vertices`` / ``edges`` DataFrames), with
         the feature, label, split and weight columns named in ``columns``
-        (:func:`lotan.graphframes.graphframe_tables`), without collecting it."""
-        from lotan.graphframes import graphframe_tables
+        (:func:`lotan.graph.graphframes.graphframe_tables`), without collecting it."""
+        from lotan.graph.graphframes import graphframe_tables
 
         return cls.from_dataframes(*graphframe_tables(g, **columns), name=name)
 

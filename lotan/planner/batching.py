@@ -22,9 +22,9 @@ stages and the same exchanges (stage, source stage, weighting); hidden sizes and
 differ. :func:`batches` groups the rest into separate batches.
 
 **Memory.** A batch widens every tile and every stage's dense values by the sum of the
-models' widths. :func:`working_set_bytes` estimates the largest stage's working set on the
-largest partition; :func:`split_by_budget` cuts a batch into sub-batches that each fit a
-budget (a model that alone exceeds it runs alone).
+models' widths. :func:`lotan.planner.estimates.working_set_bytes` estimates the largest
+stage's working set on the largest partition; :func:`split_by_budget` cuts a batch into
+sub-batches that each fit a budget (a model that alone exceeds it runs alone).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 from lotan.ir.nodes import Node
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.estimates import FLOAT_BYTES
+from lotan.planner.estimates import working_set_bytes
 from lotan.planner.physical import PhysicalPlan
 
 __all__ = [
@@ -201,39 +201,12 @@ def batches(plans: Sequence[LogicalPlan]) -> list[tuple[tuple[Any, ...], list[in
     return list(groups.items())
 
 
-def working_set_bytes(physical: PhysicalPlan, max_own: int, max_rows: int) -> int:
-    """Estimated peak bytes of one training task on the largest partition.
-
-    Per stage: the assembled exchange tiles (``max_rows`` = own + halo rows, both streams
-    when there is dropout) and their aggregations, plus the stage's dense values; the
-    backward pass recomputes the dense values with their gradients, so they count three
-    times. The largest stage is the estimate. (Messages in flight are Spark's, on disk.)
-    """
-    logical = physical.logical
-    evals = logical.has_eval_stream
-    worst = 0
-    for j in range(physical.num_stages):
-        cols_full = 0
-        for x in physical.exchanges_into(j):
-            cols_full += x.width(x.inputs) + (x.width(x.stochastic) if evals else 0)
-        dense = 0
-        for i in physical.nodes_at(j):
-            width = logical.node(i).width
-            dense += width * (2 if evals and i in logical.stochastic else 1)
-        for k in physical.stage_inputs(j):
-            if k not in physical.stage_of or physical.stage_of[k] != j:
-                dense += logical.node(k).width
-        total = cols_full * max_rows + (cols_full + 3 * dense) * max_own
-        worst = max(worst, total * FLOAT_BYTES)
-    return worst
-
-
 def split_by_budget(
     merged: MergedPlan, max_own: int, max_rows: int, budget: int | None
 ) -> list[tuple[list[int], int]]:
     """Positions of ``merged``'s members cut into consecutive sub-batches whose estimated
-    working set (:func:`working_set_bytes`) fits ``budget`` bytes, each with its estimate.
-    ``budget=None`` keeps the batch whole."""
+    working set (:func:`lotan.planner.estimates.working_set_bytes`) fits ``budget`` bytes,
+    each with its estimate. ``budget=None`` keeps the batch whole."""
     count = len(merged.members)
 
     def cost(keep: list[int]) -> int:

@@ -7,10 +7,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from lotan.ir.nodes import Node
 from lotan.ir.ops import EDGE_REDUCES
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.physical import Exchange, PhysicalPlan
 
-__all__ = ["FLOAT_BYTES", "GraphSize", "edge_bytes", "local_working_set"]
+__all__ = [
+    "FLOAT_BYTES",
+    "GraphSize",
+    "edge_bytes",
+    "exchange_bytes",
+    "local_working_set",
+    "statistics_bytes",
+    "working_set_bytes",
+]
 
 #: Bytes of one float32 value (edge tensors, exchanged columns).
 FLOAT_BYTES = 4
@@ -66,3 +76,46 @@ def local_working_set(graph: GraphSize, plans: Sequence[LogicalPlan]) -> int:
             if node.op == "aggregate" and node.reduce in EDGE_REDUCES:  # per-edge values
                 values += 3 * 4 * e * max(node.heads, node.width) * streams
     return arrays + layout + values
+
+
+def working_set_bytes(physical: PhysicalPlan, max_own: int, max_rows: int) -> int:
+    """Estimated peak bytes of one training task on the largest partition.
+
+    Per stage: the assembled exchange tiles (``max_rows`` = own + halo rows, both streams
+    when there is dropout) and their aggregations, plus the stage's dense values; the
+    backward pass recomputes the dense values with their gradients, so they count three
+    times. The largest stage is the estimate. (Messages in flight are Spark's, on disk.)
+    """
+    logical = physical.logical
+    evals = logical.has_eval_stream
+    worst = 0
+    for j in range(physical.num_stages):
+        cols_full = 0
+        for x in physical.exchanges_into(j):
+            cols_full += x.width(x.inputs) + (x.width(x.stochastic) if evals else 0)
+        dense = 0
+        for i in physical.nodes_at(j):
+            width = logical.node(i).width
+            dense += width * (2 if evals and i in logical.stochastic else 1)
+        for k in physical.stage_inputs(j):
+            if k not in physical.stage_of or physical.stage_of[k] != j:
+                dense += logical.node(k).width
+        total = cols_full * max_rows + (cols_full + 3 * dense) * max_own
+        worst = max(worst, total * FLOAT_BYTES)
+    return worst
+
+
+def exchange_bytes(x: Exchange, halo: int, evals: bool) -> tuple[int, int]:
+    """Bytes exchange ``x`` moves per epoch, forward and backward, for ``halo`` halo rows
+    over all partitions (forward in both streams when the plan has an evaluation stream)."""
+    width = x.width(x.inputs) + (x.width(x.stochastic) if evals else 0)
+    return halo * width * FLOAT_BYTES, halo * x.width(x.grad_inputs) * FLOAT_BYTES
+
+
+def statistics_bytes(node: Node, parts: int, streams: int, backward: bool) -> tuple[int, int]:
+    """Bytes the statistics of ``moments`` node ``node`` move per epoch, forward and
+    backward: every partition sends its partial (n, mean, M2 in float64) to every partition,
+    in ``streams`` streams; backward, the two gradient sums."""
+    fwd = parts * parts * (1 + 2 * node.width) * 8 * streams
+    bwd = parts * parts * 2 * node.width * 8 if backward else 0
+    return fwd, bwd

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 from lotan.ir.ops import EDGE_REDUCES
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.estimates import FLOAT_BYTES, edge_bytes
+from lotan.planner.estimates import edge_bytes, exchange_bytes, statistics_bytes
 from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, DENSE, GRAPH, Placement
-from lotan.runtime.stages import training_stages
 
 __all__ = ["render", "render_physical", "render_placement"]
 
@@ -62,9 +61,9 @@ def render_physical(
     for j in range(physical.num_stages):
         ops = []
         for x in physical.exchanges_into(j):
-            width = x.width(x.inputs) + (x.width(x.stochastic) if optimized.has_eval_stream else 0)
-            f = halo * width * FLOAT_BYTES
-            b = halo * x.width(x.grad_inputs) * FLOAT_BYTES
+            evals = optimized.has_eval_stream
+            width = x.width(x.inputs) + (x.width(x.stochastic) if evals else 0)
+            f, b = exchange_bytes(x, halo, evals)
             fwd += f
             bwd += b
             ins = ", ".join(f"%{u}" for u in x.inputs)
@@ -81,12 +80,10 @@ def render_physical(
                 how += f"edge values {_mb(edge)} on the largest partition{blocks}, "
             ops.append(f"exchange {ins} ({how}{width} cols, fwd {_mb(f)}, bwd {_mb(b)}) -> {aggs}")
         for m in physical.moments_at(j):
-            # every partition sends its partial (n, mean, M2 in float64) to every partition
             node = optimized.node(m)
-            parts = stats["parts"]
             streams = 2 if (m in optimized.stochastic and not node.buffers) else 1
-            f = parts * parts * (1 + 2 * node.width) * 8 * streams
-            b = parts * parts * 2 * node.width * 8 if m in physical.requires_grad else 0
+            backward = m in physical.requires_grad
+            f, b = statistics_bytes(node, stats["parts"], streams, backward)
             fwd += f
             bwd += b
             ops.append(
@@ -112,7 +109,8 @@ def render_physical(
 def render_placement(physical: PhysicalPlan, placement: Placement) -> list[str]:
     """The Spark stages of one training epoch: what each does (graph, dense or fused work)
     and what its tasks ask Spark for."""
-    runs = training_stages(physical, seed=0, num_train=1, placement=placement)
+    sched = physical.schedule(train=True, placement=placement)
+    runs = sched.spark_stages
     if placement.split:
         head = (
             f"placement split: {len(runs)} Spark stages per epoch; graph stages ask for "
@@ -126,6 +124,6 @@ def render_placement(physical: PhysicalPlan, placement: Placement) -> list[str]:
         )
     lines = [head]
     width = max(len(str(len(runs) - 1)), 1)
-    for k, run in enumerate(runs):
-        lines.append(f"  {k:>{width}}  {run.kind:<5}  {run.label}")
+    for k, pieces in enumerate(runs):
+        lines.append(f"  {k:>{width}}  {sched.stage_kind(pieces):<5}  {sched.stage_label(pieces)}")
     return lines

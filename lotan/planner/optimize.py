@@ -6,12 +6,7 @@ from dataclasses import replace
 
 from lotan.ir.plan import LogicalPlan
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.rules import (
-    CacheConstantAggregates,
-    FuseLocalOps,
-    PruneConstantGradients,
-    ReorderLinearAggregate,
-)
+from lotan.planner.rules import RULES
 
 __all__ = ["optimize"]
 
@@ -19,19 +14,13 @@ __all__ = ["optimize"]
 def optimize(
     plan: LogicalPlan, flags: PlannerFlags = DEFAULT_FLAGS
 ) -> tuple[LogicalPlan, list[tuple[str, list[str]]]]:
-    """The optimized plan and, per rule that ran, what it did."""
-    rules: list = []
-    if flags.reorder:
-        rules.append(ReorderLinearAggregate(cache_constants=flags.cache_constants))
-    if flags.cache_constants:
-        rules.append(CacheConstantAggregates())
-    if flags.prune_constant_gradients:
-        rules.append(PruneConstantGradients())
-    if flags.fuse:
-        rules.append(FuseLocalOps())
+    """The optimized plan and, per rule that ran (those ``flags`` turn on), what it did."""
     fired: list[tuple[str, list[str]]] = []
     plan = replace(plan, edge_block_bytes=int(flags.edge_block_mb * 2**20))
-    for rule in rules:
+    for rule_class in RULES:
+        if not getattr(flags, rule_class.name):
+            continue
+        rule = rule_class.configured(flags)
         new, what = rule.apply(plan)
         new.check_same_output(plan, rule.name)
         fired.append((rule.name, what))

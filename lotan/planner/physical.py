@@ -23,7 +23,7 @@ fused, the pieces between two exchanges share one; split, each has its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from lotan.ir.nodes import Node
 from lotan.ir.norm import NormSpec
 from lotan.ir.ops import STAGE_STARTS
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
+from lotan.planner.placement import DEFAULT_PLACEMENT, FUSED, GRAPH, PIECES, Placement
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ class PhysicalPlan:
             else:
                 key = ("backward", j)
             index[(piece, j)] = groups.setdefault(key, len(groups))
-        return Schedule(tuple(pieces), index, placement)
+        return Schedule(tuple(pieces), index, placement, train, self.last)
 
 
 @dataclass(frozen=True)
@@ -291,9 +291,36 @@ class Schedule:
     pieces: tuple[tuple[str, int], ...]
     index: Mapping[tuple[str, int], int]
     placement: Placement
+    train: bool = True
+    last: int = 0
 
     def of(self, piece: str, j: int) -> int:
         return self.index[(piece, j)]
+
+    def label(self, piece: str, j: int) -> str:
+        """How a piece is named (``stage 1 · forward + loss``)."""
+        loss = piece == "forward" and self.train and j == self.last
+        return f"stage {j} · {piece}" + (" + loss" if loss else "")
+
+    @property
+    def spark_stages(self) -> list[tuple[tuple[str, int], ...]]:
+        """The pieces of each Spark stage, in the order the stages run."""
+        grouped: dict[int, list[tuple[str, int]]] = {}
+        for piece, j in self.pieces:
+            grouped.setdefault(self.of(piece, j), []).append((piece, j))
+        return [tuple(grouped[k]) for k in sorted(grouped)]
+
+    def stage_kind(self, pieces: Sequence[tuple[str, int]]) -> str:
+        """:data:`~lotan.planner.placement.GRAPH`, ``DENSE`` or ``FUSED`` (both): what a Spark
+        stage of ``pieces`` does."""
+        kinds = {PIECES[piece] for piece, _ in pieces}
+        return kinds.pop() if len(kinds) == 1 else FUSED
+
+    def stage_label(self, pieces: Sequence[tuple[str, int]]) -> str:
+        """How the Spark UI names a stage of ``pieces`` (fused: by its dense pieces)."""
+        fused = self.stage_kind(pieces) == FUSED
+        names = [self.label(p, j) for p, j in pieces if not (fused and PIECES[p] == GRAPH)]
+        return " + ".join(names or [self.label(p, j) for p, j in pieces])
 
 
 def _exchanges(

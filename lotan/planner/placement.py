@@ -23,16 +23,35 @@ dense work on a few GPU executors, each scaled on its own. The two give the same
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lotan.engines.spark.scheduling import describe_request
 from lotan.errors import LotanError
 
-__all__ = ["DEFAULT_PLACEMENT", "DENSE", "FUSED", "GRAPH", "MODES", "Placement"]
+__all__ = [
+    "DEFAULT_PLACEMENT",
+    "DENSE",
+    "FUSED",
+    "GRAPH",
+    "MODES",
+    "PIECES",
+    "Placement",
+    "describe_request",
+]
 
 MODES = ("fused", "split")
 #: What a Spark stage of a plan does: graph work, dense work, or both (``fused``).
 GRAPH, DENSE, FUSED = "graph", "dense", "fused"
+#: The pieces of a stage and the kind of work each is.
+PIECES = {"aggregate": GRAPH, "forward": DENSE, "backward": DENSE, "transpose": GRAPH}
+
+
+def describe_request(request: Mapping[str, float]) -> str:
+    """What a task asks Spark for, in words (``1 cpu, 0.5 gpu``)."""
+    parts = [f"{int(request['cpus'])} cpu"]
+    if request.get("gpu"):
+        parts.append(f"{request['gpu']:g} gpu")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

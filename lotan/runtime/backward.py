@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -156,6 +156,7 @@ class Backward(Piece):
     carried values), recompute its dense graph from the saved inputs (same dropout masks)
     and back-propagate."""
 
+    name: ClassVar[str] = "backward"
     seed: int = 0
 
     def __call__(

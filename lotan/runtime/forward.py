@@ -5,7 +5,7 @@ the loss and the start of the backward pass."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ class Forward(Piece):
     piece), carried values and layout values; sends on what later stages read; at the last
     stage, the loss and the backward pass of the dense graph."""
 
+    name: ClassVar[str] = "forward"
     train: bool = False
     evals: bool = False
     seed: int = 0
@@ -55,11 +56,6 @@ class Forward(Piece):
     emit_outputs: bool = False
     exchange_dtype: str = "float32"
     measure: bool = True
-
-    @property
-    def label(self) -> str:
-        last = self.train and self.j == self.plan.last
-        return f"stage {self.j} · forward" + (" + loss" if last else "")
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any

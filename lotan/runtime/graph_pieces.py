@@ -22,7 +22,6 @@ from lotan.graph_engine.kernels import (
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.ir.ops import EDGE_REDUCES
 from lotan.planner.physical import Exchange
-from lotan.planner.placement import GRAPH
 from lotan.runtime import edge_functions
 from lotan.runtime.message import DRIVER, Message, by_source
 from lotan.runtime.pieces import Piece
@@ -49,7 +48,7 @@ class Aggregate(Piece):
     train: bool = False
     evals: bool = False
     seed: int = 0
-    kind: ClassVar[str] = GRAPH
+    name: ClassVar[str] = "aggregate"
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any
@@ -158,7 +157,7 @@ class Transpose(Piece):
     to the partitions that own the rows (the forward exchange, the other way)."""
 
     seed: int = 0
-    kind: ClassVar[str] = GRAPH
+    name: ClassVar[str] = "transpose"
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any

@@ -15,7 +15,7 @@ from lotan.graph_engine.layout import PartitionLayout
 from lotan.ir.splits import SPLIT_CODES
 from lotan.nn_engine.device import task_device
 from lotan.planner.physical import PhysicalPlan, Schedule
-from lotan.planner.placement import DENSE
+from lotan.planner.placement import PIECES
 from lotan.runtime.message import DRIVER, Message
 from lotan.runtime.tags import METRICS
 from lotan.runtime.task import assigned_gpus, record_device
@@ -67,14 +67,23 @@ def dense_device() -> torch.device:
 
 @dataclass(frozen=True)
 class Piece:
+    """One piece of stage ``j``'s work (:data:`lotan.planner.placement.PIECES`); it addresses
+    its messages through the schedule, so fused and split placement run the same code."""
+
     plan: PhysicalPlan
     j: int
     sched: Schedule
-    kind: ClassVar[str] = DENSE
+    #: Which piece it is (``aggregate``, ``forward``, ``backward``, ``transpose``).
+    name: ClassVar[str]
+
+    @property
+    def kind(self) -> str:
+        """Graph or dense work."""
+        return PIECES[self.name]
 
     @property
     def label(self) -> str:
-        return f"stage {self.j} · {type(self).__name__.strip('_').lower()}"
+        return self.sched.label(self.name, self.j)
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any

@@ -10,7 +10,7 @@ from typing import Any
 
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.planner.physical import PhysicalPlan, Schedule
-from lotan.planner.placement import DEFAULT_PLACEMENT, FUSED, GRAPH, Placement
+from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
 from lotan.runtime.backward import Backward
 from lotan.runtime.forward import Forward
 from lotan.runtime.graph_pieces import Aggregate, Transpose
@@ -29,9 +29,8 @@ class StageRun:
 
     @property
     def kind(self) -> str:
-        """:data:`GRAPH`, :data:`DENSE` or :data:`FUSED` (both)."""
-        kinds = {p.kind for p in self.pieces}
-        return kinds.pop() if len(kinds) == 1 else FUSED
+        """``graph``, ``dense`` or ``fused`` (both: :meth:`Schedule.stage_kind`)."""
+        return self.pieces[0].sched.stage_kind([(p.name, p.j) for p in self.pieces])
 
     @property
     def resources(self) -> dict[str, float]:
@@ -41,8 +40,7 @@ class StageRun:
     @property
     def label(self) -> str:
         """How the Spark UI names this stage (the function of its grouped map)."""
-        names = [p.label for p in self.pieces if not (self.kind == FUSED and p.kind == GRAPH)]
-        return " + ".join(names or [p.label for p in self.pieces])
+        return self.pieces[0].sched.stage_label([(p.name, p.j) for p in self.pieces])
 
     def __call__(
         self, part: int, layout: PartitionLayout | None, inbox: list[Message], value: Any

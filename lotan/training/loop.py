@@ -10,12 +10,14 @@ best epoch) and leaves the batch; the others go on with a plan without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lotan.errors import TrainingDivergedError
+from lotan.ir.plan import LogicalPlan
+from lotan.options import Training
 from lotan.planner.batching import MergedPlan
 from lotan.planner.physical import PhysicalPlan
 from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
@@ -34,7 +36,6 @@ from lotan.training.trainer import (
 
 if TYPE_CHECKING:
     from lotan.engines import Engine
-    from lotan.ir.norm import NormSpec
     from lotan.training.checkpoint import Checkpointer
 
 __all__ = ["run_batch"]
@@ -50,25 +51,24 @@ def _value(trainers: Sequence[Trainer], epoch: int) -> EpochValue:
 
 
 def run_batch(
-    engine: Engine,
+    engine: Engine[Any],
     prepared: Any,
     merged: MergedPlan,
     trainers: Sequence[Trainer],
     *,
-    epochs: int,
-    seed: int,
+    physical: Callable[[LogicalPlan], PhysicalPlan],
+    training: Training,
     num_train: int,
-    norms: tuple[NormSpec, ...],
-    progress: bool,
     label: str = "lotan",
     checkpoints: Checkpointer | None = None,
     on_divergence: str = "raise",
     placement: Placement = DEFAULT_PLACEMENT,
     exchange_dtype: str = "float32",
-    eval_every: int = 1,
 ) -> None:
-    """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for ``epochs``;
-    with ``checkpoints``, resume from its checkpoint and write new ones as it goes.
+    """Train ``trainers`` (member ``i`` of ``merged`` is ``trainers[i]``) for
+    ``training.epochs`` with the run seed ``training.seed``; ``physical`` gives the physical
+    plan of a (sub-)plan of ``merged``. With ``checkpoints``, resume from its checkpoint and
+    write new ones as it goes.
 
     A NaN/inf loss or gradient raises :class:`TrainingDivergedError` before any weight moves
     (``on_divergence="raise"``; the newest checkpoint stays the last good one) or stops that
@@ -78,6 +78,7 @@ def run_batch(
     weights of ``e``'s step, dropout off), for ``e`` a multiple of ``eval_every``; the last
     epoch's by a final evaluation run. Other epochs record NaN and their runs skip the
     evaluation stream."""
+    epochs, seed, eval_every = training.epochs, training.seed, training.eval_every
     first = 1
     if checkpoints is not None and checkpoints.state is not None:
         checkpoints.restore(trainers)
@@ -89,14 +90,15 @@ def run_batch(
         for t in trainers:
             t.finish()
         return
-    bar = Progress(epochs, enabled=progress)
-    plans: dict[tuple[int, ...], PhysicalPlan] = {}
+    bar = Progress(epochs, enabled=training.progress)
+    subsets: dict[tuple[int, ...], MergedPlan] = {}
 
-    def physical(keep: list[int]) -> PhysicalPlan:
+    def plan_of(keep: list[int]) -> PhysicalPlan:
+        """The physical plan of the models ``keep`` (those still training)."""
         key = tuple(keep)
-        if key not in plans:
-            plans[key] = PhysicalPlan.build(merged.subset(keep).plan, norms=norms)
-        return plans[key]
+        if key not in subsets:
+            subsets[key] = merged.subset(keep)
+        return physical(subsets[key].plan)
 
     for epoch in range(first, epochs + 1):
         if not active:
@@ -104,7 +106,7 @@ def run_batch(
         start = time.perf_counter()
         measure = epoch > 1 and (epoch - 1) % eval_every == 0
         train = training_stages(
-            physical(active),
+            plan_of(active),
             seed=seed,
             num_train=num_train,
             placement=placement,
@@ -149,7 +151,7 @@ def run_batch(
     if active:
         keep = active
         evaluate = inference_stages(
-            physical(keep), emit_outputs=False, placement=placement, exchange_dtype=exchange_dtype
+            plan_of(keep), emit_outputs=False, placement=placement, exchange_dtype=exchange_dtype
         )
         msgs = engine.run(
             prepared, evaluate, _value([trainers[i] for i in keep], 0), f"{label} · evaluate"

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.config import MONITORS, OPTIMIZER_KEYS, FitConfig, OptimizerConfig
 from lotan.errors import LotanError
+from lotan.options import MONITORS, OPTIMIZER_KEYS, FitConfig, OptimizerConfig
 from lotan.runtime.task import DEVICE_COUNTS
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class FitResult:
     config : the settings it was trained with.
     optimizer : this model's optimizer settings.
     params : the grid values this model was built with (``lotan.grid``), else empty.
-    stopped_early : early stopping ended its training before ``config.epochs``.
+    stopped_early : early stopping ended its training before ``config.training.epochs``.
     resumed_from : the checkpoint epoch this run resumed after (0: it started fresh).
     diverged : why this model stopped on a NaN/inf loss or gradient (``fit_many``; ``fit``
         raises :class:`~lotan.errors.TrainingDivergedError` instead), else None.
@@ -93,7 +93,7 @@ class FitResult:
     def best(self, metric: str | None = None) -> EpochRecord:
         """The epoch with the best ``metric`` (default: the monitored one; the first such
         epoch on ties)."""
-        metric = metric or (self.config.monitor if self.config else "val_acc")
+        metric = metric or (self.config.training.monitor if self.config else "val_acc")
         best = self.history[0]
         for rec in self.history[1:]:
             if better(metric, getattr(rec, metric), getattr(best, metric)):
@@ -121,7 +121,7 @@ class FitResult:
         loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
         for split in ("train", "val", "test"):
             acc_ax.plot(epochs, [getattr(r, f"{split}_acc") for r in self.history], label=split)
-        metric = self.config.monitor if self.config else "val_acc"
+        metric = self.config.training.monitor if self.config else "val_acc"
         best = self.best(metric)
         for ax in (loss_ax, acc_ax):
             ax.axvline(best.epoch, color="gray", linestyle=":", linewidth=1)

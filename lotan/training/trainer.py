@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lotan.config import FitConfig, OptimizerConfig
 from lotan.errors import LotanError
 from lotan.graph_engine.reductions import combine_moments
 from lotan.nn_engine.optim import build_optimizer
+from lotan.options import FitConfig, OptimizerConfig
 from lotan.runtime.message import Message
 from lotan.runtime.pieces import METRIC_FIELDS
 from lotan.runtime.tags import METRICS, PARAM_GRADS, STATISTICS, TIMING
@@ -144,7 +144,7 @@ class Trainer:
         accs = (_acc(metrics, "train"), _acc(metrics, "val"), _acc(metrics, "test"))
         rec = EpochRecord(e, loss, *accs, secs, phases)
         self.result.history.append(rec)
-        cfg = self.config
+        cfg = self.config.training
         value = getattr(rec, cfg.monitor)
         if self.best_epoch == 0 or better(cfg.monitor, value, self.best_value):
             self.best_value, self.best_epoch = value, e
@@ -225,7 +225,7 @@ class Trainer:
 
     def finish(self) -> None:
         """With early stopping, go back to the best epoch's weights."""
-        if self.config.patience is not None and self.best_state is not None:
+        if self.config.training.patience is not None and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
 
 

@@ -99,8 +99,8 @@ def test_spark_submit_equals_local_mode(
     job = load_job(job_file)
     graph = job.load_graph()
     model = job.build_model(graph)
-    settings = {**job.fit.as_kwargs(), "progress": False, "checkpoint_dir": None}
-    lotan.fit(model, graph, spark=spark, **settings)
+    settings = {**job.fit.keywords(), "progress": False, "checkpoint_dir": None, "spark": spark}
+    lotan.fit(model, graph, **settings)
     for name, p in model.state_dict().items():
         torch.testing.assert_close(uninterrupted[name], p, rtol=1e-5, atol=1e-6)
 

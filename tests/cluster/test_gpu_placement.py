@@ -129,12 +129,13 @@ def test_split_places_dense_stages_on_gpu_workers(
     graph = job.load_graph()
     model = job.build_model(graph)
     settings = {
-        **job.fit.as_kwargs(),
+        **job.fit.keywords(),
         "placement": "fused",
         "progress": False,
         "checkpoint_dir": None,
+        "spark": spark,
     }
-    lotan.fit(model, graph, spark=spark, **settings)
+    lotan.fit(model, graph, **settings)
     got = _final(tmp_path / "ckpt")
     for name, p in model.state_dict().items():
         assert torch.equal(got[name], p), name

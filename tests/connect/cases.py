@@ -58,7 +58,7 @@ def run_all(spark: Any) -> dict[str, Any]:
     common = {"engine": "spark", "spark": spark, "progress": False, "seed": 7}
     fit = lotan.fit(_gcn(), g, epochs=4, num_partitions=2, lr=0.05, **common)
     out["fit"] = (_history(fit), fit.model.state_dict())
-    # The same fit with the graph sent in chunks of 8 KB (tests/test_upload.py): on Connect
+    # The same fit with the graph sent in chunks of 8 KB (tests/graph/test_upload.py): on Connect
     # each chunk is a local relation the client sends, checkpointed through a temporary view.
     chunk_bytes, upload.CHUNK_BYTES = upload.CHUNK_BYTES, 8192
     try:

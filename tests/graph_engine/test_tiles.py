@@ -30,7 +30,7 @@ def test_rejects_foreign_bytes_and_object_arrays() -> None:
 
 
 def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
-    from lotan.engines.spark.messages import messages_to_table, table_to_messages
+    from lotan.engines.spark.codec import messages_to_table, table_to_messages
     from lotan.runtime.message import Message
 
     rng = np.random.default_rng(0)
@@ -53,7 +53,7 @@ def test_big_payloads_travel_as_chunks_and_come_back_whole() -> None:
 
 
 def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> None:
-    from lotan.engines.spark.messages import messages_to_table, table_to_messages
+    from lotan.engines.spark.codec import messages_to_table, table_to_messages
     from lotan.graph_engine.tiles import plan_tile, write_tile
     from lotan.runtime.message import Message
 
@@ -80,7 +80,7 @@ def test_tiles_write_in_ranges_and_messages_with_several_arrays_round_trip() -> 
 def test_a_stage_yields_record_batches_of_bounded_size() -> None:
     """What a task yields reaches the JVM one record batch at a time, each read whole into
     its direct memory: ~100 MB of messages go as several batches, none over the limit."""
-    from lotan.engines.spark import messages as arrow_messages
+    from lotan.engines.spark import codec as arrow_messages
     from lotan.runtime.message import Message
 
     tile = np.ones((2048, 128), np.float32)  # 1 MiB
@@ -96,7 +96,7 @@ def test_a_stage_yields_record_batches_of_bounded_size() -> None:
 def test_a_tile_over_one_arrow_array_travels_in_chunks_across_arrays(monkeypatch) -> None:
     """A tile bigger than one encoded Arrow array (64 MB; here shrunk) is cut into chunks
     that fall into several arrays, and comes back whole."""
-    from lotan.engines.spark import messages as arrow_messages
+    from lotan.engines.spark import codec as arrow_messages
     from lotan.runtime.message import Message
 
     monkeypatch.setattr(arrow_messages, "_BATCH_BYTES", 10_000)
@@ -115,7 +115,7 @@ def test_inbox_keeps_its_stage_copies_payloads_and_hands_back_the_rest() -> None
     other rows come back to be forwarded; a chunk twice or one missing is an error."""
     import pyarrow as pa
 
-    from lotan.engines.spark.messages import Inbox, messages_to_table
+    from lotan.engines.spark.codec import Inbox, messages_to_table
     from lotan.runtime.message import Message
 
     rng = np.random.default_rng(2)

@@ -28,10 +28,9 @@ SPLIT = Placement("split")
 
 
 def _physical(model: torch.nn.Module, graph: lotan.Graph, **flags: bool) -> PhysicalPlan:
-    from lotan.preparation import plan_for
+    from lotan.run import plan_model
 
-    _, plan, _ = plan_for(model, graph, PlannerFlags(**flags))
-    return PhysicalPlan.build(plan)
+    return PhysicalPlan.build(plan_model(model, graph, PlannerFlags(**flags)).optimized)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

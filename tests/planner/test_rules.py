@@ -179,3 +179,17 @@ def test_rules_off_give_the_same_numbers(flags: str, engine: str, spark) -> None
         assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-5)
         for k, v in runs[0][1].items():
             torch.testing.assert_close(v, runs[1][1][k], atol=1e-5, rtol=1e-4)
+
+
+def test_every_rule_has_its_flag_and_every_flag_its_rule() -> None:
+    from dataclasses import fields
+
+    from lotan.planner.flags import PlannerFlags
+    from lotan.planner.optimize import optimize
+    from lotan.planner.rules import RULES
+
+    switches = [f.name for f in fields(PlannerFlags) if isinstance(f.default, bool)]
+    assert sorted(r.name for r in RULES) == sorted(switches)
+    plan = lin_then_agg(100, 16)
+    _, fired = optimize(plan, PlannerFlags(reorder=False, fuse=False))
+    assert [name for name, _ in fired] == ["cache_constants", "prune_constant_gradients"]

@@ -43,7 +43,7 @@ def _features_matrix(column: pa.ChunkedArray | pa.Array, rows: int) -> np.ndarra
 
 
 def _step1_spark(norms: tuple[NormSpec, ...], part_of: dict[int, int], attr_width: int) -> Any:
-    from lotan.engines.spark.messages import messages_to_table
+    from lotan.engines.spark.codec import messages_to_table
     from lotan.engines.spark.worker import task_setup
 
     def run(key: Any, edges: pa.Table, vertices: pa.Table) -> pa.Table:
@@ -99,7 +99,7 @@ def prepare_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lotan.engines.spark.messages import MESSAGE_SCHEMA
+    from lotan.engines.spark.codec import MESSAGE_SCHEMA
     from lotan.engines.spark.runner import Router, SparkRunner, write_layouts
 
     P = num_partitions

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lotan.engines.base import partition_stats
-from lotan.engines.spark.messages import (
+from lotan.engines.spark.codec import (
     ARROW_ROUTED_SCHEMA,
     ROUTED_SCHEMA,
     Inbox,

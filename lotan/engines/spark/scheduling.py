@@ -32,12 +32,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lotan.errors import EngineError
+from lotan.planner.placement import describe_request
 
 if TYPE_CHECKING:
     from pyspark.resource import ResourceProfile
     from pyspark.sql import SparkSession
 
-__all__ = ["START_TIMEOUT_CONF", "dense_profile", "describe_request"]
+__all__ = ["START_TIMEOUT_CONF", "dense_profile"]
 
 #: Seconds a dense stage's first task may wait for an executor before Lotan gives up.
 START_TIMEOUT_CONF = "spark.lotan.dense.startTimeout"
@@ -47,13 +48,6 @@ DEFAULT_START_TIMEOUT = 300.0
 #: same profile (a new profile would start new executors).
 _PROFILES: dict[tuple[str, tuple[tuple[str, float], ...]], Any] = {}
 _LOCK = threading.Lock()
-
-
-def describe_request(request: Mapping[str, float]) -> str:
-    parts = [f"{int(request['cpus'])} cpu"]
-    if request.get("gpu"):
-        parts.append(f"{request['gpu']:g} gpu")
-    return ", ".join(parts)
 
 
 def _conf_flag(conf: Any, key: str) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lotan.errors import EngineError
@@ -38,6 +39,9 @@ __all__ = [
 #: Driver memory of a local session Lotan starts itself (local mode runs the executors in
 #: the driver JVM). Override with ``LOTAN_SPARK_DRIVER_MEMORY`` or pass your own session.
 DEFAULT_DRIVER_MEMORY = "4g"
+#: Spark's log configuration for the JVMs Lotan starts: errors only (Spark's start-up banner
+#: and WARN lines stay off the user's terminal; ``lotan ... -v`` shows them).
+QUIET_LOG = (Path(__file__).resolve().parents[2] / "conf" / "log4j2-quiet.properties").as_uri()
 #: Settings of a session Lotan starts (pass them to your own session too): the executors
 #: talk to their Python workers over Unix domain sockets. Over TCP every Arrow batch a
 #: worker sent waited ~40 ms (Nagle's algorithm meeting delayed ACKs): a 4-stage chain of
@@ -105,10 +109,15 @@ def _unreachable(address: str, timeout: float) -> str | None:
 
 
 def get_spark(
-    spark: SparkSession | None = None, conf: Mapping[str, str] | None = None
+    spark: SparkSession | None = None,
+    conf: Mapping[str, str] | None = None,
+    *,
+    quiet: bool = True,
 ) -> SparkSession:
     """``spark`` if given, else the active session, else a new one with the settings
-    ``conf`` (``spark.*`` keys, passed through as they are).
+    ``conf`` (``spark.*`` keys, passed through as they are). A new local JVM logs errors
+    only (:data:`QUIET_LOG`: no start-up banner, no WARN lines on the user's terminal)
+    unless ``quiet=False`` or ``conf`` sets ``spark.driver.extraJavaOptions``.
 
     With ``spark.remote`` in ``conf`` (or ``SPARK_REMOTE`` set and no active session) it is a
     Spark Connect session on that server. A new classic session is local (``local[*]``, or
@@ -144,6 +153,8 @@ def get_spark(
         settings["spark.driver.memory"] = os.environ.get(
             "LOTAN_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY
         )
+    if quiet and not submitted:  # the JVM starts here: its log configuration too
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={QUIET_LOG}"
     settings.update({str(k): str(v) for k, v in (conf or {}).items()})
     submitted_conf = None
     if submitted:  # what spark-submit was told wins over Lotan's defaults
@@ -314,3 +325,17 @@ def ship(spark: SparkSession, value: Any) -> Any:
     if is_connect(spark):
         return Shipped(value)
     return spark.sparkContext.broadcast(value)
+
+
+def session_master(spark: SparkSession | None) -> str | None:
+    """The master of ``spark``, or of the active session, without starting one (``None``:
+    no session; ``"connect"``: a Spark Connect session, which has no master here)."""
+    if spark is None:
+        if "pyspark" not in sys.modules:  # no session can exist yet
+            return None
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            return None
+    return "connect" if is_connect(spark) else str(spark.sparkContext.master)

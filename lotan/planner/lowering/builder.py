@@ -4,6 +4,7 @@ span the graph), dropout, MLPs and plain aggregations."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,20 +15,21 @@ from lotan.ir.nodes import Node
 from lotan.ir.norm import NormSpec
 from lotan.ir.ops import OpName
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.lowering.registry import find, supported
 
-SUPPORTED = (
-    "torch_geometric.nn.models GCN, GraphSAGE, GIN, GAT (jk None/'last'/'cat'/'max', "
-    "act_first, norm None/'batch_norm'/'layer_norm'/'pair_norm'; GAT with v2 and edge_dim); "
-    "GCNConv, "
-    "SAGEConv (aggr 'mean', 'sum', 'max', 'min'), GINConv, GINEConv (edge_dim), SGConv, APPNP "
-    "(dropout=0), GCN2Conv, GraphConv (aggr 'add', 'mean', 'max', 'min'), GATConv and "
-    "GATv2Conv (heads, concat, negative_slope, add_self_loops, bias, residual, dropout, "
-    "edge_dim; GATv2Conv share_weights); torch.nn.Linear, PyG Linear and MLP; "
-    "torch.nn.BatchNorm1d and LayerNorm, PyG BatchNorm, LayerNorm (mode 'graph' or 'node') and "
-    "PairNorm; activations relu, leaky_relu, elu, gelu, "
-    "tanh; dropout; + and torch.cat in a forward(x, edge_index) or forward(x, edge_index, "
-    "edge_attr) that torch.fx can trace"
-)
+
+@dataclass(frozen=True)
+class Call:
+    """How a convolution is called: its parameters' prefix, its name in messages, PyG's
+    ``aggr``, whether the graph's edge weights reach it, whether it gets the edge features,
+    and GCN2Conv's initial representation ``x_0``."""
+
+    prefix: str
+    where: str
+    aggr: str = "add"
+    weighted: bool = False
+    edges: bool = False
+    x0: int | None = None
 
 
 ACT_MODULES: dict[type, str] = {
@@ -97,7 +99,7 @@ class Builder:
             or (name == "gelu" and mod.approximate != "none")
         ):
             raise UnsupportedModelError(
-                f"{where}: activation {mod!r} is not supported; supported: {SUPPORTED}"
+                f"{where}: activation {mod!r} is not supported; supported: {supported()}"
             )
         slope = float(getattr(mod, "negative_slope", 0.01))
         return self.act(x, name, where, slope)
@@ -272,18 +274,12 @@ class Builder:
             )
 
     def module(self, x: int, mod: torch.nn.Module, prefix: str, where: str) -> int:
-        """Lower a leaf module applied to value ``x`` (no edge_index)."""
-        from torch_geometric.nn.dense.linear import Linear as PygLinear
-        from torch_geometric.nn.models import MLP
-
-        if isinstance(mod, torch.nn.Linear | PygLinear):
-            return self.linear(x, mod, prefix, where)
-        if isinstance(mod, MLP | torch.nn.Sequential):
-            return self.mlp(x, mod, prefix, where)
-        if isinstance(mod, torch.nn.Dropout):
-            return self.dropout(x, mod.p, where)
-        if isinstance(mod, torch.nn.Identity):
-            return x
+        """Lower a leaf module applied to value ``x`` (no edge_index): its registered
+        lowering (:mod:`lotan.planner.lowering.modules`); an unregistered normalization or
+        activation is refused with what is supported."""
+        entry = find(mod, "module")
+        if entry is not None:
+            return entry.lower(self, x, mod, prefix, where)
         if is_norm(mod):
             return self.norm(x, mod, prefix, where)
         return self.act_module(x, mod, where)

@@ -10,7 +10,8 @@ import torch
 
 from lotan.errors import UnsupportedModelError
 from lotan.ir.norm import NormSpec
-from lotan.planner.lowering.builder import Builder, need_aggr
+from lotan.planner.lowering.builder import Builder, Call, need_aggr
+from lotan.planner.lowering.registry import lowering
 
 
 def attention_edges(b: Builder, conv: Any, where: str, edges: bool) -> tuple[bool, NormSpec]:
@@ -41,8 +42,16 @@ def heads_out(b: Builder, out: int, conv: Any, x: int, prefix: str, where: str) 
     return out
 
 
-def gat(b: Builder, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
-    need_aggr(where, aggr, ("add", "sum"))
+@lowering(
+    "GATConv",
+    "convolution",
+    "h = x W, scores h·att_src, h·att_dst (+ (edge_attr W_e)·att_edge), softmax per "
+    "destination, attention dropout, Σ α h_j; head mean unless concat; residual; bias",
+    "heads, concat, negative_slope, add_self_loops, bias, residual, dropout, edge_dim",
+)
+def gat(b: Builder, x: int, conv: Any, c: Call) -> int:
+    prefix, where, edges = c.prefix, c.where, c.edges
+    need_aggr(where, c.aggr, ("add", "sum"))
     if conv.lin is None:
         raise UnsupportedModelError(f"{where}: a bipartite GATConv is not supported")
     uses, norm = attention_edges(b, conv, where, edges)
@@ -68,10 +77,18 @@ def gat(b: Builder, x: int, conv: Any, prefix: str, where: str, aggr: str, edges
     return heads_out(b, out, conv, x, prefix, where)
 
 
-def gatv2(b: Builder, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
+@lowering(
+    "GATv2Conv",
+    "convolution",
+    "x_l = x W_l, x_r = x W_r, scores att·leaky_relu(x_l_j + x_r_i + e_ij), then as GATConv",
+    "heads, concat, negative_slope, add_self_loops, bias, residual, dropout, edge_dim, "
+    "share_weights; not bipartite",
+)
+def gatv2(b: Builder, x: int, conv: Any, c: Call) -> int:
     """``x_l = x W_l``, ``x_r = x W_r`` (the same with ``share_weights``), the attention
     of :func:`lotan.graph_engine.attention.attention_v2` over them, then as GAT."""
-    need_aggr(where, aggr, ("add", "sum"))
+    prefix, where, edges = c.prefix, c.where, c.edges
+    need_aggr(where, c.aggr, ("add", "sum"))
     if isinstance(conv.in_channels, tuple | list):
         raise UnsupportedModelError(f"{where}: a bipartite GATv2Conv is not supported")
     uses, norm = attention_edges(b, conv, where, edges)
@@ -97,10 +114,17 @@ def gatv2(b: Builder, x: int, conv: Any, prefix: str, where: str, aggr: str, edg
     return heads_out(b, out, conv, x, prefix, where)
 
 
-def gine(b: Builder, x: int, conv: Any, prefix: str, where: str, aggr: str, edges: bool) -> int:
+@lowering(
+    "GINEConv",
+    "convolution",
+    "nn((1 + eps) x + Σ relu(x_j + e_ji)), e the edge features or lin(edge_attr)",
+    "edge_dim or raw edge features, eps fixed or train_eps",
+)
+def gine(b: Builder, x: int, conv: Any, c: Call) -> int:
     """``nn((1 + eps) x_i + Σ_j relu(x_j + e_ji))``, ``e`` the edge features or their
     projection ``lin(edge_attr)`` (``edge_dim``)."""
-    need_aggr(where, aggr, ("add", "sum"))
+    prefix, where, edges = c.prefix, c.where, c.edges
+    need_aggr(where, c.aggr, ("add", "sum"))
     if not edges:
         raise UnsupportedModelError(
             f"{where}: GINEConv needs the edge features: call it as conv(x, edge_index, edge_attr)"

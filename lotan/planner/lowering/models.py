@@ -12,10 +12,24 @@ import torch.nn.functional as F
 
 from lotan.errors import UnsupportedModelError
 from lotan.ir.plan import LogicalPlan
-from lotan.planner.lowering.builder import ACT_FUNCTIONS, ACT_MODULES, SUPPORTED, Builder, is_norm
+from lotan.planner.lowering.builder import ACT_FUNCTIONS, Builder, is_norm
 from lotan.planner.lowering.convs import lower_conv
+from lotan.planner.lowering.registry import LOWERINGS, find, lowering, supported
+
+_MODEL_OPTIONS = (
+    "jk None/'last'/'cat'/'max', act_first, norm None/'batch_norm'/'layer_norm'/'pair_norm'"
+)
 
 
+@lowering("GCN", "model", "GCNConv layers (BasicGNN)", _MODEL_OPTIONS)
+@lowering("GraphSAGE", "model", "SAGEConv layers (BasicGNN)", _MODEL_OPTIONS)
+@lowering("GIN", "model", "GINConv layers over MLPs (BasicGNN)", _MODEL_OPTIONS)
+@lowering(
+    "GAT",
+    "model",
+    "GATConv (v2=True: GATv2Conv) layers (BasicGNN)",
+    f"{_MODEL_OPTIONS}; heads, dropout, v2, edge_dim",
+)
 def _basic_gnn(b: Builder, model: Any) -> int:
     """PyG's ``BasicGNN.forward``: each conv, then (between layers, and after the last with
     jumping knowledge) the activation before or after the norm (``act_first``) and dropout;
@@ -60,18 +74,8 @@ def _basic_gnn(b: Builder, model: Any) -> int:
 def _traced(b: Builder, model: torch.nn.Module) -> int:
     import torch.fx
     from torch_geometric.nn import MessagePassing
-    from torch_geometric.nn.dense.linear import Linear as PygLinear
-    from torch_geometric.nn.models import MLP
 
-    leaves = (
-        MessagePassing,
-        torch.nn.Linear,
-        PygLinear,
-        MLP,
-        torch.nn.Dropout,
-        torch.nn.Identity,
-        *ACT_MODULES,
-    )
+    leaves = (MessagePassing, *(e.cls for e in LOWERINGS if e.family == "module"))
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
@@ -83,7 +87,7 @@ def _traced(b: Builder, model: torch.nn.Module) -> int:
     except Exception as exc:
         raise UnsupportedModelError(
             f"{cls} could not be traced with torch.fx ({type(exc).__name__}: {exc}); "
-            f"supported: {SUPPORTED}"
+            f"supported: {supported()}"
         ) from exc
     env: dict[str, Any] = {}
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -184,9 +188,9 @@ def _traced(b: Builder, model: torch.nn.Module) -> int:
                     "concat", parts, sum(b.width(p) for p in parts), origin=where
                 )
             else:
-                raise UnsupportedModelError(f"{where} is not supported; supported: {SUPPORTED}")
+                raise UnsupportedModelError(f"{where} is not supported; supported: {supported()}")
             continue
-        raise UnsupportedModelError(f"{where} is not supported; supported: {SUPPORTED}")
+        raise UnsupportedModelError(f"{where} is not supported; supported: {supported()}")
     assert out is not None
     return out
 
@@ -203,29 +207,16 @@ def lower_model(
         For a module, option or call that is not supported, or a shape mismatch; the message
         names it.
     """
-    from torch_geometric.nn import (
-        GATConv,
-        GATv2Conv,
-        GCNConv,
-        GINConv,
-        GINEConv,
-        GraphConv,
-        SAGEConv,
-        SGConv,
-    )
-    from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
     from torch_geometric.nn.models.basic_gnn import BasicGNN
 
     b = Builder(in_width, has_edge_weight, edge_width)
-    if isinstance(model, GCN | GraphSAGE | GIN | GAT):
+    if find(model, "model") is not None:
         out = _basic_gnn(b, model)
     elif isinstance(model, BasicGNN):
         raise UnsupportedModelError(
-            f"{type(model).__name__} is not supported; supported: {SUPPORTED}"
+            f"{type(model).__name__} is not supported; supported: {supported()}"
         )
-    elif isinstance(
-        model, GCNConv | SAGEConv | GINConv | SGConv | GraphConv | GATConv | GATv2Conv | GINEConv
-    ):
+    elif (conv := find(model, "convolution")) is not None and conv.alone:
         # called as model(x, edge_index, edge_weight) or model(x, edge_index, edge_attr)
         out = lower_conv(b, 0, model, "", type(model).__name__, weighted=True, edges=True)
     elif isinstance(model, torch.nn.Module):

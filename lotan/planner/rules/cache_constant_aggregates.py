@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.rules.rule import Rule
 
 __all__ = ["CacheConstantAggregates"]
 
 
-class CacheConstantAggregates:
+class CacheConstantAggregates(Rule):
     name = "cache_constants"
 
     def apply(self, plan: LogicalPlan) -> tuple[LogicalPlan, list[str]]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.rules.rule import Rule
 
 __all__ = ["FuseLocalOps"]
 
 
-class FuseLocalOps:
+class FuseLocalOps(Rule):
     name = "fuse"
 
     def apply(self, plan: LogicalPlan) -> tuple[LogicalPlan, list[str]]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.rules.rule import Rule
 
 __all__ = ["PruneConstantGradients"]
 
 
-class PruneConstantGradients:
+class PruneConstantGradients(Rule):
     name = "prune_constant_gradients"
 
     def apply(self, plan: LogicalPlan) -> tuple[LogicalPlan, list[str]]:

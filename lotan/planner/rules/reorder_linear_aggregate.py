@@ -19,15 +19,22 @@ from dataclasses import replace
 
 from lotan.ir.nodes import Node
 from lotan.ir.plan import LogicalPlan
+from lotan.planner.flags import PlannerFlags
+from lotan.planner.rules.rule import Rule
 
 __all__ = ["ReorderLinearAggregate"]
 
 
-class ReorderLinearAggregate:
+class ReorderLinearAggregate(Rule):
     name = "reorder"
 
     def __init__(self, cache_constants: bool) -> None:
         self.cache_constants = cache_constants
+
+    @classmethod
+    def configured(cls, flags: PlannerFlags) -> Rule:
+        """Exchanging a constant's aggregation is free when the cache rule is on."""
+        return cls(cache_constants=flags.cache_constants)
 
     def _cost(self, width: int, constant: bool) -> int:
         """Columns an aggregation of a ``width``-wide input exchanges per epoch."""

@@ -12,36 +12,31 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lotan.config import OPTIMIZER_KEYS, FitConfig, OptimizerConfig, parse_bytes
-from lotan.engines.choice import choose_engine
 from lotan.errors import LotanError
 from lotan.graph import Graph
-from lotan.ir.plan import LogicalPlan
-from lotan.planner.batching import (
-    BatchPlan,
-    batches,
-    describe_structure,
-    merge,
-    split_by_budget,
+from lotan.options import (
+    DEFAULT_EPOCHS,
+    OPTIMIZER_KEYS,
+    EngineOptions,
+    FitConfig,
+    OptimizerConfig,
+    parse_bytes,
 )
+from lotan.planner.batching import BatchPlan
+from lotan.planner.explain import render_physical
 from lotan.planner.flags import DEFAULT_FLAGS, PlannerFlags
-from lotan.planner.placement import DEFAULT_PLACEMENT, Placement
-from lotan.preparation import check_labels, check_monitor, engine_for, plan_for, prepare
-from lotan.training.loop import run_batch
-from lotan.training.progress import announce
+from lotan.run import Run
 from lotan.training.records import FitResult, GridResult
 from lotan.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-    from lotan.engines import Engine
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -54,7 +49,7 @@ __all__ = [
 ]
 
 #: Default working-set budget per partition for a batch of models (see
-#: :func:`lotan.planner.batching.working_set_bytes`).
+#: :func:`lotan.planner.estimates.working_set_bytes`).
 DEFAULT_MEMORY_BUDGET = "4g"
 
 
@@ -181,53 +176,26 @@ def _trials(
     return out
 
 
-def schedule(
-    eng: Engine,
-    graph: Graph,
-    parts: int,
-    plans: Sequence[LogicalPlan],
-    partitioner: str,
-    budget: int | None,
-    seeds: Sequence[int | None] | None = None,
-) -> Iterator[tuple[BatchPlan, Any, dict[str, int]]]:
-    """Group ``plans`` by structure, merge each group (``seeds[i]``: plan ``i``'s own mask
-    seed), prepare the graph for it (its weightings and cached constants, shared by its
-    sub-batches) and cut it to fit ``budget``: ``(batch, prepared graph, partition stats)``
-    per batch."""
-    own = list(seeds) if seeds is not None else [None] * len(plans)
-    for key, members in batches(plans):
-        merged = merge([plans[i] for i in members], members, [own[i] for i in members])
-        prepared, _ = prepare(eng, graph, parts, merged.plan, partitioner)
-        stats = prepared.stats()
-        subs = split_by_budget(merged, stats["max_own"], stats["max_rows"], budget)
-        bp = BatchPlan(
-            describe_structure(key),
-            merged,
-            tuple((tuple(merged.members[k] for k in keep), cost) for keep, cost in subs),
-        )
-        yield bp, prepared, stats
-
-
 def fit_many(
     models: Sequence[torch.nn.Module | Trial],
     graph: Graph,
     *,
     optimizers: OptimizerConfig | Mapping[str, Any] | Sequence[Any] | None = None,
     pairing: str = "product",
-    epochs: int = FitConfig.epochs,
-    engine: str = FitConfig.engine,
+    epochs: int = DEFAULT_EPOCHS,
+    engine: str | EngineOptions = "auto",
     num_partitions: int | None = None,
-    partitioner: str = FitConfig.partitioner,
-    seed: int = FitConfig.seed,
-    patience: int | None = FitConfig.patience,
-    monitor: str = FitConfig.monitor,
+    partitioner: str = "hash",
+    seed: int = 0,
+    patience: int | None = None,
+    monitor: str = "val_acc",
     memory_budget: int | str | None = DEFAULT_MEMORY_BUDGET,
-    progress: bool = FitConfig.progress,
-    placement: str = FitConfig.placement,
-    dense_gpus: float = FitConfig.dense_gpus,
-    dense_cpus: int = FitConfig.dense_cpus,
-    eval_every: int = FitConfig.eval_every,
-    exchange_dtype: str = FitConfig.exchange_dtype,
+    progress: bool = True,
+    placement: str = "fused",
+    dense_gpus: float = 1.0,
+    dense_cpus: int = 1,
+    eval_every: int = 1,
+    exchange_dtype: str = "float32",
     spark: SparkSession | None = None,
     planner: PlannerFlags = DEFAULT_FLAGS,
 ) -> GridResult:
@@ -236,28 +204,42 @@ def fit_many(
 
     Parameters
     ----------
-    models : PyG models (as for :func:`lotan.fit`) or :class:`Trial` s from :func:`grid`.
-        Models may differ in hidden sizes and dropout; models whose layers differ (depth,
+    models : sequence of torch.nn.Module or Trial
+        PyG models (as for :func:`lotan.fit`) or :class:`Trial` s from :func:`grid`. Models
+        may differ in hidden sizes and dropout; models whose layers differ (depth,
         convolution type) train in separate batches.
-    optimizers : one optimizer for all (``{"name": "adam", "lr": 0.01, "weight_decay": 0,
+    graph : Graph
+        The graph to train on.
+    optimizers : OptimizerConfig, mapping or sequence, optional
+        One optimizer for all (``{"name": "adam", "lr": 0.01, "weight_decay": 0,
         "momentum": 0}``), or a list: with ``pairing="product"`` (default) every model is
         trained with every optimizer (copies of the model, same initial weights), with
         ``pairing="zip"`` model ``i`` with optimizer ``i``. Default: each trial's own, else
         Adam at lr 0.01.
-    memory_budget : estimated working set allowed per partition (bytes, or ``"4g"``,
-        ``"512m"``; ``None``: no limit); a batch that would exceed it is split into
-        sub-batches that run one after the other.
-    patience, monitor : early stopping per model (see :func:`lotan.fit`); a model that
-        stops leaves the batch and the others go on.
-
-    seed : seeds the dropout masks of every model without a seed of its own
+    memory_budget : int or str, optional
+        Estimated working set allowed per partition (bytes, or ``"4g"``, ``"512m"``;
+        ``None``: no limit); a batch that would exceed it is split into sub-batches that run
+        one after the other.
+    patience, monitor : optional
+        Early stopping per model (see :func:`lotan.fit`); a model that stops leaves the
+        batch and the others go on.
+    seed : int
+        Seeds the dropout masks of every model without a seed of its own
         (:attr:`Trial.seed`; ``lotan.grid(..., {"seed": range(10)})`` makes replicates).
 
-    The other parameters are those of :func:`lotan.fit` and apply to every model. Model
-    ``i`` ends with the parameters and history of ``lotan.fit(models[i], graph, ...)`` with
-    the same settings and its seed.
-    """
+    Returns
+    -------
+    GridResult
+        One :class:`~lotan.FitResult` per model, and the batches they trained in.
 
+    Notes
+    -----
+    The other settings are those of :func:`lotan.fit` and apply to every model. Model ``i``
+    ends with the parameters and history of ``lotan.fit(models[i], graph, ...)`` with the
+    same settings and its seed.
+    """
+    keywords = {k: v for k, v in locals().items() if k not in _NOT_FIT_SETTINGS}
+    base = FitConfig.from_keywords(**keywords)
     trials = _trials(models, optimizers, pairing)
     seen: dict[int, int] = {}
     for i, t in enumerate(trials):
@@ -267,50 +249,33 @@ def fit_many(
                 "trains in place, so pass separate modules (copy.deepcopy)"
             )
         seen[id(t.model)] = i
-    base = FitConfig(
-        epochs=epochs,
-        engine=engine,
-        num_partitions=num_partitions,
-        partitioner=partitioner,
-        seed=seed,
-        progress=progress,
-        patience=patience,
-        monitor=monitor,
-        placement=placement,
-        dense_gpus=dense_gpus,
-        dense_cpus=dense_cpus,
-        eval_every=eval_every,
-        exchange_dtype=exchange_dtype,
-    )
     budget = parse_bytes(memory_budget)
-    plans = []
-    for t in trials:
-        _, plan, _ = plan_for(t.model, graph, planner)
-        check_labels(plan, graph)
-        plans.append(plan)
-    check_monitor(base, graph)
-    where = base.placement_config()
-    choice = choose_engine(base.engine, graph, plans, spark, where)
-    announce(choice.describe(), enabled=base.progress)
-    eng, parts = engine_for(choice, spark, base.num_partitions, graph, where)
+    training = base.training
+    run = Run.start(
+        [t.model for t in trials],
+        graph,
+        base.engine,
+        base.planner,
+        training=training,
+        progress=training.progress,
+    )
     configs = [
-        replace(base.with_optimizer(t.optimizer), seed=base.seed if t.seed is None else t.seed)
+        base.with_optimizer(t.optimizer).with_seed(training.seed if t.seed is None else t.seed)
         for t in trials
     ]
     results = [
         FitResult(
             model=t.model,
             config=configs[i],
-            num_partitions=parts,
+            num_partitions=run.partitions,
             optimizer=t.optimizer,
             params=dict(t.params),
-            engine=choice,
+            engine=run.choice,
         )
         for i, t in enumerate(trials)
     ]
     done: list[BatchPlan] = []
-    seeds = [t.seed for t in trials]
-    for bp, prepared, _ in schedule(eng, graph, parts, plans, base.partitioner, budget, seeds):
+    for bp, prepared, _ in run.batches([t.seed for t in trials], budget):
         done.append(bp)
         position = {i: k for k, i in enumerate(bp.merged.members)}
         for members, _ in bp.sub_batches:
@@ -325,23 +290,20 @@ def fit_many(
                 )
                 for k, i in enumerate(sub.members)
             ]
-            run_batch(
-                eng,
+            run.train(
                 prepared,
                 sub,
                 trainers,
-                epochs=base.epochs,
-                seed=base.seed,
-                num_train=graph.num_train,
+                base,
                 norms=bp.merged.plan.norms,
-                progress=base.progress,
                 label=f"lotan batch {len(done) - 1}",
                 on_divergence="stop",
-                placement=where,
-                exchange_dtype=base.exchange_dtype,
-                eval_every=base.eval_every,
             )
     return GridResult(results, done)
+
+
+#: fit_many's parameters that are not fit's settings.
+_NOT_FIT_SETTINGS = ("models", "graph", "optimizers", "pairing", "memory_budget")
 
 
 def _gib(b: int) -> str:
@@ -355,32 +317,24 @@ def _ids(members: Sequence[int]) -> str:
 def explain_many(
     models: Sequence[torch.nn.Module | Trial],
     graph: Graph,
-    *,
-    engine: str,
-    num_partitions: int | None,
-    partitioner: str,
-    spark: SparkSession | None,
-    planner: PlannerFlags,
+    config: FitConfig,
     memory_budget: int | str | None,
-    placement: Placement = DEFAULT_PLACEMENT,
 ) -> str:
-    """How :func:`fit_many` would run ``models``: the batches (and why models are apart),
-    the sub-batches the memory budget makes with their estimates, each batch's merged plan
-    and the physical plan of each sub-batch."""
-    from lotan.planner.explain import render_physical
-    from lotan.planner.physical import PhysicalPlan
-
+    """How :func:`fit_many` would run ``models`` with ``config``'s engine and planner: the
+    batches (and why models are apart), the sub-batches the memory budget makes with their
+    estimates, each batch's merged plan and the physical plan of each sub-batch."""
     trials = _trials(models, None, "product")
     budget = parse_bytes(memory_budget)
-    plans = [plan_for(t.model, graph, planner)[1] for t in trials]
-    choice = choose_engine(engine, graph, plans, spark, placement)
-    eng, parts = engine_for(choice, spark, num_partitions, graph)
-    seeds = [t.seed for t in trials]
-    scheduled = list(schedule(eng, graph, parts, plans, partitioner, budget, seeds))
+    run = Run.start(
+        [t.model for t in trials], graph, config.engine, config.planner, placement=False
+    )
+    scheduled = list(run.batches([t.seed for t in trials], budget))
+    placement = config.engine.placement_config()
+    partitioner = config.engine.partitioner
     limit = "no memory budget" if budget is None else f"memory budget {_gib(budget)}"
     lines = [
         "== Engine ==",
-        choice.describe(),
+        run.choice.describe(),
         "",
         "== Model batches ==",
         f"{len(trials)} models in {len(scheduled)} batch(es); models share a batch when "
@@ -402,7 +356,7 @@ def explain_many(
         position = {i: k for k, i in enumerate(bp.members)}
         for s, (members, _) in enumerate(bp.sub_batches):
             sub = bp.merged.subset([position[i] for i in members])
-            physical = PhysicalPlan.build(sub.plan, norms=bp.merged.plan.norms)
+            physical = run.physical(sub.plan, bp.merged.plan.norms)
             head = "physical plan" if len(bp.sub_batches) == 1 else f"sub-batch {s} physical plan"
             lines += ["", f"== Batch {b}: {head} =="]
             lines += render_physical(sub.plan, physical, stats, partitioner, placement)

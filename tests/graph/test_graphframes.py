@@ -112,6 +112,6 @@ def test_a_real_graphframe_end_to_end(tmp_path: Any) -> None:
     pytest.importorskip("graphframes", reason="pip install graphframes-py")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.graphframes_job", str(tmp_path / "ckpt")],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lotan.engines.spark.messages import messages_to_table
+from lotan.engines.spark.codec import messages_to_table
 from lotan.engines.spark.runner import SparkRunner
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.runtime.message import DRIVER, Message

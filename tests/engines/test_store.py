@@ -55,7 +55,7 @@ def test_spark_preparation_with_layouts_over_the_chunk_size(spark) -> None:
     from torch_geometric.nn.models import GCN
 
     import lotan
-    from lotan.engines.spark.messages import CHUNK_BYTES
+    from lotan.engines.spark.codec import CHUNK_BYTES
 
     graph = lotan.datasets.sbm(30_000, num_classes=4, num_features=256, avg_degree=3, seed=1)
     assert graph.num_vertices // 2 * 256 * 4 > CHUNK_BYTES  # each layout is chunked

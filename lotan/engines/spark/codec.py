@@ -1,7 +1,7 @@
 """Messages as Arrow rows: what crosses a Spark shuffle.
 
 A message is one row of :data:`MESSAGE_SCHEMA` (stage, destination, source, tag and its
-payload, a tile: :mod:`.tiles`), or several for a payload over :data:`CHUNK_BYTES`
+payload, a tile: :mod:`lotan.graph_engine.tiles`), or several for a payload over :data:`CHUNK_BYTES`
 (*chunks*, each with a header naming its message, its place and the tile's size), so that
 the JVM never holds one huge value.
 
