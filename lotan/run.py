@@ -151,7 +151,7 @@ class Run:
     engine: Engine[Any]
     partitions: int
     options: EngineOptions
-    _physical: dict[tuple[LogicalPlan, tuple[NormSpec, ...] | None], PhysicalPlan] = field(
+    _physical: dict[tuple[LogicalPlan, tuple[NormSpec, ...]], PhysicalPlan] = field(
         default_factory=dict, repr=False
     )
 
@@ -197,7 +197,7 @@ class Run:
     ) -> PhysicalPlan:
         """``plan``'s physical plan (``norms``: the weightings the graph was prepared with,
         default the plan's own), built once per run."""
-        key = (plan, norms)
+        key = (plan, plan.norms if norms is None else norms)
         if key not in self._physical:
             self._physical[key] = PhysicalPlan.build(plan, norms=norms)
         return self._physical[key]

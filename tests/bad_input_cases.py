@@ -29,7 +29,7 @@ from lotan.errors import (
 @dataclass(frozen=True)
 class Case:
     name: str
-    what: str  # the wrong input, as the README's table says it
+    what: str  # the wrong input, as the docs' table says it
     error: type[LotanError]
     message: str  # a fragment of the error's text
     run: Callable[[Any, Path], Any]  # (spark session, tmp dir) -> raises

@@ -1,7 +1,8 @@
-"""The README's GraphFrames example as a script (``python -m tests.graphframes_job``): a real
-``GraphFrame`` on a local session that has the GraphFrames jar (``$LOTAN_GRAPHFRAMES_JAR``),
-GraphFrames algorithms as input features, ``lotan.fit``, and the predictions back as a
-``GraphFrame`` that GraphFrames algorithms run on. Exits non-zero on any mismatch."""
+"""The docs' GraphFrames example (docs/graphs.md) as a script (``python -m
+tests.graphframes_job``): a real ``GraphFrame`` on a local session that has the GraphFrames
+jar (``$LOTAN_GRAPHFRAMES_JAR``), GraphFrames algorithms as input features, ``lotan.fit``,
+and the predictions back as a ``GraphFrame`` that GraphFrames algorithms run on. Exits
+non-zero on any mismatch."""
 
 from __future__ import annotations
 

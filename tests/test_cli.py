@@ -1,4 +1,4 @@
-"""The ``lotan`` command: jobs from YAML (the README's example file among them), ``--set``,
+"""The ``lotan`` command: jobs from YAML (examples/cora.yaml among them), ``--set``,
 checkpoints and ``--resume``, predictions to Parquet, plots, and errors that name the key."""
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def test_a_grid_of_seeds_trains_replicates_as_their_own_fits(tmp_path: Path) -> 
 def test_explain(tmp_path: Path, capsys: Any) -> None:
     assert main(["explain", "--config", str(_job(tmp_path))]) == 0
     assert "per epoch: " in capsys.readouterr().out
-    # the README's: the Spark stages of an epoch under split placement
+    # the docs' (engines.md): the Spark stages of an epoch under split placement
     assert main(["explain", "--config", str(_job(tmp_path)), "--set", "placement=split"]) == 0
     out = capsys.readouterr().out
     assert "placement split: " in out and "graph  stage 1 · aggregate" in out

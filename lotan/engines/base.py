@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from lotan.planner.estimates import GraphSize
 from lotan.planner.placement import Placement
 from lotan.runtime.message import Message, StageFn
 from lotan.runtime.value import EpochValue
@@ -81,23 +82,12 @@ class Preparations:
         self._items.clear()
 
 
-class GraphSource(Protocol):
-    """What an engine reads of a graph (:class:`lotan.Graph` has this shape)."""
+class GraphSource(GraphSize, Protocol):
+    """What an engine reads of a graph (:class:`lotan.Graph` has this shape): its sizes, its
+    preparations, and its data as arrays or DataFrames."""
 
     name: str
     preparations: Preparations
-
-    @property
-    def num_vertices(self) -> int: ...
-
-    @property
-    def num_edges(self) -> int: ...
-
-    @property
-    def num_features(self) -> int: ...
-
-    @property
-    def num_edge_features(self) -> int: ...
 
     @property
     def in_memory(self) -> bool: ...
