@@ -92,7 +92,12 @@ class GraphFramesAggregator(SqlAggregator):
         else:
             out = g.aggregateMessages(sums, sendToDst=[message])
         try:
-            return _dense(out.toArrow(), self.n, k)
+            # GraphFrames 0.11 repeats the first aggregate's column (id, f0, f0, f1, ...):
+            # the sums are the last k columns, in order.
+            width = len(out.columns)
+            named = out.toDF("id", *[f"c{j}" for j in range(1, width)])
+            sums = [F.col(f"c{j}").alias(f"f{i}") for i, j in enumerate(range(width - k, width))]
+            return _dense(named.select("id", *sums).toArrow(), self.n, k)
         finally:
             out.unpersist()  # aggregateMessages returns a persisted DataFrame
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,14 @@ import torch.nn.functional as F
 from torch_geometric.nn.models import GCN
 
 from bench import ladder
-from bench.naive import SqlAggregator, graphframes_missing, naive_forward
+from bench.naive import (
+    GRAPHFRAMES_JAR_ENV,
+    Aggregator,
+    GraphFramesAggregator,
+    SqlAggregator,
+    graphframes_missing,
+    naive_forward,
+)
 
 
 def _messy(n: int = 40, m: int = 160, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -29,6 +40,27 @@ def _messy(n: int = 40, m: int = 160, seed: int = 3) -> tuple[np.ndarray, np.nda
 
 @pytest.mark.parametrize("layers", [2, 3])
 def test_naive_gcn_matches_pyg(spark: object, layers: int) -> None:
+    check_naive_gcn(lambda src, dst, n: SqlAggregator(spark, src, dst, n), layers)  # type: ignore[arg-type]
+
+
+def test_naive_graphframes_gcn_matches_pyg() -> None:
+    """The ladder's GraphFrames row (``GraphFrame.aggregateMessages``) computes PyG's GCN
+    too: in a session of its own that loads the GraphFrames jar."""
+    jar = os.environ.get(GRAPHFRAMES_JAR_ENV)
+    if not jar:
+        pytest.skip(f"{GRAPHFRAMES_JAR_ENV} is unset: the GraphFrames jar comes from Maven")
+    pytest.importorskip("graphframes", reason="pip install graphframes-py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.test_naive", jar],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "naive GraphFrames GCN equals PyG" in proc.stdout
+
+
+def check_naive_gcn(make: Callable[[np.ndarray, np.ndarray, int], Aggregator], layers: int) -> None:
+    """A naive GCN whose aggregations ``make(src, dst, n)`` computes: PyG's loss and every
+    gradient, on a messy directed graph."""
     n = 40
     src, dst = _messy(n)
     torch.manual_seed(0)
@@ -42,7 +74,7 @@ def test_naive_gcn_matches_pyg(spark: object, layers: int) -> None:
     ref_loss = F.cross_entropy(ref(x, edge_index), y)
     ref_loss.backward()
 
-    agg = SqlAggregator(spark, src, dst, n)  # type: ignore[arg-type]
+    agg = make(src, dst, n)
     torch.manual_seed(1)
     loss = F.cross_entropy(naive_forward(ours, x, agg), y)
     loss.backward()
@@ -84,3 +116,13 @@ def test_the_ladder_measures_every_step(tmp_path: Path) -> None:
     rows = [line for line in lines if line.startswith("| ") and "×" in line]
     assert len(rows) == sum(r["ok"] for r in records)
     assert rows[0].startswith(f"| {ladder.BASE} |") and "| 1.0× |" in rows[0]
+
+
+if __name__ == "__main__":  # the GraphFrames check, in a session that loads the jar
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from lotan.engines.spark.session import get_spark
+
+    session = get_spark(conf={"spark.jars": sys.argv[1]})
+    for depth in (2, 3):
+        check_naive_gcn(lambda src, dst, n: GraphFramesAggregator(session, src, dst, n), depth)
+    print("naive GraphFrames GCN equals PyG")
