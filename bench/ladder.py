@@ -80,7 +80,8 @@ def render(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
         "and backward, as one Spark SQL job — the edges joined with a vertex table of one "
         "column per feature, then `groupBy` and `sum`, which is what GraphFrames' "
         "`aggregateMessages` compiles to — and the dense work in torch; its loss and "
-        "gradients equal PyG's (`tests/bench/test_naive.py`). Median of epochs "
+        "gradients equal PyG's, with SQL and with `aggregateMessages` (`tests/bench/"
+        "test_naive.py`). Median of epochs "
         f"2..{cfg.get('naive_epochs')} for the naive rows, 2..{cfg.get('epochs')} for Lotan; "
         f"model batching is `fit_many` of K = {cfg.get('models')} models, its epoch divided "
         "by K. Factor = naive SQL epoch ÷ the step's epoch, same run.",
