@@ -482,7 +482,7 @@ def _planner(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -
 
 def _partitioners(cfg: dict[str, Any], data: Path, dgl: Path | None, log: Callable) -> list[dict]:
     """Hash vs label propagation at several partition counts: halo, bytes, time."""
-    from lotan.runtime.label_propagation import PARTITIONERS
+    from lotan.options import PARTITIONERS
 
     path = write_graph(cfg["graph"], data)
     out = []

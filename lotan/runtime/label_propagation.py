@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from lotan.errors import LotanError
 from lotan.graph_engine.exchange import assemble
 from lotan.graph_engine.layout import PartitionLayout
 from lotan.ir.norm import NormSpec
@@ -40,21 +39,10 @@ from lotan.runtime.tags import (
     OWNER,
 )
 
-__all__ = ["PARTITIONERS", "STRUCTURE", "LabelPropagation", "check_partitioner"]
+__all__ = ["STRUCTURE", "LabelPropagation"]
 
 #: The weighting of the structural layout label propagation runs on (edge counts).
 STRUCTURE = NormSpec(kind="sum")
-#: Partitioner names accepted by ``fit``/``predict``/``explain``.
-PARTITIONERS = ("hash", "label_propagation")
-
-
-def check_partitioner(name: str) -> str:
-    if name not in PARTITIONERS:
-        raise LotanError(
-            f"partitioner={name!r} is not one of {list(PARTITIONERS)}: 'hash' assigns "
-            "vertices by a hash of their id, 'label_propagation' keeps neighbours together"
-        )
-    return name
 
 
 def _pair_counts(rows: np.ndarray, labels: np.ndarray, weights: np.ndarray, num: int) -> Any:

@@ -146,11 +146,7 @@ def appnp(b: Builder, x: int, conv: Any, c: Call) -> int:
             f"{where}: APPNP(dropout={conv.dropout:g}) is not supported (it drops edge "
             "weights); use dropout=0 and dropout modules on the features"
         )
-    weighted = weighted and b.has_edge_weight
-    if conv.normalize:
-        norm = NormSpec(kind="gcn", add_self_loops=bool(conv.add_self_loops), weighted=weighted)
-    else:
-        norm = NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
+    norm = _propagation(b, conv, weighted)
     alpha = float(conv.alpha)
     teleport = b.add("scale", (x,), b.width(x), factor=alpha, origin=where)
     h = x
@@ -183,11 +179,7 @@ def gcn2(b: Builder, x: int, conv: Any, c: Call) -> int:
                 f"{b.width(x)} and {b.width(x0)}; x and x_0 must both be "
                 f"{conv.channels} wide"
             )
-    weighted = weighted and b.has_edge_weight
-    if conv.normalize:
-        norm = NormSpec(kind="gcn", add_self_loops=bool(conv.add_self_loops), weighted=weighted)
-    else:
-        norm = NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
+    norm = _propagation(b, conv, weighted)
     alpha, beta = float(conv.alpha), float(conv.beta)
     w = b.width(x)
     h = b.aggregate(x, norm, where)
@@ -203,3 +195,12 @@ def gcn2(b: Builder, x: int, conv: Any, c: Call) -> int:
     if conv.weight2 is None:
         return identity_map(b.add("add", (h, t), w, origin=where), "weight1")
     return b.add("add", (identity_map(h, "weight1"), identity_map(t, "weight2")), w, origin=where)
+
+
+def _propagation(b: Builder, conv: Any, weighted: bool) -> NormSpec:
+    """The weighting of APPNP's and GCN2Conv's propagation: ``gcn_norm`` when ``normalize``
+    (self loops as ``add_self_loops`` says), else the raw edge weights."""
+    weighted = weighted and b.has_edge_weight
+    if conv.normalize:
+        return NormSpec(kind="gcn", add_self_loops=bool(conv.add_self_loops), weighted=weighted)
+    return NormSpec(kind="weighted_sum", add_self_loops=False, weighted=weighted)
